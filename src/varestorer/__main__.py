@@ -1,0 +1,3 @@
+from varestorer.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command-line interface: ``varestorer <command> ...``. Each command is one module in this package."""

@@ -1,0 +1,69 @@
+"""Entry point of the ``varestorer`` command.
+
+Each subcommand lives in its own module with two functions, ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their command runs, so ``varestorer --help``
+is instant and a broken optional dependency of one command never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from varestorer import __version__
+
+# command -> (module, one-line help). One literal table; order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: varestorer [--version] [--help] <command> [<args>]",
+        "",
+        "One-step real-world image super-resolution (VARestorer).",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'varestorer <command> --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"varestorer {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"varestorer: unknown command {command!r}; choose from: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"varestorer {command}", description=help_)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("varestorer: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as error:
+        # User errors get one line; --verbose keeps the traceback for bug reports.
+        if args.verbose:
+            raise
+        print(f"varestorer {command}: error: {error}", file=sys.stderr)
+        return 2

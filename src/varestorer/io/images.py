@@ -1,0 +1,173 @@
+"""Image files: discovery, decoding to arrays (EXIF orientation, any mode) and atomic encoding.
+
+Arrays are ``(H, W, C)`` numpy arrays, ``uint8`` or ``uint16``, C in {1, 3, 4}. Conversion to
+float tensors happens in the callers; this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from varestorer.io.atomic import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 16384 * 16384  # decompression-bomb guard: ~268 MP
+
+
+class ImageReadError(ValueError):
+    """An input file is not a readable image (corrupt, truncated, empty, too large, not an image)."""
+
+
+def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
+
+    Raises:
+        FileNotFoundError: an input matches nothing.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        item_path = Path(item)
+        if item_path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found += sorted(p for p in item_path.glob(pattern) if p.is_file() and _is_image_name(p))
+        elif item_path.is_file():
+            found.append(item_path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=recursive))
+            files = [m for m in matches if m.is_file() and _is_image_name(m)]
+            if not files:
+                raise FileNotFoundError(f"no such file, folder or matching images: {item}")
+            found += files
+    unique: dict[Path, None] = {}
+    for p in found:
+        unique.setdefault(p, None)
+    return list(unique)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file with its EXIF orientation applied, keeping alpha, gray and 16 bits.
+
+    Returns:
+        ``(H, W, C)`` array: ``uint8`` (8-bit files) or ``uint16`` (16-bit PNG/TIFF), with C = 1
+        (gray), 3 (RGB) or 4 (RGBA). Palette, CMYK, LA and other modes are converted.
+
+    Raises:
+        ImageReadError: the file cannot be decoded or exceeds ``max_pixels``.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise ImageReadError(f"{path}: {image.width}x{image.height} exceeds the {max_pixels}-pixel limit")
+                image.load()
+                image = ImageOps.exif_transpose(image) or image
+                return _to_array(image)
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageReadError(f"{path}: not a readable image ({reason})") from None
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image)
+        if mode == "I" and array.max(initial=0) <= 255:
+            array = array.astype(np.uint8)
+        else:
+            array = np.clip(array, 0, 65535).astype(np.uint16)
+        return array[..., None]
+    if mode == "F":
+        return (np.clip(np.asarray(image), 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
+    if mode in ("1", "L"):
+        return np.asarray(image.convert("L"))[..., None]
+    if mode == "LA" or (mode == "P" and "transparency" in image.info) or mode == "PA":
+        return np.asarray(image.convert("RGBA"))
+    if mode == "RGBA":
+        return np.asarray(image)
+    return np.asarray(image.convert("RGB"))  # RGB, RGBX, CMYK, YCbCr, P without transparency, ...
+
+
+def read_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode as 8-bit RGB ``(H, W, 3)`` ``uint8``: alpha dropped, gray expanded, 16 bits rounded."""
+    array = read_image(path, max_pixels=max_pixels)
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False, quality: int = 95) -> Path:
+    """Encode ``(H, W, C)`` ``uint8``/``uint16`` atomically; the format follows the suffix.
+
+    16-bit arrays are kept as 16-bit PNG/TIFF (RGB/RGBA 16-bit is written as TIFF-compatible PNG
+    through numpy-to-PNG encoding) and reduced to 8 bits for formats without 16-bit support.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        ValueError: unsupported array shape or dtype.
+    """
+    path = Path(path)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, C) array with C in 1, 3, 4; got shape {array.shape}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected uint8 or uint16 pixels, got {array.dtype}")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ValueError(f"unsupported output format {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if array.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
+            _write_16bit(tmp, array, suffix)
+        else:
+            if array.dtype == np.uint16:
+                array = ((array.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
+            if suffix in (".jpg", ".jpeg") and array.shape[2] == 4:
+                array = array[..., :3]  # JPEG has no alpha
+            image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+            kwargs = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else {}
+            image.save(tmp, format=_FORMATS[suffix], **kwargs)
+    return path
+
+
+_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+
+def _write_16bit(tmp: Path, array: np.ndarray, suffix: str) -> None:
+    if array.shape[2] == 1:
+        Image.fromarray(array[..., 0].astype(np.uint16)).save(tmp, format=_FORMATS[suffix])
+        return
+    # Pillow cannot encode multi-channel 16-bit images; OpenCV can (PNG and TIFF, BGR order).
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - exercised when opencv is absent
+        raise ValueError("writing 16-bit colour images needs opencv-python-headless (pip install it)") from e
+    bgr = array[..., [2, 1, 0, 3][: array.shape[2]]]
+    ext = ".png" if suffix == ".png" else ".tiff"
+    ok, buffer = cv2.imencode(ext, np.ascontiguousarray(bgr))
+    if not ok:
+        raise ValueError("OpenCV failed to encode the 16-bit image")
+    tmp.write_bytes(buffer.tobytes())

@@ -1,0 +1,42 @@
+"""Shared fixtures: one autouse seed, deterministic CPU threads, tiny-image factory."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_image():
+    """Factory for a smooth, seeded RGB ``uint8`` image of a given size (H, W, 3)."""
+
+    def make(height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = np.stack([np.sin(xx / 5 + c) * np.cos(yy / 7 - c) for c in range(3)], axis=-1)
+        noise = rng.normal(0, 0.05, size=(height, width, 3))
+        return np.clip((base * 0.4 + 0.5 + noise) * 255, 0, 255).astype(np.uint8)
+
+    return make
+
+
+SRC_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src")
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes that must import this checkout's ``src`` (not an installed copy)."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
