@@ -110,3 +110,21 @@ def test_paired_folder_dataset(tmp_path, tiny_image) -> None:
     assert item["lq"].shape == (3, 8, 8) and item["gt"].shape == (3, 32, 32) and item["name"] == "y"
     with pytest.raises(FileNotFoundError, match="no such folder"):
         PairedFolderDataset(tmp_path / "gt", tmp_path / "nothing")
+
+
+def test_degraded_pairs_in_workers_and_batched_collate(tmp_path, tiny_image) -> None:
+    from varestorer.data.pairs import DegradeCollate, DegradedPairDataset
+
+    for i in range(4):
+        _save(tmp_path / f"{i}.png", tiny_image(40, 40, seed=i))
+    hq = HQFolderDataset(tmp_path, crop_size=32, seed=0)
+    pairs = DegradedPairDataset(hq, "mild", seed=1, return_params=True)
+    loader = torch.utils.data.DataLoader(pairs, batch_size=2, num_workers=2)
+    batches = list(loader)
+    assert batches[0]["lq"].shape == (2, 3, 8, 8) and batches[0]["gt"].shape == (2, 3, 32, 32)
+    assert '"stage1"' in batches[0]["params"][0]
+    again = list(torch.utils.data.DataLoader(pairs, batch_size=2, num_workers=0))
+    assert torch.equal(batches[1]["lq"], again[1]["lq"])  # per-item seeds: worker count does not matter
+    collate = DegradeCollate("realesrgan", generator=torch.Generator().manual_seed(0))
+    batch = next(iter(torch.utils.data.DataLoader(hq, batch_size=4, collate_fn=collate)))
+    assert batch["lq"].shape == (4, 3, 8, 8) and len(batch["params"]) == 4 and len(batch["caption"]) == 4

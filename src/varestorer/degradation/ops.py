@@ -165,7 +165,7 @@ def poisson_noise(
         image = rgb_to_gray(x_BCHW[i : i + 1])[0] if gray and x_BCHW.shape[1] == 3 else x_BCHW[i]
         levels = (image.clamp(0, 1) * 255).round()
         count = int((torch.bincount(levels.long().flatten(), minlength=256) > 0).sum())
-        vals = 2.0 ** math.ceil(math.log2(max(count, 2)))
+        vals = 2.0 ** math.ceil(math.log2(count))
         quantized = (levels / 255).cpu()
         noisy = torch.poisson(quantized * vals, generator=generator) / vals
         noise = (noisy - quantized).to(x_BCHW)
