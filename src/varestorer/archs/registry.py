@@ -1,0 +1,137 @@
+"""The literal registry of peer architectures, and loading peer weights from any file we accept.
+
+Accepted weights: a checkpoint folder written by ``save_pretrained`` (``config.json`` +
+``model.safetensors``), Real-ESRGAN ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` /
+``params`` wrappers unwrapped) and ncnn ``.param``/``.bin`` pairs. For foreign files the config is
+read off the tensor shapes (or the ncnn layer list), so no arch flag is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from varestorer.archs.rrdbnet import RRDBNet, RRDBNetConfig
+from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.checkpoint import CONFIG_NAME, load_state_dict, load_strict, read_config
+
+# name -> (class, config). Presets of published peers plus our pre-cleaner variant.
+PEER_ARCHS: dict[str, tuple[type[nn.Module], Any]] = {
+    "realesrgan-x4plus": (RRDBNet, RRDBNetConfig()),
+    "realesr-general-x4v3": (SRVGGNetCompact, SRVGGConfig()),
+    # A light 1x cleaner for `varestorer train precleaner` (about 75k parameters).
+    "precleaner-1x": (SRVGGNetCompact, SRVGGConfig(num_feat=32, num_conv=8, upscale=1)),
+}
+
+# config.json model_type -> class, for checkpoint folders of peer archs.
+PEER_MODEL_TYPES: dict[str, type[nn.Module]] = {"SRVGGNetCompact": SRVGGNetCompact, "RRDBNet": RRDBNet}
+
+
+def build_peer(name: str) -> nn.Module:
+    """A randomly initialised peer arch from its preset name."""
+    if name not in PEER_ARCHS:
+        raise ValueError(f"unknown peer arch {name!r}; choose from: {', '.join(PEER_ARCHS)}")
+    cls, config = PEER_ARCHS[name]
+    return cls(config)
+
+
+def _unwrap(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    for key in ("params_ema", "params", "state_dict"):
+        if key in state and isinstance(state[key], dict):
+            return state[key]
+    return state
+
+
+def arch_from_state_dict(state: dict[str, torch.Tensor]) -> nn.Module:
+    """Build the (untrained) arch whose shapes match a Real-ESRGAN-style state dict."""
+    if "conv_first.weight" in state:
+        first = state["conv_first.weight"]
+        blocks = {k.split(".")[1] for k in state if k.startswith("body.") and k.endswith("rdb1.conv1.weight")}
+        scale = {3: 4, 12: 2, 48: 1}.get(first.shape[1] // 1)
+        if scale is None or not blocks:
+            raise ValueError("state dict looks like RRDBNet but its first conv or blocks are unrecognised")
+        config = RRDBNetConfig(
+            num_in_ch=first.shape[1] * scale * scale // 16,
+            num_out_ch=state["conv_last.weight"].shape[0],
+            num_feat=first.shape[0],
+            num_block=len(blocks),
+            num_grow_ch=state["body.0.rdb1.conv1.weight"].shape[0],
+            scale=scale,
+        )
+        return RRDBNet(config)
+    if "body.0.weight" in state:
+        conv_ids = sorted(int(k.split(".")[1]) for k, v in state.items() if k.startswith("body.") and v.ndim == 4)
+        first, last = state["body.0.weight"], state[f"body.{conv_ids[-1]}.weight"]
+        in_ch = first.shape[1]
+        upscale = math.isqrt(last.shape[0] // in_ch)
+        if upscale * upscale * in_ch != last.shape[0]:
+            raise ValueError(f"cannot infer the scale of an SRVGGNetCompact from {tuple(last.shape)}")
+        act = "prelu" if "body.1.weight" in state else "relu"
+        config = SRVGGConfig(in_ch, in_ch, first.shape[0], len(conv_ids) - 2, upscale, act)
+        return SRVGGNetCompact(config)
+    raise ValueError("unrecognised state dict: expected Real-ESRGAN RRDBNet or SRVGGNetCompact keys")
+
+
+def arch_from_ncnn(param_path: str | Path) -> nn.Module:
+    """Build the (untrained) arch that an ncnn ``.param`` describes (SRVGG or RRDBNet layouts)."""
+    from varestorer.archs.ncnn import parse_param
+
+    layers = parse_param(Path(param_path).read_text(encoding="utf-8"), where=str(param_path))
+    convs = [layer for layer in layers if layer.type == "Convolution"]
+    prelus = [layer for layer in layers if layer.type == "PReLU"]
+    shuffles = [layer for layer in layers if layer.type == "PixelShuffle"]
+    if not convs:
+        raise ValueError(f"{param_path}: no convolutions; not a supported SR model")
+    feat = int(convs[0].param(0))
+    in_ch = int(convs[0].param(6)) // (feat * 9)
+    if shuffles or (prelus and len(prelus) == len(convs) - 1):
+        upscale = int(shuffles[0].param(0)) if shuffles else 1
+        act = "prelu" if prelus else "relu"
+        return SRVGGNetCompact(SRVGGConfig(in_ch, in_ch, feat, len(convs) - 2, upscale, act))
+    if (len(convs) - 6) % 15 == 0 and len(convs) > 6:
+        scale = {3: 4, 12: 2, 48: 1}.get(in_ch)
+        if scale is None:
+            raise ValueError(f"{param_path}: RRDBNet layout with {in_ch} input channels is unsupported")
+        grow = int(convs[1].param(0))
+        config = RRDBNetConfig(3, int(convs[-1].param(0)), feat, (len(convs) - 6) // 15, grow, scale)
+        return RRDBNet(config)
+    raise ValueError(f"{param_path}: unrecognised ncnn layout ({len(convs)} convolutions, {len(prelus)} PReLU)")
+
+
+def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
+    """Load peer weights from a folder, a ``.pth``/``.safetensors`` file, or an ncnn pair.
+
+    For ncnn, ``path`` may name the ``.param`` or the ``.bin``; the other is found beside it.
+    ``arch`` (a ``PEER_ARCHS`` name) overrides the detected architecture.
+
+    Returns:
+        The model in eval mode on the CPU, float32.
+
+    Raises:
+        FileNotFoundError: no such file/folder.
+        ValueError: unrecognised or mismatching weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        meta = read_config(path)
+        cls = PEER_MODEL_TYPES.get(meta["model_type"])
+        if cls is None:
+            raise ValueError(f"{path} holds a {meta['model_type']}, not a peer arch ({', '.join(PEER_MODEL_TYPES)})")
+        return cls.from_pretrained(path)  # type: ignore[attr-defined]
+    if path.suffix in (".param", ".bin") and not (path.parent / CONFIG_NAME).exists():
+        from varestorer.archs.ncnn import ncnn_to_state_dict
+
+        param_path, bin_path = path.with_suffix(".param"), path.with_suffix(".bin")
+        if not param_path.is_file() or not bin_path.is_file():
+            raise FileNotFoundError(f"ncnn models need both {param_path.name} and {bin_path.name} in {path.parent}")
+        model = build_peer(arch) if arch else arch_from_ncnn(param_path)
+        load_strict(model, ncnn_to_state_dict(param_path, bin_path, model), what=str(path))
+        return model.eval()
+    state = _unwrap(load_state_dict(path))
+    model = build_peer(arch) if arch else arch_from_state_dict(state)
+    load_strict(model, state, what=str(path))
+    return model.eval()
