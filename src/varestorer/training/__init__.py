@@ -1,0 +1,1 @@
+"""Training jobs and their shared infrastructure (layer 4; the only code that touches torch.distributed)."""
