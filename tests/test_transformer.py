@@ -10,7 +10,7 @@ import torch
 from varestorer.nn.attention import KVCache, attention
 from varestorer.transformer.config import TRANSFORMER_PRESETS, TransformerConfig, transformer_preset
 from varestorer.transformer.model import NextScaleTransformer, block_causal_mask, scale_levels
-from varestorer.transformer.rope import apply_rope, rope_table, scale_positions
+from varestorer.transformer.rope import apply_rope, rope_extent, rope_table, scale_positions
 from varestorer.transformer.text import TextCondition
 
 
@@ -117,6 +117,23 @@ def test_rope_positions_are_scale_aligned_on_the_common_grid() -> None:
     torch.testing.assert_close(rotated[..., 1, 4:], x[..., 1, 4:])  # row move leaves column channels
     torch.testing.assert_close(rotated[..., 2, :4], x[..., 2, :4])  # column move leaves row channels
     assert not torch.allclose(rotated[..., 1, :4], x[..., 1, :4])
+
+
+def test_infinity_rope_spreads_every_scale_over_the_1m_template_grid() -> None:
+    from varestorer.tokenizer.scales import infinity_schedule
+
+    square = infinity_schedule(256, 256)  # 1, 2, 4, 6, 8, 12, 16
+    assert rope_extent(square) == (64, 64)
+    positions = scale_positions(square, rope_extent(square))
+    assert positions.shape == (521, 2)
+    last = positions[-256:]
+    assert sorted(set(last[:, 0].tolist())) == list(range(0, 64, 4))  # research §2.5: 0, 4, ..., 60
+    assert positions[1:5].tolist() == [[0, 0], [0, 32], [32, 0], [32, 32]]
+    tall = infinity_schedule(512, 256)  # h/w = 2: the 2.0 template, final 1M grid (90, 45)
+    assert rope_extent(tall) == (90, 45)
+    assert rope_extent(((1, 1), (2, 2)), "last") == (2, 2)
+    model = NextScaleTransformer(TRANSFORMER_PRESETS["tiny"])
+    assert model.rope_table(square).shape == (2, 521, 8)
 
 
 def test_caption_dropout_uses_the_unconditional_tokens() -> None:

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from varestorer.tokenizer.scales import INFINITY_TEMPLATES, nearest_template_ratio
+
 Schedule = tuple[tuple[int, int], ...]
 
 
@@ -30,13 +32,7 @@ def rope_extent(schedule: Schedule, mode: Literal["infinity", "last"] = "infinit
         return last_h, last_w
     if mode != "infinity":
         raise ValueError(f"unknown RoPE extent mode {mode!r}; use 'infinity' or 'last'")
-    from varestorer.tokenizer.scales import INFINITY_TEMPLATES
-
-    ratio = last_h / last_w
-    # Templates are keyed by h/w; consider both orientations in case only one is stored.
-    candidates = [(r, grids[-1]) for r, grids in INFINITY_TEMPLATES.items()]
-    candidates += [(1 / r, (grids[-1][1], grids[-1][0])) for r, grids in INFINITY_TEMPLATES.items()]
-    _, (ext_h, ext_w) = min(candidates, key=lambda item: abs(item[0] - ratio))
+    ext_h, ext_w = INFINITY_TEMPLATES[nearest_template_ratio(last_h / last_w)][-1]
     return max(ext_h, last_h), max(ext_w, last_w)
 
 
