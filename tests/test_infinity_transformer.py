@@ -115,3 +115,17 @@ def test_missing_and_unexpected_keys_are_reported(tmp_path) -> None:
     with pytest.raises(ValueError, match="gpt_ema_fsdp"):
         torch.save({"trainer": {"gpt_fsdp": state}}, tmp_path / "t.pth")
         load_infinity_transformer(tmp_path / "t.pth", config, ema=True)
+
+
+def test_inspect_lists_every_infinity_2b_tensor(capsys) -> None:
+    import json
+
+    from varestorer.cli.main import main
+
+    assert main(["inspect", "infinity-2b", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["params"] == report["trainable"] and 2.19e9 < report["params"] < 2.21e9
+    assert len(report["tensors"]) == len(GLOBAL_2B) + 32 * len(BLOCK_2B)
+    assert report["tensors"]["block_chunks.7.module.3.ffn.fc2.weight"] == [2048, 8192]
+    assert main(["inspect", "transformer:small", "--depth", "1"]) == 0
+    assert "NextScaleTransformer" in capsys.readouterr().out

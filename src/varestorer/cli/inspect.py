@@ -18,6 +18,7 @@ from varestorer.config import config_from_dict, config_to_dict
 # Its presets are then reachable as "family:name", or as "name" alone when no other family has it.
 MODEL_FAMILIES: dict[str, tuple[str, str, str]] = {
     "tokenizer": ("varestorer.tokenizer.autoencoder", "TOKENIZER_PRESETS", "MultiScaleTokenizer"),
+    "transformer": ("varestorer.transformer.model", "TRANSFORMER_PRESETS", "NextScaleTransformer"),
 }
 
 EPILOG = """\

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from varestorer.checkpoint import PretrainedMixin
 from varestorer.nn.attention import KVCache
 from varestorer.transformer.blocks import AdaLNBeforeHead, BlockChunk, CrossAttnBlock, RMSNorm, TextAttentivePool
-from varestorer.transformer.config import TransformerConfig
+from varestorer.transformer.config import TRANSFORMER_PRESETS, TransformerConfig
 from varestorer.transformer.rope import Schedule, rope_extent, rope_table, scale_positions
 from varestorer.transformer.text import TextCondition
 
@@ -93,7 +93,8 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             self.blocks = nn.ModuleList(blocks)
         self.head_nm = AdaLNBeforeHead(C, C, config.norm_eps)
         self.head = nn.Linear(C, 2 * config.token_dim)
-        self.reset_parameters()
+        if not self.pos_start.is_meta:  # shapes-only models (inspect, checkpoint loading) skip the init
+            self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------- setup
     @torch.no_grad()
@@ -285,3 +286,6 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         rope_2lp = self.rope_table(schedule)[:, offset : offset + h * w].to(x_BlC.device)
         x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache)
         return self.logits(x_BlC, cond), cache
+
+
+__all__ = ["TRANSFORMER_PRESETS", "Conditioning", "NextScaleTransformer", "TransformerConfig"]
