@@ -17,7 +17,8 @@ import torch
 
 from varestorer.checkpoint import check_state_dict, load_state_dict
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
-from varestorer.tokenizer.config import tokenizer_preset
+from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.tokenizer.quantizer import infinity_bit_mask
 
 # Plain module names that Infinity wraps: conv layers get ``.conv``, GroupNorms ``.norm``.
 _PLAIN_CONV = re.compile(
@@ -65,21 +66,22 @@ def infinity_vae_state_dict(checkpoint: Mapping[str, Any], *, ema: bool = False)
 
 def load_infinity_tokenizer(
     path: str | Path,
-    preset: str = "infinity-d32",
+    preset: str | TokenizerConfig = "infinity-d32",
     *,
     ema: bool = False,
     device: str | torch.device = "cpu",
 ) -> MultiScaleTokenizer:
     """An official Infinity tokenizer checkpoint as a :class:`MultiScaleTokenizer` (``eval()`` mode).
 
-    ``preset`` names the shape (``infinity-d16/d24/d32/d64``; ``infinity_vae_d32reg.pth`` is d32). The
+    ``preset`` names the shape (``infinity-d16/d24/d32/d64``; ``infinity_vae_d32reg.pth`` is d32) or is a
+    ``TokenizerConfig`` (with ``infinity_buffers=True`` for official files). The
     quantizer's ``lfq.mask`` buffers are constants: one missing from the file is filled in.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable file, no VAE inside, or missing/unexpected/mis-shaped tensors (all listed).
     """
-    config = tokenizer_preset(preset)
+    config = tokenizer_preset(preset) if isinstance(preset, str) else preset
     raw = load_state_dict(path)
     state = infinity_vae_state_dict(raw, ema=ema)
     with torch.device("meta"):
@@ -87,13 +89,15 @@ def load_infinity_tokenizer(
     expected = model.state_dict()
     for key in _MASK_KEYS:
         if key in expected and key not in state:
-            state[key] = torch.tensor(2, dtype=torch.int64) ** torch.arange(config.token_dim - 1, -1, -1)
+            state[key] = infinity_bit_mask(config.token_dim)
     conv_out = state.get("encoder.conv_out.conv.weight")
     if conv_out is not None and conv_out.ndim == 4 and conv_out.shape[0] != config.token_dim:
         raise ValueError(
-            f"{path} holds a d={conv_out.shape[0]} tokenizer, not {preset} (d={config.token_dim}); "
+            f"{path} holds a d={conv_out.shape[0]} tokenizer, not d={config.token_dim}; "
             f"try preset 'infinity-d{conv_out.shape[0]}'"
         )
-    check_state_dict(model, state, what=str(path))
+    name = preset if isinstance(preset, str) else "the given config"
+    what = f"{path} (as {name})"
+    check_state_dict(model, state, what=what)
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()

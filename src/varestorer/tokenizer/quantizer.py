@@ -130,6 +130,11 @@ class MultiScaleQuantizer(nn.Module):
         return torch.cat(rows, dim=1) if rows else f_hat.new_zeros(f_hat.shape[0], 0, f_hat.shape[1])
 
 
+def infinity_bit_mask(token_dim: int) -> Tensor:
+    """int64 [2^(d-1), ..., 2, 1]; 2^63 wraps to -2^63 as int64 arithmetic does in Infinity."""
+    return torch.tensor([(1 << i) if i < 63 else -(1 << 63) for i in range(token_dim - 1, -1, -1)], dtype=torch.int64)
+
+
 class _BitMask(nn.Module):
     """Holds Infinity's ``lfq.mask`` buffer (2^(d-1) ... 2^0, int64) so official checkpoints load strictly.
 
@@ -138,7 +143,7 @@ class _BitMask(nn.Module):
 
     def __init__(self, token_dim: int) -> None:
         super().__init__()
-        self.register_buffer("mask", torch.tensor(2, dtype=torch.int64) ** torch.arange(token_dim - 1, -1, -1))
+        self.register_buffer("mask", infinity_bit_mask(token_dim))
 
 
 class BitwiseQuantizer(MultiScaleQuantizer):

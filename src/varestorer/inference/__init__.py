@@ -1,0 +1,1 @@
+"""Inference: the next-scale sampler, tiling and the one-step restorer."""

@@ -1,0 +1,1 @@
+"""Model bundles: the teacher (tokenizer + transformer + text) and the one-step student."""
