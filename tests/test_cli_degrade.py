@@ -136,3 +136,14 @@ def test_refusals_and_custom_config(tmp_path, sources, capsys) -> None:
     assert main(["degrade", str(sources / "rgb.png"), "-o", str(tmp_path / "x"), "--preset", str(config)]) == 2
     assert "unknown key 'blurr'" in capsys.readouterr().err
     assert main(["degrade", str(sources / "rgb.png"), "-o", str(tmp_path / "x"), "--preset", "heavy"]) == 2
+
+
+def test_per_image_random_crops(tmp_path, sources) -> None:
+    out = tmp_path / "out"
+    args = ["degrade", str(sources / "rgb.png"), str(sources / "gray.png"), "-o", str(out), "--crop", "16"]
+    assert main([*args, "--per-image", "3"]) == 2  # needs --crop-mode random
+    assert main([*args, "--per-image", "3", "--crop-mode", "random", "--preset", "bicubic"]) == 0
+    images = json.loads((out / "manifest.json").read_text())["images"]
+    assert sorted(images) == [f"{n}_{k:03d}" for n in ("gray", "rgb") for k in range(3)]
+    boxes = {(e["crop"]["top"], e["crop"]["left"]) for n, e in images.items() if n.startswith("rgb")}
+    assert len(boxes) == 3

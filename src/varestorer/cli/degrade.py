@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=None, help="downscale factor (default: the preset's, 4)")
     parser.add_argument("--crop", default="512", help="GT crop side in px (a multiple of the scale), or 'none'")
     parser.add_argument("--crop-mode", choices=("center", "random"), default="center", help="crop position")
+    parser.add_argument(
+        "--per-image",
+        type=int,
+        default=1,
+        metavar="N",
+        help="random crops per image, named NAME_000.png ... (StableSR's DIV2K-Val: 100 images x 30)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed; each image's seed depends on it and its name")
     parser.add_argument("--resize-back", action="store_true", help="bicubic-resize the LQ back to the GT size")
     parser.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
@@ -89,7 +96,15 @@ def run(args: argparse.Namespace) -> int:
     paths = list_images(args.sources, recursive=args.recursive)
     if not paths:
         raise FileNotFoundError(f"no images found in {', '.join(args.sources)}")
+    if args.per_image < 1:
+        raise ValueError(f"--per-image must be >= 1, got {args.per_image}")
+    if args.per_image > 1 and (crop is None or args.crop_mode != "random"):
+        raise ValueError("--per-image > 1 needs --crop SIZE and --crop-mode random")
     names = _output_names(paths)
+    if args.per_image > 1:
+        jobs = [(path, f"{name}_{k:03d}") for path, name in zip(paths, names) for k in range(args.per_image)]
+    else:
+        jobs = list(zip(paths, names))
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         raise FileExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
@@ -107,12 +122,17 @@ def run(args: argparse.Namespace) -> int:
         "images": {},
         "failed": {},
     }
+    decoded: tuple[Path, Any] | None = None  # the last decoded source (reused by --per-image crops)
     with atomic_directory(output, overwrite=args.overwrite) as tmp:
-        for index, (path, name) in enumerate(zip(paths, names), 1):
+        for index, (path, name) in enumerate(jobs, 1):
+            if str(path) in manifest["failed"]:
+                continue
             seed = image_seed(args.seed, name)
             try:
+                if decoded is None or decoded[0] != path:
+                    decoded = (path, read_rgb(path))
                 generator = torch.Generator().manual_seed(seed)
-                gt_array, box = _crop(read_rgb(path), crop, args.crop_mode, scale, generator)
+                gt_array, box = _crop(decoded[1], crop, args.crop_mode, scale, generator)
                 gt = to_tensor(gt_array)
                 lq, params = degrade(gt, config, generator)
                 if args.resize_back:
@@ -120,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
                 write_image(tmp / "gt" / f"{name}.png", to_uint8(gt))
                 write_image(tmp / "lq" / f"{name}.png", to_uint8(lq))
             except (ImageReadError, ValueError, OSError) as error:
-                manifest["failed"][str(path)] = str(error)
                 logger.error("%s: %s", path, error)
+                manifest["failed"][str(path)] = str(error)
                 continue
             manifest["images"][name] = {
                 "source": str(path),
@@ -131,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "lq_size": list(lq.shape[1:]),
                 "params": params,
             }
-            logger.info("[%d/%d] %s", index, len(paths), name)
+            logger.info("[%d/%d] %s", index, len(jobs), name)
         with atomic_path(tmp / "manifest.json") as manifest_tmp:
             manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     done, failed = len(manifest["images"]), len(manifest["failed"])
