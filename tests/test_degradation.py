@@ -261,3 +261,24 @@ def test_config_files_and_unknown_keys(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown degradation preset"):
         resolve_degradation_config("strong")
     assert np.isclose(DEGRADATION_PRESETS["realesrgan"].stage2.blur.probability, 0.8)
+
+
+def test_torch_backend_matches_opencv_backend(tiny_image) -> None:
+    """float64 input takes the pure-torch path (as CUDA tensors do); float32 on CPU uses OpenCV."""
+    hq = torch.from_numpy(tiny_image(64, 64)).permute(2, 0, 1).float() / 255
+    for seed in range(3):
+        lq32, params32 = degrade(hq, "realesrgan", torch.Generator().manual_seed(seed))
+        lq64, params64 = degrade(hq.double(), "realesrgan", torch.Generator().manual_seed(seed))
+        assert params32 == params64
+        # JPEG rounding can flip a few 8-bit levels; the images must agree closely.
+        assert float((lq32.double() - lq64).abs().mean()) < 2 / 255
+
+
+@pytest.mark.gpu
+def test_batched_pipeline_on_cuda(tiny_image) -> None:
+    hq = torch.from_numpy(tiny_image(64, 64)).permute(2, 0, 1).float() / 255
+    batch = torch.stack([hq, hq.flip(-1)]).cuda()
+    lq, params = DegradationPipeline.from_preset("realesrgan")(batch, torch.Generator().manual_seed(0))
+    assert lq.is_cuda and lq.shape == (2, 3, 16, 16) and len(params) == 2
+    cpu_lq, _ = DegradationPipeline.from_preset("realesrgan")(batch.cpu(), torch.Generator().manual_seed(0))
+    assert float((lq.cpu() - cpu_lq).abs().mean()) < 2 / 255

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
     "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
     "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
+    "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
 }
 
 

@@ -15,11 +15,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cv2
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from varestorer.degradation.config import DegradationConfig
 from varestorer.degradation.pipeline import DegradationPipeline, degrade
+
+
+def _single_threaded_in_workers() -> None:
+    # torch already runs one thread per DataLoader worker; OpenCV would start one per core in each.
+    if get_worker_info() is not None and cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 def _config(config: DegradationConfig | str) -> DegradationConfig:
@@ -61,6 +68,7 @@ class DegradedPairDataset(Dataset):
             self.dataset.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        _single_threaded_in_workers()
         item = dict(self.dataset[index])
         if self.seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -87,6 +95,7 @@ class DegradeCollate:
         self.generator = generator
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        _single_threaded_in_workers()
         batch = default_collate(items)
         generator = self.generator
         if generator is None:

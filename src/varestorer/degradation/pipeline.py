@@ -46,9 +46,12 @@ def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
 def _draw_resize(config: ResizeConfig, generator: torch.Generator | None) -> dict[str, Any]:
     direction = ("up", "down", "keep")[choice(config.probs, generator)]
     low, high = config.scale_range
-    scale = {"up": lambda: uniform(1.0, high, generator), "down": lambda: uniform(low, 1.0, generator)}.get(
-        direction, lambda: 1.0
-    )()
+    if direction == "up":
+        scale = uniform(1.0, high, generator)
+    elif direction == "down":
+        scale = uniform(low, 1.0, generator)
+    else:
+        scale = 1.0
     mode = config.modes[int(torch.randint(len(config.modes), (1,), generator=generator).item())]
     return {"scale": scale, "mode": mode}
 
