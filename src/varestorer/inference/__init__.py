@@ -1,1 +1,1 @@
-"""Inference: the next-scale sampler, tiling and the one-step restorer."""
+"""Inference: tiling, colour fixes and the ``Restorer`` (imported lazily; this file stays light)."""

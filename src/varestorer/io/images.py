@@ -58,8 +58,9 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """Decode an image file with its EXIF orientation applied, keeping alpha, gray and 16 bits.
 
     Returns:
-        ``(H, W, C)`` array: ``uint8`` (8-bit files) or ``uint16`` (16-bit PNG/TIFF), with C = 1
-        (gray), 3 (RGB) or 4 (RGBA). Palette, CMYK, LA and other modes are converted.
+        ``(H, W, C)`` array: ``uint8`` (8-bit files) or ``uint16`` (16-bit PNG/TIFF, gray or
+        colour), with C = 1 (gray), 3 (RGB) or 4 (RGBA). Palette, CMYK, LA and other modes are
+        converted. Multi-frame files give their first frame.
 
     Raises:
         ImageReadError: the file cannot be decoded or exceeds ``max_pixels``.
@@ -71,9 +72,13 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
             with Image.open(path) as image:
                 if max_pixels is not None and image.width * image.height > max_pixels:
                     raise ImageReadError(f"{path}: {image.width}x{image.height} exceeds the {max_pixels}-pixel limit")
+                if _is_16bit_colour(image, path):
+                    # Pillow decodes 16-bit RGB(A) as 8 bits; OpenCV keeps all 16 (but ignores EXIF).
+                    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+                    return _apply_orientation(_read_16bit_colour(path), orientation)
                 image.load()
                 image = ImageOps.exif_transpose(image) or image
-                return _to_array(image)
+                return pil_to_array(image)
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
@@ -81,7 +86,55 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         raise ImageReadError(f"{path}: not a readable image ({reason})") from None
 
 
-def _to_array(image: Image.Image) -> np.ndarray:
+_ORIENTATION_TAG = 0x0112
+
+
+def _is_16bit_colour(image: Image.Image, path: Path) -> bool:
+    if image.format == "PNG":
+        with open(path, "rb") as file:
+            header = file.read(26)
+        # IHDR: bit depth at byte 24, colour type at 25 (0 = gray, which Pillow keeps as I;16).
+        return len(header) == 26 and header[24] == 16 and header[25] != 0
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258) if hasattr(image, "tag_v2") else None
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return len(bits) > 1 and max(b or 0 for b in bits) > 8
+    return False
+
+
+def _read_16bit_colour(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if array is None:
+        raise ImageReadError(f"{path}: not a readable image (16-bit decoder failed)")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[2] == 2:  # gray + alpha
+        array = np.concatenate([np.repeat(array[..., :1], 3, axis=2), array[..., 1:]], axis=2)
+        return np.ascontiguousarray(array.astype(np.uint16))
+    order = [2, 1, 0, 3][: array.shape[2]] if array.shape[2] in (3, 4) else list(range(array.shape[2]))
+    return np.ascontiguousarray(array[..., order].astype(np.uint16))
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an ``(H, W, C)`` array, as ``ImageOps.exif_transpose`` does."""
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: np.rot90(a, k=2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, k=1),
+    }
+    transform = transforms.get(int(orientation))
+    return np.ascontiguousarray(transform(array)) if transform else array
+
+
+def pil_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image as ``(H, W, C)`` ``uint8``/``uint16``, C in {1, 3, 4} (see ``read_image``)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image)

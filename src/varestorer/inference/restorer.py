@@ -1,0 +1,303 @@
+"""The ``Restorer``: any one-step SR model behind one contract, at any size, from Python.
+
+Models plug in through the ``OneStepSR`` protocol (the student, our peer archs, anything else).
+The restorer owns everything around the model: input conversion (PIL / numpy / tensors; gray,
+RGBA, 8/16-bit), device and dtype, padding, overlapping tiles with feathered blending, the
+optional pre-cleaner and colour fix, and the exact output size for any float scale.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from varestorer.checkpoint import CONFIG_NAME, read_config
+from varestorer.inference.color import ColorFix, apply_color_fix
+from varestorer.inference.tiling import BlendWindow, tiled_apply
+from varestorer.io.images import pil_to_array
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class OneStepSR(Protocol):
+    """What a model must offer to run inside a ``Restorer``.
+
+    Attributes:
+        scale: native upscaling factor (an int >= 1).
+        input_size: the LQ tile size in pixels the model works at (inputs are exactly
+            ``(B, 3, input_size, input_size)``), or None if it accepts any size.
+        size_multiple: input height and width must be multiples of this (after padding).
+
+    ``model(lq_B3HW)`` takes float RGB in [0, 1] and returns ``(B, 3, scale*H, scale*W)`` in
+    [0, 1] (values slightly outside are clamped). A model that reads text sets
+    ``accepts_prompt = True`` and takes ``model(lq, prompt=str)``.
+    """
+
+    scale: int
+    input_size: int | None
+    size_multiple: int
+
+    def __call__(self, lq_B3HW: torch.Tensor) -> torch.Tensor: ...
+
+
+# config.json model_type -> "module:Class" with a ``from_pretrained(folder)`` classmethod. One
+# literal table: the exported student will be added here when it lands.
+RESTORER_MODELS: dict[str, str] = {
+    "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
+    "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
+}
+
+# Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
+EMBEDDED_MODELS: dict[str, str] = {}
+
+DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
+DEFAULT_OVERLAP = 32
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA; float32 on MPS and CPU (opt into float16 on MPS with ``dtype=``)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _load_model(path_or_name: str | Path) -> nn.Module:
+    if str(path_or_name) in EMBEDDED_MODELS:
+        path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
+    else:
+        path = Path(path_or_name)
+    if not path.exists():
+        names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
+        raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        model_type = read_config(path)["model_type"]
+        if model_type not in RESTORER_MODELS:
+            raise ValueError(f"{path} holds a {model_type}; restorable types: {', '.join(RESTORER_MODELS)}")
+        module_name, class_name = RESTORER_MODELS[model_type].split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls.from_pretrained(path)
+    from varestorer.archs.registry import load_peer  # .pth / .safetensors / ncnn files of peer archs
+
+    return load_peer(path)
+
+
+class Restorer:
+    """Restore images with a one-step SR model.
+
+    Args:
+        model: an ``OneStepSR`` module.
+        device, dtype: where and how the model runs; default CUDA bf16, else MPS or CPU float32.
+        tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
+            than a tile are split into overlapping tiles whose outputs are blended with feathered
+            weights (no seams); at most ``batch_size`` tiles run at once.
+        tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default tile/4 for
+            fixed-size models, else 32).
+        color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile.
+        precleaner: an optional module ``(B,3,h,w) -> (B,3,h,w)`` run on each LQ tile first.
+        window: blending weights, "gaussian" or "linear".
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        batch_size: int = 1,
+        color_fix: ColorFix = "none",
+        precleaner: nn.Module | None = None,
+        window: BlendWindow = "gaussian",
+    ) -> None:
+        for name in ("scale", "input_size", "size_multiple"):
+            if not hasattr(model, name):
+                raise TypeError(f"{type(model).__name__} lacks '{name}': it does not implement OneStepSR")
+        self.device = torch.device(device) if device is not None else default_device()
+        if isinstance(dtype, str):
+            if dtype not in ("float32", "float16", "bfloat16"):
+                raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+            dtype = getattr(torch, dtype)
+        self.dtype = dtype or default_dtype(self.device)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.precleaner = precleaner.to(self.device, self.dtype).eval() if precleaner is not None else None
+        self.scale = int(model.scale)
+        self.input_size: int | None = model.input_size
+        self.size_multiple = int(model.size_multiple)
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
+        self.color_fix, self.window = color_fix, window
+        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path, **kwargs: Any) -> Restorer:
+        """Load a checkpoint folder (dispatch on config.json ``model_type`` via ``RESTORER_MODELS``),
+        a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name; kwargs go to ``__init__``."""
+        return cls(_load_model(path_or_name), **kwargs)
+
+    def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
+        tile = self.tile if tile is None else tile
+        overlap = self.tile_overlap if overlap is None else overlap
+        if self.input_size is not None:
+            size = self.input_size if tile is None else min(tile, self.input_size)
+            overlap = size // 4 if overlap is None else overlap
+        else:
+            size = tile or DEFAULT_TILE
+            overlap = min(DEFAULT_OVERLAP, size // 4) if overlap is None else overlap
+        if size < 1 or not 0 <= overlap < size:
+            raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={size}, overlap={overlap}")
+        return size, overlap
+
+    @torch.inference_mode()
+    def restore_tensor(
+        self,
+        lq_B3HW: torch.Tensor,
+        scale: float | None = None,
+        *,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        color_fix: ColorFix | None = None,
+        prompt: str | None = None,
+    ) -> torch.Tensor:
+        """Core path: float RGB ``(B, 3, H, W)`` in [0, 1] on any device -> ``(B, 3, H', W')`` float32
+        in [0, 1] on the CPU, with ``H' = round(scale * H)`` (default scale: the model's native one)."""
+        if lq_B3HW.ndim != 4 or lq_B3HW.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(lq_B3HW.shape)}")
+        height, width = lq_B3HW.shape[-2:]
+        target = _target_size(height, width, self.scale if scale is None else scale)
+        fix = self.color_fix if color_fix is None else color_fix
+        if prompt is not None and not getattr(self.model, "accepts_prompt", False):
+            raise ValueError(f"{type(self.model).__name__} takes no text prompt")
+        size, overlap = self._tiling(tile, tile_overlap)
+
+        def run(tiles: torch.Tensor) -> torch.Tensor:
+            lq = tiles.to(self.device, self.dtype)
+            if self.precleaner is not None:
+                lq = self.precleaner(lq)
+            sr = self.model(lq) if prompt is None else self.model(lq, prompt=prompt)
+            sr = apply_color_fix(sr.float(), lq.float(), fix)
+            return sr.clamp_(0, 1).to("cpu", torch.float32)
+
+        sr = tiled_apply(
+            run,
+            lq_B3HW.detach().to("cpu", torch.float32),
+            scale=self.scale,
+            tile=size,
+            overlap=overlap,
+            batch_size=self.batch_size,
+            window=self.window,
+            size_multiple=self.size_multiple,
+            min_size=self.input_size or 0,
+        )
+        if sr.shape[-2:] != target:
+            sr = F.interpolate(sr, size=target, mode="bicubic", antialias=True, align_corners=False)
+        return sr.clamp_(0, 1)
+
+    def __call__(self, image: Any, scale: float | None = None, **kwargs: Any) -> Any:
+        """Restore ``image`` and return it in the same kind it came in.
+
+        Args:
+            image: a PIL image (any mode; palette/CMYK become RGB(A)); a numpy array ``(H, W)`` or
+                ``(H, W, C)``, C in {1, 3, 4}, ``uint8``, ``uint16`` or float in [0, 1]; or a float
+                tensor ``(B, C, H, W)`` in [0, 1], C in {1, 3, 4}.
+            scale: output/input size ratio, any positive float (default: the model's native
+                factor). The model always runs at its native factor; the result is resized
+                (antialiased bicubic) to exactly ``round(scale * H) x round(scale * W)``.
+            kwargs: ``tile``, ``tile_overlap``, ``color_fix``, ``prompt`` override the defaults.
+
+        Returns:
+            The same type: PIL in the input's mode family (L, RGB, RGBA, I;16), numpy with the
+            input's dtype and channel layout, or a float32 tensor on the input's device. Gray is
+            restored as RGB and averaged back; alpha is resized with bicubic, not by the model.
+            Inputs are padded to the model's ``size_multiple`` (reflect) and cropped back.
+
+        Raises:
+            ValueError: wrong shape, dtype, range, scale, or a prompt for a model without text.
+        """
+        if isinstance(image, Image.Image):
+            array = pil_to_array(image)
+            out = self._restore_array(array, scale, **kwargs)
+            return _array_to_pil(out)
+        if isinstance(image, np.ndarray):
+            squeeze = image.ndim == 2
+            out = self._restore_array(image[..., None] if squeeze else image, scale, **kwargs)
+            return out[..., 0] if squeeze else out
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 4 or image.shape[1] not in (1, 3, 4) or not image.is_floating_point():
+                raise ValueError(
+                    f"expected a float (B, C, H, W) tensor with C in 1, 3, 4; got {image.dtype} {tuple(image.shape)}"
+                )
+            _check_range(image)
+            return self._restore_channels(image.float(), scale, **kwargs).to(image.device)
+        raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+
+    def _restore_channels(self, x_BCHW: torch.Tensor, scale: float | None, **kwargs: Any) -> torch.Tensor:
+        channels = x_BCHW.shape[1]
+        rgb = x_BCHW[:, :3] if channels >= 3 else x_BCHW.expand(-1, 3, -1, -1)
+        sr = self.restore_tensor(rgb, scale, **kwargs)
+        if channels == 1:
+            return sr.mean(dim=1, keepdim=True)
+        if channels == 4:
+            alpha = F.interpolate(x_BCHW[:, 3:].cpu(), size=sr.shape[-2:], mode="bicubic", antialias=True)
+            return torch.cat([sr, alpha.clamp_(0, 1)], dim=1)
+        return sr
+
+    def _restore_array(self, array: np.ndarray, scale: float | None, **kwargs: Any) -> np.ndarray:
+        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+            raise ValueError(f"expected an (H, W) or (H, W, C) array with C in 1, 3, 4; got {array.shape}")
+        if array.dtype == np.uint8:
+            peak = 255.0
+        elif array.dtype == np.uint16:
+            peak = 65535.0
+        elif np.issubdtype(array.dtype, np.floating):
+            peak = 1.0
+        else:
+            raise ValueError(f"expected uint8, uint16 or float pixels, got {array.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None] / peak
+        if peak == 1.0:
+            _check_range(x)
+        sr = self._restore_channels(x, scale, **kwargs)[0].permute(1, 2, 0).numpy()
+        if peak == 1.0:
+            return sr.astype(np.float32)
+        return np.clip(sr * peak + 0.5, 0, peak).astype(array.dtype)
+
+
+def _check_range(x: torch.Tensor) -> None:
+    low, high = float(x.min()), float(x.max())
+    if low < -1e-3 or high > 1 + 1e-3 or math.isnan(low) or math.isnan(high):
+        raise ValueError(f"expected values in [0, 1], got [{low:.3g}, {high:.3g}]")
+
+
+def _target_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    target = (round(scale * height), round(scale * width))
+    if min(target) < 1:
+        raise ValueError(f"scale {scale} shrinks a {height}x{width} image to nothing")
+    return target
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.dtype == np.uint16:
+        if array.shape[2] == 1:
+            return Image.fromarray(array[..., 0])  # mode I;16
+        array = ((array.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)  # PIL has no 16-bit RGB
+    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
