@@ -1,1 +1,1 @@
-"""Model bundles: the teacher (tokenizer + transformer + text) and the one-step student."""
+"""Composite models: the teacher bundle (tokenizer + transformer) and the one-step student."""

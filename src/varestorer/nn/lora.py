@@ -104,3 +104,16 @@ def merge_lora(model: nn.Module) -> int:
 def base_weight_key(key: str) -> str:
     """Map a parametrized key back to the plain one: ``x.parametrizations.weight.original`` -> ``x.weight``."""
     return key.replace(".parametrizations.weight.original", ".weight")
+
+
+def to_parametrized_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename plain ``x.weight`` keys of a base model to ``x.parametrizations.weight.original`` where ``model``
+    carries a parametrization on ``x.weight``, so base weights load into an adapted model."""
+    adapted = {name for name, m in model.named_modules() if parametrize.is_parametrized(m, "weight")}
+    out = {}
+    for key, value in state_dict.items():
+        module_name, _, leaf = key.rpartition(".")
+        out[
+            f"{module_name}.parametrizations.weight.original" if leaf == "weight" and module_name in adapted else key
+        ] = value
+    return out
