@@ -4,8 +4,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from varestorer.transformer.config import transformer_preset
-from varestorer.transformer.model import NextScaleTransformer
 
 from varestorer.models.student import Student, bits_to_codes_straight_through
 from varestorer.models.student_config import StudentConfig
@@ -13,6 +11,8 @@ from varestorer.nn.lora import lora_parameters
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.training.kl import token_kl
+from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
 
 
 def _teacher() -> tuple[MultiScaleTokenizer, NextScaleTransformer]:
