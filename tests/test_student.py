@@ -124,3 +124,34 @@ def test_bad_configs_are_clear_errors() -> None:
     student, _, _ = _student()
     with pytest.raises(ValueError, match="expected LQ images"):
         student(torch.rand(3, 16, 16))
+
+
+def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
+    from varestorer.cli.main import main
+
+    student, tokenizer, transformer = _student()
+    _perturb_adapters(student)
+    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
+    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
+    student.save_pretrained(tmp_path / "student")
+    assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 0
+    exported = Student.from_pretrained(tmp_path / "out")
+    assert exported.config.merged and exported.config.teacher is None
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
+    assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_paper_lora_budget_on_infinity_2b() -> None:
+    """Rank-32 LoRA on the 32 blocks' attention projections: the paper's 27.3M / 1.2% (§4.1)."""
+    from varestorer.models.student_config import STUDENT_PRESETS
+
+    with torch.device("meta"):
+        student = Student(STUDENT_PRESETS["infinity-2b"])
+    lora = sum(p.numel() for p in lora_parameters(student.transformer))
+    base = sum(p.numel() for n, p in student.transformer.named_parameters() if ".lora_" not in n)
+    assert lora == 27_262_976
+    assert round(100 * lora / base, 1) == 1.2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from varestorer.config import config_from_dict, config_to_dict
 MODEL_FAMILIES: dict[str, tuple[str, str, str]] = {
     "tokenizer": ("varestorer.tokenizer.autoencoder", "TOKENIZER_PRESETS", "MultiScaleTokenizer"),
     "transformer": ("varestorer.transformer.model", "TRANSFORMER_PRESETS", "NextScaleTransformer"),
+    "student": ("varestorer.models.student", "STUDENT_PRESETS", "Student"),
 }
 
 EPILOG = """\
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a checkpoint folder or file, or a preset name (see below)")
     parser.add_argument("--json", action="store_true", help="print JSON: {params, trainable, tensors}")
     parser.add_argument("--depth", type=int, default=3, help="module-tree depth shown (default 3)")
+    parser.add_argument(
+        "--lora-rank", type=int, default=None, help="for student presets: LoRA rank instead of the preset's"
+    )
 
 
 def _family(name: str) -> tuple[dict[str, Any], type]:
@@ -68,11 +73,12 @@ def resolve_preset(target: str) -> tuple[str, str]:
     return matches[0], target
 
 
-def build_on_meta(family: str, name: str) -> nn.Module:
+def build_on_meta(family: str, name: str, **changes: Any) -> nn.Module:
     """The preset's model with meta tensors (shapes only, no memory, no init cost)."""
     presets, cls = _family(family)
+    config = replace(presets[name], **changes) if changes else presets[name]
     with torch.device("meta"):
-        return cls(presets[name])
+        return cls(config)
 
 
 def _model_for_config(meta: dict[str, Any]) -> nn.Module | None:
@@ -108,6 +114,19 @@ def _flatten(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+def _student_summary(model: nn.Module) -> str:
+    """Trainable parameters of a student and their share (LoRA of the transformer; encoder; pre-cleaner)."""
+    total = sum(p.numel() for p in model.parameters())
+    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    base = sum(p.numel() for n, p in model.transformer.named_parameters() if ".lora_" not in n)  # type: ignore[union-attr]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (
+        f"student: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%); "
+        f"LoRA {lora:,} = {100 * lora / base:.2f}% of the {base:,}-parameter transformer; "
+        f"encoder and pre-cleaner {trainable - lora:,}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     path = Path(args.target)
     model: nn.Module | None = None
@@ -124,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
         trainable = params
     else:
         family, name = resolve_preset(args.target)
-        model = build_on_meta(family, name)
+        if args.lora_rank is not None and family != "student":
+            raise ValueError("--lora-rank applies to student presets (e.g. student:infinity-2b)")
+        changes = {} if args.lora_rank is None else {"lora_rank": args.lora_rank, "lora_alpha": float(args.lora_rank)}
+        model = build_on_meta(family, name, **changes)
         config = json.dumps(config_to_dict(model.config)) if hasattr(model, "config") else "{}"
         title = f"{family}:{name} ({type(model).__name__}, {config})"
         tensors = dict(model.state_dict())
@@ -136,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if title:
         print(title)
+    if model is not None and any(".lora_" in n for n, _ in model.named_parameters()):
+        print(_student_summary(model))
     if model is not None:
         print("architecture:")
         print("\n".join("  " + line for line in module_tree(model, args.depth)))

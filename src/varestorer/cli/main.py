@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
     "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
     "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
+    "export": ("varestorer.cli.export", "merge a student's LoRA adapters into a self-contained restorer checkpoint"),
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
 }
 

@@ -27,7 +27,7 @@ from varestorer.archs.precleaner import PreCleaner
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.checkpoint import WEIGHTS_NAME, load_state_dict, read_config, save_pretrained
 from varestorer.config import config_from_dict
-from varestorer.models.student_config import StudentConfig
+from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
@@ -228,3 +228,6 @@ class Student(nn.Module):
             )
         student.load_state_dict(state, strict=False)
         return student.to(device).eval()
+
+
+__all__ = ["STUDENT_PRESETS", "Student", "StudentConfig", "StudentOutput", "bits_to_codes_straight_through"]

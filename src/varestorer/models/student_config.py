@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
-from varestorer.tokenizer.config import TokenizerConfig
-from varestorer.transformer.config import TransformerConfig
+from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.transformer.config import TransformerConfig, transformer_preset
 
 # Infinity's attention projections. Its blocks read these weights through F.linear, which is why LoRA
 # is injected as a weight parametrization (nn/lora.py) rather than by swapping modules.
-DEFAULT_LORA_TARGETS: tuple[str, ...] = ("*.sa.mat_qkv", "*.sa.proj", "*.ca.mat_q", "*.ca.mat_kv", "*.ca.proj")
+# Only the blocks' projections ("blocks.N." or Infinity's "block_chunks.C.module.J."), not the text pooling.
+DEFAULT_LORA_TARGETS: tuple[str, ...] = tuple(
+    f"block{layout}.{name}"
+    for layout in ("s.*", "_chunks.*")
+    for name in ("sa.mat_qkv", "sa.proj", "ca.mat_q", "ca.mat_kv", "ca.proj")
+)
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,22 @@ class StudentConfig:
             raise ValueError(
                 f"transformer token_dim {self.transformer.token_dim} != tokenizer token_dim {self.tokenizer.token_dim}"
             )
+
+
+def _student(tokenizer: str, transformer: str, **kwargs: object) -> StudentConfig:
+    return StudentConfig(
+        tokenizer=tokenizer_preset(tokenizer),
+        transformer=transformer_preset(transformer),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+STUDENT_PRESETS: dict[str, StudentConfig] = {
+    # Tests: 64 px working size, 16 px LQ, milliseconds.
+    "tiny": _student("tiny", "tiny", image_size=64, lora_rank=2, lora_alpha=2.0),
+    # The embedded default's shape: 128 px LQ -> 512 px, small tokenizer and transformer.
+    "small": _student("small", "small", image_size=512, lora_rank=16, lora_alpha=16.0),
+    # The paper's model: Infinity-2B + the d32 tokenizer at 512 px, LoRA rank 32 (paper §4.1).
+    "infinity-2b": _student("infinity-d32", "infinity-2b", image_size=512, lora_rank=32, lora_alpha=32.0),
+}
+"""Named student shapes (random teacher weights until ``Student.from_teacher`` fills them)."""
