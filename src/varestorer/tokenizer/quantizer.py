@@ -14,8 +14,9 @@ ask which quantizer it is beyond ``bitwise`` / ``num_classes``. ``BitwiseQuantiz
 
 Upsampling: Infinity calls ``trilinear`` on (B, d, 1, h, w); with one frame that is exactly bilinear in
 (h, w) with ``align_corners=False`` (the ``F.interpolate`` default), which is what this module uses.
-A VAR-style codebook quantizer (nearest of V codes, bicubic up, phi convs) fits the same interface:
-its labels are (B, h*w) indices and ``add_scale`` uses ``scale_index``/``num_scales`` to pick a phi.
+The VAR-style ``CodebookQuantizer`` (``codebook.py``: nearest of V codes, bicubic up, phi convs) implements
+the same interface: its labels are (B, h*w) indices and ``add_scale`` uses ``scale_index``/``num_scales``
+to pick a phi, so callers should always pass them.
 """
 
 from __future__ import annotations
