@@ -147,6 +147,9 @@ def test_tiny_tokenizer_round_trip_shapes() -> None:
     torch.testing.assert_close(model.labels_to_image(tokens.labels, schedule), image)
     recon, _ = model(x)
     assert recon.shape == x.shape
+    g = torch.Generator().manual_seed(0)
+    kept = model.tokenize(x, flip_probability=0.5, generator=g, flip_scales=1, random_strength=False)
+    assert torch.equal(kept.labels[0], tokens.labels[0]) and not torch.equal(kept.f_hat, tokens.f_hat)
     with pytest.raises(ValueError, match="multiple of the stride"):
         model.encode(torch.zeros(1, 3, 40, 48))
     with pytest.raises(ValueError, match="expected images"):

@@ -9,6 +9,8 @@ State-dict names follow Infinity (``encoder.*``, ``decoder.*``; with ``infinity_
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -91,12 +93,19 @@ class MultiScaleTokenizer(PretrainedMixin, nn.Module):
         *,
         flip_probability: float = 0.0,
         generator: torch.Generator | None = None,
+        **quantize_options: Any,
     ) -> MultiScaleTokens:
-        """Encode and quantize. ``schedule`` defaults to :meth:`default_schedule` and must fit the latent grid."""
+        """Encode and quantize. ``schedule`` defaults to :meth:`default_schedule` and must fit the latent grid.
+
+        ``flip_probability``/``generator`` enable self-correction flips; ``quantize_options`` go to the
+        quantizer (bitwise: ``flip_scales``, ``random_strength``).
+        """
         f_BdHW = self.encode(x_B3HW)
         if schedule is None:
             schedule = schedule_for_grid(f_BdHW.shape[2], f_BdHW.shape[3])
-        return self.quantizer.quantize(f_BdHW, schedule, flip_probability=flip_probability, generator=generator)
+        return self.quantizer.quantize(
+            f_BdHW, schedule, flip_probability=flip_probability, generator=generator, **quantize_options
+        )
 
     def decode(self, f_hat_BdHW: Tensor, *, clamp: bool = True) -> Tensor:
         """f_hat (B, d, h, w) -> images (B, 3, h*s, w*s), clamped to [-1, 1] unless ``clamp=False``.
