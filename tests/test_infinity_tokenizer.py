@@ -205,3 +205,13 @@ def test_full_size_d32_round_trip(tmp_path) -> None:
     torch.save({"vae": state}, tmp_path / "infinity_vae_d32reg.pth")
     model = load_infinity_tokenizer(tmp_path / "infinity_vae_d32reg.pth")
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
+
+
+def test_loaded_official_weights_save_as_our_checkpoint(tmp_path) -> None:
+    torch.save({"vae": synthetic(False)}, tmp_path / "official.pth")
+    model = load_infinity_tokenizer(tmp_path / "official.pth", NARROW)
+    model.save_pretrained(tmp_path / "ours")
+    again = MultiScaleTokenizer.from_pretrained(tmp_path / "ours")
+    assert again.config == NARROW and again.quantize is again.quantizer
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -72,6 +72,8 @@ class Student(nn.Module):
         (any LQ is resized to the working size).
     """
 
+    config_class = StudentConfig
+
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config

@@ -9,11 +9,14 @@ State-dict names follow Infinity (``encoder.*``, ``decoder.*``; with ``infinity_
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin
 from varestorer.tokenizer.blocks import Decoder, Encoder
+from varestorer.tokenizer.codebook import CodebookQuantizer
 from varestorer.tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig, tokenizer_preset
 from varestorer.tokenizer.quantizer import BitwiseQuantizer, MultiScaleQuantizer, MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule, schedule_for_grid
@@ -27,6 +30,7 @@ def build_quantizer(config: TokenizerConfig) -> MultiScaleQuantizer:
             input_interpolation=config.input_interpolation,
             infinity_buffers=config.infinity_buffers,
         ),
+        "codebook": lambda: CodebookQuantizer(config.token_dim, config.codebook_size, config.num_phi),
     }
     if config.quantizer not in builders:
         raise ValueError(f"unknown quantizer {config.quantizer!r}; choose from {', '.join(builders)}")
@@ -89,12 +93,19 @@ class MultiScaleTokenizer(PretrainedMixin, nn.Module):
         *,
         flip_probability: float = 0.0,
         generator: torch.Generator | None = None,
+        **quantize_options: Any,
     ) -> MultiScaleTokens:
-        """Encode and quantize. ``schedule`` defaults to :meth:`default_schedule` and must fit the latent grid."""
+        """Encode and quantize. ``schedule`` defaults to :meth:`default_schedule` and must fit the latent grid.
+
+        ``flip_probability``/``generator`` enable self-correction flips; ``quantize_options`` go to the
+        quantizer (bitwise: ``flip_scales``, ``random_strength``).
+        """
         f_BdHW = self.encode(x_B3HW)
         if schedule is None:
             schedule = schedule_for_grid(f_BdHW.shape[2], f_BdHW.shape[3])
-        return self.quantizer.quantize(f_BdHW, schedule, flip_probability=flip_probability, generator=generator)
+        return self.quantizer.quantize(
+            f_BdHW, schedule, flip_probability=flip_probability, generator=generator, **quantize_options
+        )
 
     def decode(self, f_hat_BdHW: Tensor, *, clamp: bool = True) -> Tensor:
         """f_hat (B, d, h, w) -> images (B, 3, h*s, w*s), clamped to [-1, 1] unless ``clamp=False``.
