@@ -17,6 +17,7 @@ from varestorer import __version__
 # command -> (module, one-line help). One literal table; order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
+    "train": ("varestorer.cli.train", "train a model from a recipe (tokenizer; under torchrun for N processes)"),
 }
 
 
