@@ -234,3 +234,15 @@ def test_mixed_precision_runs_and_checkpoints_the_scaler(tmp_path: Path, precisi
 def test_cuda_request_without_cuda_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         pick_device("cuda")
+
+
+def test_custom_param_groups_scale_the_schedule(tmp_path: Path) -> None:
+    module = TinyRegression()
+    groups = [
+        {"params": module.net[0].parameters(), "lr_scale": 0.5, "weight_decay": 0.0},
+        {"params": list(module.net[1].parameters()) + list(module.net[3].parameters())},
+    ]
+    trainer = Trainer(_config(tmp_path, warmup_steps=0, schedule="constant"), module, param_groups=groups)
+    first, second = trainer.optimizer.param_groups
+    assert first["lr"] == pytest.approx(5e-3) and second["lr"] == pytest.approx(1e-2)
+    assert first["weight_decay"] == 0.0 and second["weight_decay"] == 0.01

@@ -14,6 +14,8 @@ discriminator, and the loss) and a dataset, then runs this loop::
         trainer.backward_step(loss, logs)           # backward; optimiser step every grad_accum_steps
     trainer.close()                                 # final checkpoint + export, closes the logs
 
+Optional ``param_groups`` (``{"params", "lr_scale", "weight_decay"}`` dicts) replace the default
+AdamW groups, e.g. a smaller learning rate for a fine-tuned encoder than for LoRA adapters.
 ``trainer.model`` is the DDP-wrapped module (call it for the forward so gradients are averaged);
 ``trainer.module`` is the plain one. ``validate(module) -> {name: float | (B,3,H,W) image in [0,1]}``
 runs on rank 0 with EMA weights every ``val_every`` steps and at the end; ``export(module, dir)``
@@ -100,15 +102,31 @@ def image_grid(images_B3HW: torch.Tensor, columns: int = 4, pad: int = 2) -> tor
     return grid
 
 
-def _param_groups(module: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+def _param_groups(
+    module: nn.Module, config: TrainConfig, groups: list[dict[str, Any]] | None
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """AdamW groups and their learning-rate multipliers.
+
+    Default: every trainable parameter, 1-D ones (norm gains, biases) without weight decay when
+    ``no_decay_norms_and_biases``. Jobs may pass ``groups``: ``{"params": [...], "lr_scale": 0.1,
+    "weight_decay": 0.0}`` dicts (``lr_scale`` and ``weight_decay`` optional).
+    """
+    if groups is not None:
+        out = [
+            {"params": list(g["params"]), "weight_decay": g.get("weight_decay", config.weight_decay)} for g in groups
+        ]
+        return out, [float(g.get("lr_scale", 1.0)) for g in groups]
     trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"{type(module).__name__} has no trainable parameters")
     if not config.no_decay_norms_and_biases:
-        return [{"params": [p for _, p in trainable], "weight_decay": config.weight_decay}]
+        return [{"params": [p for _, p in trainable], "weight_decay": config.weight_decay}], [1.0]
     decay = [p for _, p in trainable if p.ndim >= 2]
     no_decay = [p for _, p in trainable if p.ndim < 2]
-    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], [
+        1.0,
+        1.0,
+    ]
 
 
 class Trainer:
@@ -123,6 +141,7 @@ class Trainer:
         validate: ValidateFn | None = None,
         export: ExportFn | None = None,
         recipe: dict[str, Any] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.validate_fn, self.export_fn = validate, export
@@ -147,9 +166,9 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(self.module, config), lr=learning_rate_at(config, 0), betas=config.betas
-        )
+        groups, self._lr_scales = _param_groups(self.module, config, param_groups)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas)
+        self._set_learning_rate(0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.ema = ExponentialMovingAverage(self.module, config.ema_decay) if config.ema_decay else None
         self.step = 0  # completed optimiser steps
@@ -246,8 +265,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate_at(self.config, min(self.step, self.config.max_steps - 1))
+        self._set_learning_rate(min(self.step, self.config.max_steps - 1))
         if self.ema is not None:
             self.ema.update(self.module)
         if self._bar is not None:
@@ -259,6 +277,10 @@ class Trainer:
         if self.step % self.config.ckpt_every == 0 or self.step == self.config.max_steps:
             self.save()
         return True
+
+    def _set_learning_rate(self, step: int) -> None:
+        for group, scale in zip(self.optimizer.param_groups, self._lr_scales):
+            group["lr"] = learning_rate_at(self.config, step) * scale
 
     # ----- logging ----------------------------------------------------------------------------
     @property
