@@ -17,7 +17,8 @@ from torch.utils.data import TensorDataset
 from varestorer.training import checkpoints as ckpt
 from varestorer.training.config import TrainConfig, load_recipe, parse_override
 from varestorer.training.ema import ExponentialMovingAverage
-from varestorer.training.trainer import Trainer, image_grid, learning_rate_at, pick_device, seed_everything
+from varestorer.training.optim import learning_rate_at
+from varestorer.training.trainer import Trainer, image_grid, pick_device, seed_everything
 
 
 class TinyRegression(nn.Module):

@@ -51,6 +51,7 @@ from varestorer.training import checkpoints as ckpt
 from varestorer.training.config import TrainConfig
 from varestorer.training.ema import ExponentialMovingAverage
 from varestorer.training.loader import ResumableDistributedSampler, epoch_seed, make_loader, move_to
+from varestorer.training.optim import build_param_groups, learning_rate_at
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def learning_rate_at(config: TrainConfig, step: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine or constant."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return config.learning_rate
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    low = config.learning_rate * config.min_learning_rate_ratio
-    return low + (config.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def pick_device(name: str | None, local_rank: int | None = None) -> torch.device:
@@ -100,33 +90,6 @@ def image_grid(images_B3HW: torch.Tensor, columns: int = 4, pad: int = 2) -> tor
         top, left = pad + (index // columns) * (height + pad), pad + (index % columns) * (width + pad)
         grid[:, top : top + height, left : left + width] = images[index]
     return grid
-
-
-def _param_groups(
-    module: nn.Module, config: TrainConfig, groups: list[dict[str, Any]] | None
-) -> tuple[list[dict[str, Any]], list[float]]:
-    """AdamW groups and their learning-rate multipliers.
-
-    Default: every trainable parameter, 1-D ones (norm gains, biases) without weight decay when
-    ``no_decay_norms_and_biases``. Jobs may pass ``groups``: ``{"params": [...], "lr_scale": 0.1,
-    "weight_decay": 0.0}`` dicts (``lr_scale`` and ``weight_decay`` optional).
-    """
-    if groups is not None:
-        out = [
-            {"params": list(g["params"]), "weight_decay": g.get("weight_decay", config.weight_decay)} for g in groups
-        ]
-        return out, [float(g.get("lr_scale", 1.0)) for g in groups]
-    trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError(f"{type(module).__name__} has no trainable parameters")
-    if not config.no_decay_norms_and_biases:
-        return [{"params": [p for _, p in trainable], "weight_decay": config.weight_decay}], [1.0]
-    decay = [p for _, p in trainable if p.ndim >= 2]
-    no_decay = [p for _, p in trainable if p.ndim < 2]
-    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], [
-        1.0,
-        1.0,
-    ]
 
 
 class Trainer:
@@ -166,7 +129,7 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
-        groups, self._lr_scales = _param_groups(self.module, config, param_groups)
+        groups, self._lr_scales = build_param_groups(self.module, config, param_groups)
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas)
         self._set_learning_rate(0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
