@@ -372,6 +372,7 @@ class Trainer:
         if self.ema is not None and "ema" in tensors:
             self.ema.load_state_dict(tensors["ema"], state["ema_updates"])
         self.step, self._epoch, self._batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self._set_learning_rate(min(self.step, self.config.max_steps - 1))  # follows a changed max_steps too
         self._last_saved = self.step
         rng = state["rng"]
         if len(rng) == self.world_size:
