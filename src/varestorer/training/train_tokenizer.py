@@ -192,14 +192,15 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
 
     recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}
     trainer = Trainer(train, module, resume=resume, validate=validate, export=export, recipe=recipe_dict)
-    logger.info(
-        "training %s tokenizer (%.2fM parameters) on %d images, %d process(es), device %s",
-        configs["model"].preset,
-        sum(p.numel() for p in tokenizer.parameters()) / 1e6,
-        len(dataset),
-        trainer.world_size,
-        trainer.device,
-    )
+    if trainer.is_main:
+        logger.info(
+            "training %s tokenizer (%.2fM parameters) on %d images, %d process(es), device %s",
+            configs["model"].preset,
+            sum(p.numel() for p in tokenizer.parameters()) / 1e6,
+            len(dataset),
+            trainer.world_size,
+            trainer.device,
+        )
     for batch in trainer.batches(trainer.make_loader(dataset)):
         with trainer.autocast():
             loss, logs = trainer.model(batch, trainer.step)
