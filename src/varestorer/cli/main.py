@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
     "export": ("varestorer.cli.export", "merge a student's LoRA adapters into a self-contained restorer checkpoint"),
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
+    "train": ("varestorer.cli.train", "train a model from a recipe (tokenizer; under torchrun for N processes)"),
 }
 
 
