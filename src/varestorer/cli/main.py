@@ -18,6 +18,7 @@ from varestorer import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
     "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
+    "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
 }
 
 
