@@ -170,3 +170,35 @@ def test_cli_assets(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["assets", "fetch", "nope"]) == 1
     assert "unknown asset" in capsys.readouterr().out
     assert main(["assets", "fetch"]) == 2
+
+
+def test_small_converters_on_synthetic_files(tmp_path: Path) -> None:
+    from varestorer.assets import converters
+
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192))}
+    torch.save(heads, tmp_path / "alex.pth")
+    out = converters.convert_lpips_heads({"heads": tmp_path / "alex.pth"})
+    assert set(out) == {"lin0.weight", "lin1.weight"} and torch.equal(out["lin1.weight"], heads["lin1.model.1.weight"])
+    np.savez(
+        tmp_path / "niqe.npz",
+        mu_pris_param=np.ones((1, 36)),
+        cov_pris_param=np.eye(36),
+        gaussian_window=np.ones((7, 7)),
+    )
+    out = converters.convert_niqe_params({"params": tmp_path / "niqe.npz"})
+    assert out["mu"].shape == (36,) and out["cov"].dtype == torch.float64
+    vectors = "\n".join(f"      - [ {', '.join(str(0.01 * (i + j)) for j in range(36))} ]" for i in range(3))
+    (tmp_path / "model.yml").write_text(
+        "%YAML:1.0\n---\nopencv_ml_svm:\n   format: 3\n   svmType: EPS_SVR\n   kernel:\n      type: RBF\n"
+        "      gamma: 0.05\n   var_count: 36\n   sv_total: 3\n   support_vectors:\n"
+        f"{vectors}\n   decision_functions:\n      -\n         sv_count: 3\n         rho: -1.5\n"
+        "         alpha: [ 1., -2., 3. ]\n"
+    )
+    values = ", ".join(["0."] * 36 + ["1."] * 36)
+    (tmp_path / "range.yml").write_text(
+        f"%YAML:1.0\n---\nrange: !!opencv-matrix\n   rows: 2\n   cols: 36\n   dt: f\n   data: [ {values} ]\n"
+    )
+    out = converters.convert_brisque_model({"model": tmp_path / "model.yml", "range": tmp_path / "range.yml"})
+    assert out["support_vectors"].shape == (3, 36) and out["support_vectors"][2, 1].item() == pytest.approx(0.03)
+    assert out["alpha"].tolist() == [1.0, -2.0, 3.0] and out["rho"].item() == -1.5 and out["gamma"].item() == 0.05
+    assert out["feature_max"].tolist() == [1.0] * 36

@@ -133,6 +133,8 @@ def test_niqe_is_zero_against_its_own_statistics(tiny_image) -> None:
     assert niqe.niqe(image, model=model) > 0
     with pytest.raises(ValueError, match="96x96"):
         niqe.niqe(tiny_image(64, 200), model=model)
+    with pytest.raises(ValueError, match="flat"):
+        niqe.niqe(np.full((200, 200, 3), 128, np.uint8), model=model)
 
 
 def test_aggd_fits_recover_a_gaussian() -> None:

@@ -15,6 +15,8 @@ Follows the LIVE MATLAB release (``computequality.m``), the reference for publis
 
 from __future__ import annotations
 
+import math
+import warnings
 from functools import lru_cache
 from typing import Literal
 
@@ -39,8 +41,10 @@ def _gamma_grid() -> tuple[np.ndarray, np.ndarray]:
 def aggd_fit(values: np.ndarray) -> tuple[float, float, float]:
     """(alpha, left_beta, right_beta) of an asymmetric generalised Gaussian, by moment matching on a grid."""
     grid, ratio = _gamma_grid()
-    left = np.sqrt(np.mean(values[values < 0] ** 2))
-    right = np.sqrt(np.mean(values[values > 0] ** 2))
+    negative, positive = values[values < 0], values[values > 0]
+    if negative.size == 0 or positive.size == 0:  # a flat block: MATLAB gives alpha=0.2 and NaN widths
+        return float(grid[0]), math.nan, math.nan
+    left, right = np.sqrt(np.mean(negative**2)), np.sqrt(np.mean(positive**2))
     gamma_hat = left / right
     r_hat = np.mean(np.abs(values)) ** 2 / np.mean(values**2)
     r_hat_norm = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
@@ -121,10 +125,12 @@ def niqe(
         raise ValueError(f"convert_to must be 'y' or 'gray', got {convert_to!r}")
     luma = np.round(luma)  # MATLAB works on uint8 luma
     features = niqe_features(luma, model["gaussian_window"])
-    features = features[~np.isnan(features).any(axis=1)]
-    if features.shape[0] < 2:
-        raise ValueError("NIQE needs at least two valid 96x96 blocks")
-    mu = features.mean(axis=0)
-    cov = np.cov(features, rowvar=False)
+    complete = features[~np.isnan(features).any(axis=1)]  # MATLAB nancov: complete rows only
+    if complete.shape[0] < 2:
+        raise ValueError("NIQE needs at least two 96x96 blocks with texture (flat image?)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mu = np.nanmean(features, axis=0)  # MATLAB nanmean: per column
+    cov = np.cov(complete, rowvar=False)
     delta = model["mu"] - mu
     return float(np.sqrt(delta @ np.linalg.pinv((model["cov"] + cov) / 2) @ delta))
