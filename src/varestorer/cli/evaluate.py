@@ -35,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
     for option in (args.json, args.csv):
         if option and Path(option).exists() and not args.overwrite:
             raise FileExistsError(f"{option} exists; pass --overwrite to replace it")
-    report = evaluate(args.pred, args.gt, metrics, crop_border=crop, device=args.device)
+    from tqdm import tqdm
+
+    with tqdm(unit="img", desc="evaluate", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+        report = evaluate(
+            args.pred, args.gt, metrics, crop_border=crop, device=args.device, progress=lambda _: bar.update()
+        )
     print(format_table(report, per_image=not args.quiet))
     if args.json:
         write_json(report, args.json, overwrite=args.overwrite)
