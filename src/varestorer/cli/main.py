@@ -17,6 +17,8 @@ from varestorer import __version__
 # command -> (module, one-line help). One literal table; order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
+    "restore": ("varestorer.cli.restore", "restore images (files, folders, globs) with a one-step model"),
+    "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
 }
 
 
