@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
     "train": ("varestorer.cli.train", "train a model from a recipe (tokenizer; under torchrun for N processes)"),
     "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
+    "restore": ("varestorer.cli.restore", "restore images (files, folders, globs) with a one-step model"),
+    "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
 }
 
 

@@ -166,7 +166,7 @@ class Restorer:
             raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={size}, overlap={overlap}")
         return size, overlap
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def restore_tensor(
         self,
         lq_B3HW: torch.Tensor,
@@ -274,10 +274,15 @@ class Restorer:
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None] / peak
         if peak == 1.0:
             _check_range(x)
-        sr = self._restore_channels(x, scale, **kwargs)[0].permute(1, 2, 0).numpy()
+        sr = self._restore_channels(x, scale, **kwargs)[0]  # (C, H', W') float32 in [0, 1]
+        del x
         if peak == 1.0:
-            return sr.astype(np.float32)
-        return np.clip(sr * peak + 0.5, 0, peak).astype(array.dtype)
+            return sr.permute(1, 2, 0).numpy().astype(np.float32)
+        # In place, then one integer copy: a 8000x8000 result never holds two float copies.
+        sr.mul_(peak).add_(0.5).clamp_(0, peak)
+        quantised = sr.to(torch.uint8 if peak == 255.0 else torch.int32)
+        del sr
+        return np.ascontiguousarray(quantised.permute(1, 2, 0).numpy().astype(array.dtype, copy=False))
 
 
 def _check_range(x: torch.Tensor) -> None:

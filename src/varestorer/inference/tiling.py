@@ -143,7 +143,8 @@ def tiled_apply(
         if progress is not None:
             progress(len(group))
     assert output is not None
-    output /= norm_y[:, None] * norm_x[None, :]
+    output /= norm_y[:, None]  # the weight sum factorises: two 1-D divisions, no full-size map
+    output /= norm_x[None, :]
     return output
 
 

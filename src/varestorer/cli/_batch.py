@@ -1,0 +1,119 @@
+"""Shared batch runner of ``restore`` and ``baseline``: inputs -> outputs, per-file errors, summary.
+
+Bad input never stops a batch: every file that cannot be read, processed or written is reported in
+one line and the rest go on; the exit code is 1 when any file failed. Outputs are written
+atomically; an input is never overwritten; an existing output is kept unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from varestorer.io.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    list_images,
+    read_image,
+    write_image,
+)
+
+OUTPUT_EXTENSIONS = ("auto", "png", "jpg", "webp", "tif", "bmp")
+
+
+def add_io_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders (kept in OUTDIR)")
+    parser.add_argument("--suffix", default="", help="appended to each output file stem (default: none)")
+    parser.add_argument("--ext", default="auto", choices=OUTPUT_EXTENSIONS, help="output format (auto: as input)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs (decompression bombs)"
+    )
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """(input, output) pairs, and (name, reason) for inputs that cannot even be planned."""
+    outdir = Path(args.output)
+    pairs: list[tuple[Path, Path]] = []
+    failures: list[tuple[str, str]] = []
+    seen: dict[Path, Path] = {}
+    for item in args.inputs:
+        try:
+            files = list_images([item], recursive=args.recursive)
+        except FileNotFoundError as error:
+            failures.append((item, str(error)))
+            continue
+        root = Path(item) if Path(item).is_dir() else None
+        for source in files:
+            relative = source.relative_to(root).parent if root is not None else Path()
+            ext = source.suffix.lower() if args.ext == "auto" else "." + args.ext
+            if ext not in IMAGE_EXTENSIONS:
+                ext = ".png"
+            target = outdir / relative / f"{source.stem}{args.suffix}{ext}"
+            resolved = target.resolve()
+            if resolved == source.resolve():
+                failures.append((str(source), "output path is the input itself; choose another -o or --suffix"))
+            elif resolved in seen and seen[resolved] != source.resolve():
+                failures.append((str(source), f"output {target} would also be written by {seen[resolved]}"))
+            elif resolved not in seen:
+                seen[resolved] = source.resolve()
+                pairs.append((source, target))
+    return pairs, failures
+
+
+def run_batch(args: argparse.Namespace, process: Callable[[np.ndarray], np.ndarray], *, verb: str = "restored") -> int:
+    """Apply ``process`` to every planned input and write the results; print failures and a summary."""
+    from tqdm import tqdm
+
+    pairs, failures = plan(args)
+    for name, reason in failures:
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
+    done, skipped, start = 0, 0, time.perf_counter()
+    with tqdm(pairs, unit="img", file=sys.stderr, disable=not pairs or not sys.stderr.isatty()) as bar:
+        for source, target in bar:
+            if target.exists() and not args.overwrite:
+                skipped += 1
+                tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
+                continue
+            try:
+                result = process(read_image(source, max_pixels=args.max_pixels))
+                write_image(target, result, overwrite=args.overwrite)
+                done += 1
+            except (ImageReadError, ValueError, OSError, RuntimeError) as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                failures.append((str(source), reason))
+                tqdm.write(f"FAILED {source}: {reason}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"{verb} {done}, skipped {skipped} (exist), failed {len(failures)} in {seconds:.1f} s -> {args.output}")
+    if failures:
+        print("failed: " + ", ".join(name for name, _ in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, default=None, help="LQ tile size in pixels (default: model-dependent)")
+    parser.add_argument("--tile-overlap", type=int, default=None, help="overlap of tiles in LQ pixels")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"), help="default: bf16 on CUDA"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles run at once")
+
+
+def restorer_options(args: argparse.Namespace) -> dict:
+    return {
+        "device": args.device,
+        "dtype": None if args.dtype == "auto" else args.dtype,
+        "tile": args.tile,
+        "tile_overlap": args.tile_overlap,
+        "batch_size": args.batch_size,
+    }

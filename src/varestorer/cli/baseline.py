@@ -1,0 +1,58 @@
+"""``varestorer baseline``: peer outputs to compare against (bicubic, Lanczos, Real-ESRGAN)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from varestorer.cli._batch import add_device_arguments, add_io_arguments, restorer_options, run_batch
+
+METHODS = ("bicubic", "lanczos", "realesrgan-x4plus", "realesr-general-x4v3")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser)
+    parser.add_argument("--method", required=True, choices=METHODS, help="interpolation or peer network")
+    parser.add_argument("--scale", type=float, default=4.0, help="output/input size ratio (default 4)")
+    parser.add_argument("--weights", default=None, help="network weights: ncnn .param/.bin, .pth or .safetensors")
+    add_device_arguments(parser)
+
+
+def resize_array(array: np.ndarray, scale: float, method: str) -> np.ndarray:
+    """PIL bicubic/Lanczos resize of an ``(H, W, C)`` uint8/uint16 array, channel by channel in float."""
+    height, width = array.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.Resampling.BICUBIC if method == "bicubic" else Image.Resampling.LANCZOS
+    peak = 65535 if array.dtype == np.uint16 else 255
+    channels = [
+        np.asarray(Image.fromarray(array[..., c].astype(np.float32), mode="F").resize(size, resample))
+        for c in range(array.shape[2])
+    ]
+    return np.clip(np.stack(channels, axis=-1) + 0.5, 0, peak).astype(array.dtype)
+
+
+def _weights(args: argparse.Namespace) -> Path:
+    if args.weights:
+        return Path(args.weights)
+    if args.method == "realesr-general-x4v3":
+        raise ValueError("realesr-general-x4v3 needs --weights PATH (ncnn .param/.bin, .pth or .safetensors)")
+    try:
+        from varestorer.assets import asset_path
+    except ImportError:
+        raise ValueError("realesrgan-x4plus: pass --weights PATH (ncnn .param/.bin or .pth)") from None
+    return asset_path("realesrgan-x4plus")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.scale > 0:
+        raise ValueError(f"--scale must be positive, got {args.scale}")
+    if args.method in ("bicubic", "lanczos"):
+        return run_batch(args, lambda array: resize_array(array, args.scale, args.method), verb=args.method)
+    from varestorer.archs.registry import load_peer
+    from varestorer.inference.restorer import Restorer
+
+    restorer = Restorer(load_peer(_weights(args), arch=args.method), **restorer_options(args))
+    return run_batch(args, lambda array: restorer(array, scale=args.scale), verb=args.method)

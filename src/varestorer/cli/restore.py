@@ -1,0 +1,56 @@
+"""``varestorer restore``: restore files, folders and globs with a one-step model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from varestorer.cli._batch import add_device_arguments, add_io_arguments, restorer_options, run_batch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser)
+    parser.add_argument(
+        "--model", default=None, help="checkpoint folder, .pth/.safetensors or ncnn .param (default: embedded model)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=None, help="output/input size ratio, any float (default: native)"
+    )
+    add_device_arguments(parser)
+    parser.add_argument("--color-fix", default="none", choices=("none", "adain", "wavelet"), help="match LQ colours")
+    parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
+    parser.add_argument("--precleaner", default="none", help="none, default, or a path to pre-cleaner weights")
+
+
+def _model_path(args: argparse.Namespace) -> str:
+    from varestorer.inference.restorer import EMBEDDED_MODELS
+
+    if args.model:
+        return args.model
+    if "default" in EMBEDDED_MODELS:
+        return "default"
+    raise ValueError(
+        "no default model is bundled yet; pass --model PATH (a checkpoint folder, .pth/.safetensors or ncnn .param)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from varestorer.inference.restorer import Restorer
+
+    precleaner = None
+    if args.precleaner == "default":
+        raise ValueError("no default pre-cleaner is bundled yet; pass --precleaner PATH (e.g. realesr-general-x4v3)")
+    if args.precleaner != "none":
+        from varestorer.archs.precleaner import load_precleaner
+
+        precleaner = load_precleaner(args.precleaner)
+    restorer = Restorer.from_pretrained(
+        _model_path(args), color_fix=args.color_fix, precleaner=precleaner, **restorer_options(args)
+    )
+    if args.prompt is not None and not getattr(restorer.model, "accepts_prompt", False):
+        raise ValueError(f"{type(restorer.model).__name__} takes no text prompt; drop --prompt")
+    print(
+        f"model {type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({restorer.dtype})",
+        file=sys.stderr,
+    )
+    return run_batch(args, lambda array: restorer(array, scale=args.scale, prompt=args.prompt))
