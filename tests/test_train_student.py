@@ -6,14 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("varestorer.training.trainer", reason="the shared Trainer is not merged yet")
-
-from varestorer.models.student import Student  # noqa: E402
-from varestorer.tokenizer.autoencoder import MultiScaleTokenizer  # noqa: E402
-from varestorer.tokenizer.config import tokenizer_preset  # noqa: E402
-from varestorer.training import train_student  # noqa: E402
-from varestorer.transformer.config import transformer_preset  # noqa: E402
-from varestorer.transformer.model import NextScaleTransformer  # noqa: E402
+from varestorer.models.student import Student
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.config import tokenizer_preset
+from varestorer.training import train_student
+from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
 
 RECIPE = Path(__file__).parent / "data" / "student_tiny.toml"
 
