@@ -6,11 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_tiny_t5
 from varestorer.models.student import Student
+from varestorer.models.teacher import Teacher
+from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.training import train_student
-from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.config import TextEncoderConfig, transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
 
 RECIPE = Path(__file__).parent / "data" / "student_tiny.toml"
@@ -18,12 +21,16 @@ RECIPE = Path(__file__).parent / "data" / "student_tiny.toml"
 
 @pytest.fixture
 def setup(tmp_path, tiny_image):
-    teacher = tmp_path / "teacher"
-    MultiScaleTokenizer(tokenizer_preset("tiny")).save_pretrained(teacher / "tokenizer")
-    NextScaleTransformer(transformer_preset("tiny")).save_pretrained(teacher / "transformer")
+    write_tiny_t5(tmp_path / "t5")
+    tokenizer = MultiScaleTokenizer(tokenizer_preset("tiny"))
+    transformer = NextScaleTransformer(transformer_preset("tiny"))  # text_dim 32 = the tiny T5's width
+    Teacher(tokenizer, transformer).save_pretrained(tmp_path / "teacher")
+    text = TeacherConfig(text_encoder=TextEncoderConfig(kind="transformers", path=str(tmp_path / "t5")))
+    Teacher(tokenizer, transformer, text).save_pretrained(tmp_path / "teacher_t5")
     for index in range(4):
         (tmp_path / "hq").mkdir(exist_ok=True)
         Image.fromarray(tiny_image(80, 96, seed=index)).save(tmp_path / "hq" / f"{index}.png")
+        (tmp_path / "hq" / f"{index}.txt").write_text("a photo of a cat" if index % 2 else "dog on grass")
     for sub, size in (("gt", 64), ("lq", 16)):
         (tmp_path / "val" / sub).mkdir(parents=True)
         Image.fromarray(tiny_image(size, size, seed=9)).save(tmp_path / "val" / sub / "a.png")
@@ -76,3 +83,16 @@ def test_ablation_variants_run(setup, variant) -> None:
 def test_missing_teacher_is_a_clear_error(setup) -> None:
     with pytest.raises((ValueError, FileNotFoundError)):
         train_student.main(RECIPE, overrides=_overrides(setup, "x", f"model.teacher={setup / 'nothing'}"))
+
+
+def test_captions_condition_teacher_and_student(setup) -> None:
+    root = setup
+    overrides = _overrides(root, "t5", "train.max_steps=1", f"model.teacher={root / 'teacher_t5'}")
+    assert train_student.main(RECIPE, overrides=overrides) == 0
+    student = Student.from_pretrained(root / "t5" / "model")
+    assert student.config.text_encoder.kind == "transformers"
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        cat = student.restore(lq, student.encode_prompts(["a photo of a cat"])).logits
+        dog = student.restore(lq, student.encode_prompts(["dog on grass"])).logits
+    assert not torch.allclose(cat, dog)

@@ -32,7 +32,7 @@ from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametr
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
-from varestorer.transformer.text import TextCondition
+from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
 
 
 @dataclass
@@ -93,6 +93,7 @@ class Student(nn.Module):
             raise ValueError(f"schedule must end at the latent grid of {config.image_size}px, got {self.schedule[-1]}")
         if not config.merged and config.lora_rank > 0:
             inject_lora(self.transformer, config.lora_targets, rank=config.lora_rank, alpha=config.lora_alpha)
+        self._text_encoder: TextEncoder | None = None  # loaded on first prompt, never part of the weights
         self.freeze_teacher_parts()
 
     # ------------------------------------------------------------------------------------ building
@@ -123,6 +124,15 @@ class Student(nn.Module):
             self.encoder.requires_grad_(True)
         if self.precleaner is not None:
             self.precleaner.requires_grad_(True)
+
+    def encode_prompts(self, prompts: list[str]) -> TextCondition:
+        """Prompts -> text tokens with the teacher's encoder (``config.text_encoder``)."""
+        if self.config.text_encoder.kind == "none":
+            raise ValueError("this model has no text encoder (it was distilled without prompts); omit the prompt")
+        if self._text_encoder is None:
+            self._text_encoder = load_text_encoder(self.config.text_encoder, device=self.transformer.pos_start.device)
+        assert self._text_encoder is not None
+        return self._text_encoder(prompts)
 
     # ------------------------------------------------------------------------------------ protocol
     @property
