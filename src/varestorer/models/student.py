@@ -201,7 +201,7 @@ class Student(nn.Module):
     def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
         """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything."""
         state = self.state_dict() if self.config.merged else self.trainable_state_dict()
-        return save_pretrained(directory, "Student", self.config, state, overwrite=overwrite)
+        return save_pretrained(directory, type(self).__name__, self.config, state, overwrite=overwrite)
 
     def merged(self) -> Student:
         """A self-contained copy with every LoRA adapter folded into its weight (``export --merge``)."""
@@ -216,8 +216,8 @@ class Student(nn.Module):
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Student:
         directory = Path(directory)
         meta = read_config(directory)
-        if meta["model_type"] != "Student":
-            raise ValueError(f"{directory} holds a {meta['model_type']}, not a Student")
+        if meta["model_type"] != cls.__name__:
+            raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
         config = config_from_dict(StudentConfig, meta["config"])
         state = load_state_dict(directory / WEIGHTS_NAME)
         if config.merged:
