@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace as dataclass_replace
 
 import pytest
 import torch
@@ -186,3 +187,45 @@ def test_bits_per_token_value_is_one_over_sqrt_d() -> None:
     q = BitwiseQuantizer(32)
     lo, hi = q.bit_values()
     assert hi == pytest.approx(1 / math.sqrt(32)) and lo == -hi
+
+
+def test_codebook_quantizer_fits_the_same_interface(tmp_path) -> None:
+    from varestorer.tokenizer.codebook import CodebookQuantizer
+
+    q = CodebookQuantizer(16, codebook_size=64, num_phi=4)
+    assert isinstance(q, MultiScaleQuantizer) and not q.bitwise and q.num_classes == 64
+    assert q.code_table().shape == (64, 16)
+    assert [q.phi_index(k, 10) for k in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]  # VAR's 10-scale mapping
+    with torch.no_grad():
+        q.embedding.weight.copy_(torch.randn(64, 16))
+    f = smooth_latent().requires_grad_()
+    out = q.quantize(f, SCHEDULE)
+    assert [tuple(x.shape) for x in out.labels] == [(2, h * w) for h, w in SCHEDULE]
+    assert out.inputs.shape == (2, token_count(SCHEDULE) - 1, 16)
+    torch.testing.assert_close(q.labels_to_f_hat(out.labels, SCHEDULE, (16, 16)), out.f_hat.detach())
+    torch.testing.assert_close(q.teacher_forcing_inputs(out.labels, SCHEDULE, (16, 16)), out.inputs)
+    (out.f_hat.sum() + out.codebook_loss + out.commitment_loss).backward()
+    assert f.grad is not None and f.grad.abs().sum() > 0 and q.embedding.weight.grad.abs().sum() > 0
+    assert q.phis[0].weight.grad is not None
+    g = torch.Generator().manual_seed(3)
+    flipped = q.quantize(f.detach(), SCHEDULE, flip_probability=0.5, generator=g)
+    again = q.quantize(f.detach(), SCHEDULE, flip_probability=0.5, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(flipped.labels, again.labels))
+    assert not torch.equal(flipped.f_hat, out.f_hat.detach())
+    config = TokenizerConfig(token_dim=8, base_channels=8, channel_multipliers=(1, 2, 2, 2, 2), num_res_blocks=1)
+    model = MultiScaleTokenizer(dataclass_replace(config, quantizer="codebook", codebook_size=32)).eval()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    tokens = model.tokenize(x)
+    assert model.labels_to_image(tokens.labels, model.default_schedule(64, 64)).shape == (1, 3, 64, 64)
+    model.save_pretrained(tmp_path / "vq")
+    loaded = MultiScaleTokenizer.from_pretrained(tmp_path / "vq")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.tokenize(x).labels, tokens.labels))
+
+
+def test_bitwise_losses_and_code_table() -> None:
+    q = BitwiseQuantizer(16)
+    out = q.quantize(smooth_latent(), SCHEDULE)
+    expected = (smooth_latent() - out.f_hat).pow(2).mean()
+    torch.testing.assert_close(out.commitment_loss, expected)
+    assert out.codebook_loss.item() == 0
+    assert q.code_table().tolist() == pytest.approx([-0.25, 0.25])

@@ -14,11 +14,18 @@ from torch import nn
 from varestorer.checkpoint import WEIGHTS_NAME, load_state_dict, read_config
 from varestorer.config import config_from_dict, config_to_dict
 
-# family -> (module, presets dict, model class). One literal table: a new model family adds one line.
-# Its presets are then reachable as "family:name", or as "name" alone when no other family has it.
-MODEL_FAMILIES: dict[str, tuple[str, str, str]] = {
-    "tokenizer": ("varestorer.tokenizer.autoencoder", "TOKENIZER_PRESETS", "MultiScaleTokenizer"),
-    "transformer": ("varestorer.transformer.model", "TRANSFORMER_PRESETS", "NextScaleTransformer"),
+# family -> ("module:PRESETS_DICT", "module:ModelClass"). One literal table: a new model family adds one
+# line. Its presets are then reachable as "family:name", or as "name" alone when no other family has it.
+# The model class is built as ``ModelClass(PRESETS_DICT[name])``.
+MODEL_FAMILIES: dict[str, tuple[str, str]] = {
+    "tokenizer": (
+        "varestorer.tokenizer.config:TOKENIZER_PRESETS",
+        "varestorer.tokenizer.autoencoder:MultiScaleTokenizer",
+    ),
+    "transformer": (
+        "varestorer.transformer.config:TRANSFORMER_PRESETS",
+        "varestorer.transformer.model:NextScaleTransformer",
+    ),
 }
 
 EPILOG = """\
@@ -39,10 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=3, help="module-tree depth shown (default 3)")
 
 
+def _attribute(spec: str) -> Any:
+    module_name, name = spec.split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def _family(name: str) -> tuple[dict[str, Any], type]:
-    module_name, presets_name, class_name = MODEL_FAMILIES[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, presets_name), getattr(module, class_name)
+    presets, model_class = MODEL_FAMILIES[name]
+    return _attribute(presets), _attribute(model_class)
 
 
 def resolve_preset(target: str) -> tuple[str, str]:
@@ -77,9 +88,9 @@ def build_on_meta(family: str, name: str) -> nn.Module:
 
 def _model_for_config(meta: dict[str, Any]) -> nn.Module | None:
     """A meta-device model for a checkpoint folder's config.json, when its model_type is a known family."""
-    for module_name, _, class_name in MODEL_FAMILIES.values():
-        if class_name == meta["model_type"]:
-            cls = getattr(importlib.import_module(module_name), class_name)
+    for _, model_class in MODEL_FAMILIES.values():
+        if model_class.rsplit(":", 1)[-1] == meta["model_type"]:
+            cls = _attribute(model_class)
             with torch.device("meta"):
                 return cls(config_from_dict(cls.config_class, meta["config"]))
     return None

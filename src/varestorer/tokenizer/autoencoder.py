@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin
 from varestorer.tokenizer.blocks import Decoder, Encoder
+from varestorer.tokenizer.codebook import CodebookQuantizer
 from varestorer.tokenizer.config import TOKENIZER_PRESETS, TokenizerConfig, tokenizer_preset
 from varestorer.tokenizer.quantizer import BitwiseQuantizer, MultiScaleQuantizer, MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule, schedule_for_grid
@@ -27,6 +28,7 @@ def build_quantizer(config: TokenizerConfig) -> MultiScaleQuantizer:
             input_interpolation=config.input_interpolation,
             infinity_buffers=config.infinity_buffers,
         ),
+        "codebook": lambda: CodebookQuantizer(config.token_dim, config.codebook_size, config.num_phi),
     }
     if config.quantizer not in builders:
         raise ValueError(f"unknown quantizer {config.quantizer!r}; choose from {', '.join(builders)}")

@@ -14,8 +14,9 @@ ask which quantizer it is beyond ``bitwise`` / ``num_classes``. ``BitwiseQuantiz
 
 Upsampling: Infinity calls ``trilinear`` on (B, d, 1, h, w); with one frame that is exactly bilinear in
 (h, w) with ``align_corners=False`` (the ``F.interpolate`` default), which is what this module uses.
-A VAR-style codebook quantizer (nearest of V codes, bicubic up, phi convs) fits the same interface:
-its labels are (B, h*w) indices and ``add_scale`` uses ``scale_index``/``num_scales`` to pick a phi.
+The VAR-style ``CodebookQuantizer`` (``codebook.py``: nearest of V codes, bicubic up, phi convs) implements
+the same interface: its labels are (B, h*w) indices and ``add_scale`` uses ``scale_index``/``num_scales``
+to pick a phi, so callers should always pass them.
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ class MultiScaleTokens:
     """(B, L - h1*w1, d) teacher-forcing inputs of scales 2..K (Infinity's ``x_BLC_wo_prefix``)."""
     residual_norms: list[float]
     """Per scale: mean over tokens of the L2 norm of f - f_hat after that scale."""
+    commitment_loss: Tensor | None = None
+    """Scalar mean((f - stop_grad(f_hat))^2): pulls the encoder toward its codes (VAR weights it 0.25)."""
+    codebook_loss: Tensor | None = None
+    """Scalar mean((stop_grad(f) - f_hat)^2) that trains learnable codes; zero for the bitwise quantizer."""
 
 
-def _resize(x_BdHW: Tensor, hw: tuple[int, int], mode: str) -> Tensor:
+def resize_latent(x_BdHW: Tensor, hw: tuple[int, int], mode: str) -> Tensor:
+    """Resize (B, d, H, W) to ``hw`` (area, or bilinear/bicubic with align_corners=False); same size: unchanged."""
     if tuple(x_BdHW.shape[-2:]) == tuple(hw):
         return x_BdHW
     if mode == "area":
@@ -55,7 +61,8 @@ def _resize(x_BdHW: Tensor, hw: tuple[int, int], mode: str) -> Tensor:
     raise ValueError(f"unknown interpolation {mode!r}")
 
 
-def _check_schedule(schedule: Schedule, grid_hw: tuple[int, int]) -> None:
+def check_schedule(schedule: Schedule, grid_hw: tuple[int, int]) -> None:
+    """Raise ``ValueError`` unless every scale of ``schedule`` fits the latent grid."""
     if not schedule:
         raise ValueError("the scale schedule is empty")
     for h, w in schedule:
@@ -92,19 +99,26 @@ class MultiScaleQuantizer(nn.Module):
         """One scale's labels -> its code map (B, d, h, w)."""
         raise NotImplementedError
 
+    def code_table(self) -> Tensor:
+        """The values a label selects: bitwise (2,) code of bit 0 and bit 1; codebook (V, d) embeddings.
+
+        A soft (probability-weighted) code is ``probs @ code_table()`` (per bit for the bitwise quantizer).
+        """
+        raise NotImplementedError
+
     def add_scale(self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, *, scale_index: int = 0, num_scales: int = 1) -> Tensor:
         """f_hat + up(codes) on the full grid (a codebook quantizer applies its phi for ``scale_index``)."""
-        return f_hat_BdHW + _resize(codes_Bdhw, tuple(f_hat_BdHW.shape[-2:]), self.upsample_mode)
+        return f_hat_BdHW + resize_latent(codes_Bdhw, tuple(f_hat_BdHW.shape[-2:]), self.upsample_mode)
 
     def next_input(self, f_hat_BdHW: Tensor, hw_next: tuple[int, int]) -> Tensor:
         """Accumulated f_hat resized to the next scale, flattened row-major: (B, h*w, d)."""
-        return _resize(f_hat_BdHW, hw_next, self.input_interpolation).flatten(2).transpose(1, 2)
+        return resize_latent(f_hat_BdHW, hw_next, self.input_interpolation).flatten(2).transpose(1, 2)
 
     def labels_to_f_hat(self, labels: list[Tensor], schedule: Schedule, grid_hw: tuple[int, int]) -> Tensor:
         """Labels of the first ``len(labels)`` scales -> f_hat (B, d, *grid_hw)."""
         if len(labels) > len(schedule) or not labels:
             raise ValueError(f"got labels for {len(labels)} scales, schedule has {len(schedule)}")
-        _check_schedule(schedule, grid_hw)
+        check_schedule(schedule, grid_hw)
         f_hat = None
         for k, (labels_Bl, hw) in enumerate(zip(labels, schedule)):
             codes = self.labels_to_codes(labels_Bl, hw)
@@ -116,7 +130,7 @@ class MultiScaleQuantizer(nn.Module):
 
     def teacher_forcing_inputs(self, labels: list[Tensor], schedule: Schedule, grid_hw: tuple[int, int]) -> Tensor:
         """(B, L - h1*w1, d) inputs of scales 2..K rebuilt from labels (no flips)."""
-        _check_schedule(schedule, grid_hw)
+        check_schedule(schedule, grid_hw)
         rows: list[Tensor] = []
         f_hat = None
         for k, (labels_Bl, hw) in enumerate(zip(labels, schedule)):
@@ -176,6 +190,10 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         scale = 1.0 / math.sqrt(self.token_dim)
         return -scale, scale
 
+    def code_table(self) -> Tensor:
+        """(2,) float32: the code value of bit 0 and of bit 1."""
+        return torch.tensor(self.bit_values())
+
     def labels_to_codes(self, labels_Bl: Tensor, hw: tuple[int, int]) -> Tensor:
         """Bits (B, h*w, d) in {0, 1} -> codes (B, d, h, w) in {-1/sqrt(d), +1/sqrt(d)}."""
         B, l, d = labels_Bl.shape
@@ -220,7 +238,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         if not 0.0 <= flip_probability <= 1.0:
             raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
         grid_hw = (f_BdHW.shape[2], f_BdHW.shape[3])
-        _check_schedule(schedule, grid_hw)
+        check_schedule(schedule, grid_hw)
         f_BdHW = f_BdHW.float()
         rest_BdHW = f_BdHW
         f_hat_BdHW = torch.zeros_like(f_BdHW)
@@ -229,11 +247,11 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         norms: list[Tensor] = []
         num_flip = len(schedule) if flip_scales is None else flip_scales
         for k, hw in enumerate(schedule):
-            codes_Bdhw, bits_Bld = self._quantize_tokens(_resize(rest_BdHW, hw, "area"))
+            codes_Bdhw, bits_Bld = self._quantize_tokens(resize_latent(rest_BdHW, hw, "area"))
             labels.append(bits_Bld)
             if flip_probability > 0 and k < num_flip:
                 codes_Bdhw = self._flip(codes_Bdhw, bits_Bld, hw, flip_probability, random_strength, generator)
-            up_BdHW = _resize(codes_Bdhw, grid_hw, self.upsample_mode)
+            up_BdHW = resize_latent(codes_Bdhw, grid_hw, self.upsample_mode)
             rest_BdHW = rest_BdHW - up_BdHW.detach()
             f_hat_BdHW = f_hat_BdHW + up_BdHW
             norms.append(rest_BdHW.detach().norm(dim=1).mean())
@@ -241,7 +259,10 @@ class BitwiseQuantizer(MultiScaleQuantizer):
                 rows.append(self.next_input(f_hat_BdHW, schedule[k + 1]))  # keeps the straight-through grad
         B = f_BdHW.shape[0]
         inputs = torch.cat(rows, dim=1) if rows else f_BdHW.new_zeros(B, 0, self.token_dim)
-        return MultiScaleTokens(f_hat_BdHW, labels, inputs, torch.stack(norms).tolist())
+        commitment = (f_BdHW - f_hat_BdHW.detach()).pow(2).mean()
+        return MultiScaleTokens(
+            f_hat_BdHW, labels, inputs, torch.stack(norms).tolist(), commitment, commitment.new_zeros(())
+        )
 
     def _flip(
         self,

@@ -94,7 +94,7 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
         block_chunks=1,
     ),
     "small": TransformerConfig(
-        token_dim=16,
+        token_dim=32,
         width=384,
         depth=8,
         num_heads=6,
