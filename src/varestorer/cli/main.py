@@ -18,6 +18,7 @@ from varestorer import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
     "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
+    "train": ("varestorer.cli.train", "train a model from a recipe (tokenizer; under torchrun for N processes)"),
 }
 
 
