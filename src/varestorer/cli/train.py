@@ -9,6 +9,7 @@ import json
 # job -> (module with main(recipe, *, resume, overrides) -> int, one-line help). One literal table.
 JOBS: dict[str, tuple[str, str]] = {
     "tokenizer": ("varestorer.training.train_tokenizer", "train a MultiScaleTokenizer on image folders"),
+    "teacher": ("varestorer.training.train_teacher", "train a next-scale teacher transformer on image folders"),
 }
 
 
