@@ -112,3 +112,11 @@ def test_scale_weights_and_bitwise_loss() -> None:
     assert loss < 1e-6 and accuracy == 1.0
     loss, _ = bitwise_cross_entropy(torch.zeros(2, 21, 8, 2), labels, weighted)
     assert loss.item() == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_shipped_recipe_parses() -> None:
+    from varestorer.training.config import load_recipe
+    from varestorer.training.train_teacher import SECTIONS
+
+    configs = load_recipe(Path(__file__).parents[1] / "recipes" / "teacher_small.toml", SECTIONS)
+    assert configs["model"].preset == "small" and configs["data"].crop_size == 256
