@@ -112,6 +112,9 @@ def test_scale_weights_and_bitwise_loss() -> None:
     assert loss < 1e-6 and accuracy == 1.0
     loss, _ = bitwise_cross_entropy(torch.zeros(2, 21, 8, 2), labels, weighted)
     assert loss.item() == pytest.approx(0.6931, abs=1e-4)
+    # A codebook model: (B, L, V) logits, (B, L) indices.
+    loss, accuracy = bitwise_cross_entropy(torch.zeros(2, 21, 16), torch.zeros(2, 21, dtype=torch.long), uniform)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(16.0)).item(), abs=1e-4) and accuracy == 1.0
 
 
 def test_shipped_recipe_parses() -> None:

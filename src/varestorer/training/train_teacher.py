@@ -120,9 +120,14 @@ def teacher_param_groups(transformer: NextScaleTransformer) -> list[dict[str, An
 
 
 def bitwise_cross_entropy(logits_BLd2: Tensor, labels_BLd: Tensor, weights_L: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-bit CE averaged over bits, weighted over tokens, averaged over the batch; also bit accuracy."""
-    B, L, d, _ = logits_BLd2.shape
-    ce_BLd = F.cross_entropy(logits_BLd2.reshape(-1, 2).float(), labels_BLd.reshape(-1), reduction="none")
+    """Per-bit CE averaged over bits, weighted over tokens, averaged over the batch; also bit accuracy.
+
+    A codebook model's logits (B, L, V) with labels (B, L) are handled as one "bit" with V classes.
+    """
+    if logits_BLd2.ndim == 3:  # codebook: (B, L, V)
+        logits_BLd2, labels_BLd = logits_BLd2.unsqueeze(2), labels_BLd.unsqueeze(2)
+    B, L, d, V = logits_BLd2.shape
+    ce_BLd = F.cross_entropy(logits_BLd2.reshape(-1, V).float(), labels_BLd.reshape(-1), reduction="none")
     loss = (ce_BLd.view(B, L, d).mean(-1) * weights_L.to(ce_BLd.device)).sum(1).mean()
     accuracy = (logits_BLd2.argmax(-1) == labels_BLd).float().mean()
     return loss, accuracy
@@ -140,7 +145,11 @@ def build_teacher(config: ModelConfig, crop_size: int) -> Teacher:
         tokenizer = MultiScaleTokenizer.from_pretrained(config.tokenizer)
     else:
         tokenizer = MultiScaleTokenizer.from_preset(config.tokenizer_preset)  # type: ignore[arg-type]
-    base = config_to_dict(transformer_preset(config.preset)) | {"token_dim": tokenizer.token_dim}
+    quantizer = tokenizer.quantizer
+    base = config_to_dict(transformer_preset(config.preset)) | {
+        "token_dim": tokenizer.token_dim,
+        "codebook_size": None if quantizer.bitwise else quantizer.num_classes,
+    }
     transformer_config = config_from_dict(TransformerConfig, base | dict(config.changes), where="model.changes")
     return Teacher(tokenizer, NextScaleTransformer(transformer_config), teacher_config)
 
