@@ -10,6 +10,7 @@ import json
 JOBS: dict[str, tuple[str, str]] = {
     "tokenizer": ("varestorer.training.train_tokenizer", "train a MultiScaleTokenizer on image folders"),
     "student": ("varestorer.training.train_student", "distil the one-step student from a teacher (KL + LPIPS + MSE)"),
+    "teacher": ("varestorer.training.train_teacher", "train a next-scale teacher transformer on image folders"),
 }
 
 

@@ -16,6 +16,9 @@ class TransformerConfig:
 
     token_dim: int = 32
     """d: bits per token (channels of the tokenizer latent and of the teacher-forcing inputs)."""
+    codebook_size: int | None = None
+    """``None``: bitwise tokens, two logits per bit (Infinity). V: one index of a V-entry codebook per
+    token (VAR-style quantizer; the inputs stay d-dimensional codes)."""
     width: int = 2048
     """C: embedding width of the blocks."""
     depth: int = 32
@@ -55,12 +58,19 @@ class TransformerConfig:
             raise ValueError(f"text_dim {self.text_dim} must be a multiple of pool_head_dim {self.pool_head_dim}")
         if self.depth % self.block_chunks:
             raise ValueError(f"depth {self.depth} must be a multiple of block_chunks {self.block_chunks}")
+        if self.codebook_size is not None and self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2 or None, got {self.codebook_size}")
         if not 1 <= self.null_text_length <= self.text_max_length:
             raise ValueError("null_text_length must be in [1, text_max_length]")
 
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
+
+    @property
+    def num_outputs(self) -> int:
+        """Head width: 2 d logits (bitwise) or V (codebook)."""
+        return 2 * self.token_dim if self.codebook_size is None else self.codebook_size
 
     @property
     def ffn_dim(self) -> int:

@@ -4,7 +4,8 @@ Sequence layout for a schedule S = ((h_1, w_1) = (1, 1), ..., (h_K, w_K)) of L t
 the start token (pooled text + ``pos_start``), positions of scale k >= 2 are ``word_embed`` of the
 teacher-forcing inputs (interpolated accumulated codes of scales < k). Each token gets the level
 embedding of its scale once, and 2-D RoPE in every self-attention. The head returns two logits per
-bit: ``logits[b, l, i, 0]`` / ``[..., 1]`` score bit i of token l being 0 / 1.
+bit: ``logits[b, l, i, 0]`` / ``[..., 1]`` score bit i of token l being 0 / 1 (with a
+``codebook_size`` V instead: ``logits[b, l, v]`` scores codebook entry v).
 
 Two ways to run it, with the same blocks:
 - :meth:`forward`: all scales at once, ``mask="causal"`` (block-causal by scale: a token sees its
@@ -92,7 +93,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         else:
             self.blocks = nn.ModuleList(blocks)
         self.head_nm = AdaLNBeforeHead(C, C, config.norm_eps)
-        self.head = nn.Linear(C, 2 * config.token_dim)
+        self.head = nn.Linear(C, config.num_outputs)
         if not self.pos_start.is_meta:  # shapes-only models (inspect, checkpoint loading) skip the init
             self.reset_parameters()
 
@@ -188,9 +189,10 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         return rope_table(scale_positions(schedule, extent), self.config.head_dim, self.config.rope_theta)
 
     def logits(self, x_BLC: Tensor, cond: Conditioning) -> Tensor:
-        """Head: (B, L, C) hidden states -> (B, L, d, 2) float32 bit logits."""
+        """Head: (B, L, C) hidden states -> (B, L, d, 2) float32 bit logits (codebook: (B, L, V))."""
         B, L, _ = x_BLC.shape
-        return self.head(self.head_nm(x_BLC, cond.pooled)).float().view(B, L, self.config.token_dim, 2)
+        logits = self.head(self.head_nm(x_BLC, cond.pooled)).float()
+        return logits if self.config.codebook_size is not None else logits.view(B, L, self.config.token_dim, 2)
 
     def run_blocks(
         self,
@@ -229,7 +231,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             drop: (B,) bool caption dropout (see :meth:`encode_condition`).
 
         Returns:
-            (B, L, d, 2) float32 logits; row l predicts the bits of token l.
+            (B, L, d, 2) float32 logits; row l predicts the bits of token l ((B, L, V) for a codebook).
         """
         self.check_schedule(schedule)
         L = sum(h * w for h, w in schedule)
@@ -267,7 +269,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             cache: ``None`` or empty for k = 0.
 
         Returns:
-            (B, h*w, d, 2) float32 logits and the cache extended by this scale.
+            (B, h*w, d, 2) float32 logits ((B, h*w, V) for a codebook) and the cache extended by this scale.
         """
         self.check_schedule(schedule)
         offset = sum(h * w for h, w in schedule[:scale_index])
