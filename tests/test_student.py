@@ -155,3 +155,21 @@ def test_paper_lora_budget_on_infinity_2b() -> None:
     base = sum(p.numel() for n, p in student.transformer.named_parameters() if ".lora_" not in n)
     assert lora == 27_262_976
     assert round(100 * lora / base, 1) == 1.2
+
+
+def test_lq_conditioned_var_starts_as_the_teacher_and_sampling_matches_teacher_forcing() -> None:
+    from varestorer.models.lq_conditioned import LQConditionedVAR
+
+    tokenizer, transformer = _teacher()
+    config = StudentConfig(image_size=64, scale=4, lora_rank=2)
+    model = LQConditionedVAR.from_teacher(tokenizer, transformer, config).eval()
+    with torch.no_grad():
+        for layer in model.control_zero:
+            layer.weight.normal_(0, 0.05)
+        lq = torch.rand(2, 3, 16, 16)
+        out = model.restore(lq)
+        # teacher-forcing the sampled bits reproduces the logits of the KV-cached loop
+        bits = [chunk.argmax(-1) for chunk in out.logits.split([h * w for h, w in model.schedule], dim=1)]
+        inputs = model.quantizer.teacher_forcing_inputs(bits, model.schedule, model.schedule[-1])
+        forced = model.teacher_forced_logits(inputs, lq)
+    assert torch.allclose(forced, out.logits, atol=1e-4)

@@ -96,3 +96,16 @@ def test_captions_condition_teacher_and_student(setup) -> None:
         cat = student.restore(lq, student.encode_prompts(["a photo of a cat"])).logits
         dog = student.restore(lq, student.encode_prompts(["dog on grass"])).logits
     assert not torch.allclose(cat, dog)
+
+
+def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale(setup) -> None:
+    from varestorer.models.lq_conditioned import LQConditionedVAR
+
+    overrides = _overrides(setup, "nd", "train.max_steps=2", "model.kind=lq_conditioned_var")
+    assert train_student.main(RECIPE, overrides=overrides) == 0
+    model = LQConditionedVAR.from_pretrained(setup / "nd" / "model")
+    lq = torch.rand(1, 3, 16, 16)
+    out = model.restore(lq)
+    assert out.sr.shape == (1, 3, 64, 64) and torch.equal(out.sr, model(lq))  # greedy: deterministic
+    # the control branch starts at zero; training moved it, so the LQ changes the first scale's logits
+    assert any(p.abs().sum() > 0 for p in model.control_zero.parameters())

@@ -14,7 +14,6 @@ encoder copy, LoRA on the attention projections, checkpoints); only the transfor
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.inference.sampler import sample_top_p
@@ -95,9 +94,3 @@ class LQConditionedVAR(Student):
             offset += h * w
         sr = ((self.decoder(f_hat) + 1) / 2).clamp(0, 1)
         return StudentOutput(sr=sr, logits=torch.cat(all_logits, dim=1), f_hat=f_hat)
-
-
-def bit_cross_entropy(logits_BLd2: Tensor, labels: list[Tensor]) -> Tensor:
-    """Mean per-bit cross-entropy of (B, L, d, 2) logits against per-scale (B, h*w, d) bit labels."""
-    target = torch.cat(labels, dim=1)
-    return F.cross_entropy(logits_BLd2.reshape(-1, 2).float(), target.reshape(-1))

@@ -34,12 +34,14 @@ from varestorer.checkpoint import read_config
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.data.datasets import HQFolderDataset, PairedFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
+from varestorer.models.lq_conditioned import LQConditionedVAR
 from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.training.config import TrainConfig, load_recipe
 from varestorer.training.kl import token_kl
+from varestorer.training.train_teacher import bitwise_cross_entropy
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition
@@ -49,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: str = "student"
+    """``student``: the one-step VARestorer, distilled. ``lq_conditioned_var``: the no_distill ablation, a
+    multi-step VAR with ControlNet-style LQ injection trained with cross-entropy (models/lq_conditioned.py)."""
     teacher: str = ""
     """Teacher folder holding ``tokenizer/`` and ``transformer/`` (``from_pretrained`` folders)."""
     image_size: int = 256
@@ -122,9 +127,12 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         precleaner=precleaner,
         text_encoder=teacher_config.text_encoder,
     )
-    student = Student.from_teacher(tokenizer, transformer, config)
+    kinds = {"student": Student, "lq_conditioned_var": LQConditionedVAR}
+    if model.kind not in kinds:
+        raise ValueError(f"[model] kind must be one of {', '.join(kinds)}, got {model.kind!r}")
+    student = kinds[model.kind].from_teacher(tokenizer, transformer, config)
     if model.init_from:
-        previous = Student.from_pretrained(model.init_from)
+        previous = kinds[model.kind].from_pretrained(model.init_from)
         student.load_state_dict(previous.trainable_state_dict(), strict=False)
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()
@@ -181,6 +189,8 @@ class StudentDistillation(nn.Module):
         weights = self.loss_config
         gt, lq = batch["gt"], batch["lq"]
         text = self.captions(batch)
+        if isinstance(self.student, LQConditionedVAR):
+            return self.conditioned_cross_entropy(gt, lq, text)
         out = self.student.restore(lq, text)
         sr = out.sr.float()
         mse = F.mse_loss(sr, gt)
@@ -195,6 +205,17 @@ class StudentDistillation(nn.Module):
             loss = loss + weights.lambda_perceptual * perceptual
             logs["lpips"] = perceptual.detach()
         return loss, logs
+
+    def conditioned_cross_entropy(
+        self, gt: torch.Tensor, lq: torch.Tensor, text: TextCondition | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """no_distill: the teacher's next-scale CE on the GT bits, conditioned on the whole LQ pyramid."""
+        with torch.no_grad():
+            tokens = self.teacher_tokenizer.tokenize(gt * 2 - 1, self.student.schedule)
+        logits = self.student.teacher_forced_logits(tokens.inputs, lq, text)
+        uniform_L = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
+        loss, accuracy = bitwise_cross_entropy(logits, torch.cat(tokens.labels, dim=1), uniform_L)
+        return loss, {"cross_entropy": loss.detach(), "bit_accuracy": accuracy.detach()}
 
 
 def psnr_y(sr: torch.Tensor, gt: torch.Tensor, border: int) -> torch.Tensor:

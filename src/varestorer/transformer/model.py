@@ -17,6 +17,7 @@ Two ways to run it, with the same blocks:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -201,12 +202,19 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         rope_2Lp: Tensor,
         mask: Tensor | None,
         cache: KVCache | None = None,
+        control: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, KVCache]:
         """All blocks over the L new tokens; attention also sees ``cache``. Returns hidden states and
-        the cache extended by the new tokens."""
+        the cache extended by the new tokens. ``control``: one (B, L, C) tensor per block, added to
+        that block's input (ControlNet-style conditioning; see models/lq_conditioned.py)."""
+        blocks = self.block_list()
+        if control is not None and len(control) != len(blocks):
+            raise ValueError(f"control has {len(control)} tensors for {len(blocks)} blocks")
         new_layers = []
-        for index, block in enumerate(self.block_list()):
+        for index, block in enumerate(blocks):
             past = cache.layer(index) if cache is not None else None
+            if control is not None:
+                x_BLC = x_BLC + control[index].to(x_BLC.dtype)
             x_BLC, kv = block(x_BLC, cond.adaln, cond.text, cond.text_mask, rope_2Lp, mask, past)
             new_layers.append(kv)
         return x_BLC, KVCache(tuple(new_layers))
@@ -220,6 +228,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         *,
         mask: MaskMode = "causal",
         drop: Tensor | None = None,
+        control: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Teacher-forced (or one-step) pass over every scale.
 
@@ -229,6 +238,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             text: captions, a precomputed :class:`Conditioning`, or ``None`` (unconditional).
             mask: ``"causal"`` (block-causal by scale) or ``"full"`` (no mask).
             drop: (B,) bool caption dropout (see :meth:`encode_condition`).
+            control: optional per-block (B, L, C) additions (see :meth:`run_blocks`).
 
         Returns:
             (B, L, d, 2) float32 logits; row l predicts the bits of token l ((B, L, V) for a codebook).
@@ -248,7 +258,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         x_BLC = torch.cat((sos_B1C, self.word_embed(inputs_BLd.to(sos_B1C.dtype))), dim=1)
         x_BLC = x_BLC + self.lvl_embed(scale_levels(schedule).to(device))
         attn_mask = block_causal_mask(schedule).to(device) if mask == "causal" else None
-        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule).to(device), attn_mask)
+        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule).to(device), attn_mask, control=control)
         return self.logits(x_BLC, cond)
 
     def forward_scale(
@@ -258,6 +268,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         scale_index: int,
         cond: Conditioning,
         cache: KVCache | None,
+        control: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, KVCache]:
         """Logits of one scale given the cache of all earlier scales (block-causal attention).
 
@@ -267,6 +278,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             scale_index: k; the cache must hold exactly the tokens of scales < k.
             cond: from :meth:`encode_condition`.
             cache: ``None`` or empty for k = 0.
+            control: optional per-block (B, h*w, C) additions for this scale's tokens.
 
         Returns:
             (B, h*w, d, 2) float32 logits ((B, h*w, V) for a codebook) and the cache extended by this scale.
@@ -286,7 +298,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             x_BlC = self.word_embed(inputs_Bld.to(cond.pooled.dtype))
         x_BlC = x_BlC + self.lvl_embed.weight[scale_index]
         rope_2lp = self.rope_table(schedule)[:, offset : offset + h * w].to(x_BlC.device)
-        x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache)
+        x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache, control)
         return self.logits(x_BlC, cond), cache
 
 
