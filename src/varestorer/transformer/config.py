@@ -103,11 +103,13 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
         pool_head_dim=16,
         block_chunks=1,
     ),
+    # The embedded default: 7.4M parameters, so the shipped fp16 weights stay under 16 MB per file.
     "small": TransformerConfig(
         token_dim=32,  # the small tokenizer's bits per token
-        width=384,
-        depth=8,
-        num_heads=6,
+        width=256,
+        depth=7,
+        num_heads=4,
+        mlp_ratio=3.0,
         text_dim=256,
         text_max_length=64,
         null_text_length=8,
