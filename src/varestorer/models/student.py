@@ -198,9 +198,17 @@ class Student(nn.Module):
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
         return {k: v for k, v in self.state_dict().items() if k in keep}
 
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything."""
+    def save_pretrained(
+        self, directory: str | Path, *, overwrite: bool = False, dtype: torch.dtype | None = None
+    ) -> Path:
+        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
+
+        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size);
+        loading copies them back into the float32 model.
+        """
         state = self.state_dict() if self.config.merged else self.trainable_state_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         return save_pretrained(directory, type(self).__name__, self.config, state, overwrite=overwrite)
 
     def merged(self) -> Student:
