@@ -15,12 +15,20 @@ from torch import Tensor, nn
 
 
 def norm_groups(channels: int) -> int:
-    """Infinity's GroupNorm rule: 32 groups, or 24 when 32 does not divide; else gcd(channels, 32)."""
-    if channels % 32 == 0:
-        return 32
-    if channels % 24 == 0:
-        return 24
-    return math.gcd(channels, 32)
+    """GroupNorm groups: Infinity's rule (32, or 24 when 32 does not divide) for its >= 128-channel layers.
+
+    Narrower layers (the small presets) keep at least 4 channels per group: with one channel per group
+    GroupNorm becomes instance norm and strips every channel's spatial mean, i.e. the image's colour
+    and brightness, which the decoder then cannot recover (a small tokenizer trained that way came out
+    grey-green at ~15 dB).
+    """
+    if channels >= 128:
+        if channels % 32 == 0:
+            return 32
+        if channels % 24 == 0:
+            return 24
+        return math.gcd(channels, 32)
+    return max(g for g in range(1, 33) if channels % g == 0 and channels // g >= 4) if channels >= 4 else 1
 
 
 class Conv(nn.Module):

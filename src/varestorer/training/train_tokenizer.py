@@ -67,6 +67,8 @@ class DataConfig:
 class LossConfig:
     l1_weight: float = 1.0
     mse_weight: float = 1.0
+    commitment_weight: float = 0.25
+    """Weight of mean((f - sg(f_hat))^2), which keeps the encoder's features near their codes (VAR's beta)."""
     perceptual_weight: float = 0.0
     """LPIPS-VGG weight; > 0 needs ``varestorer.metrics.lpips`` and its cached VGG/LPIPS weights."""
     gan_weight: float = 0.0
@@ -126,6 +128,10 @@ class TokenizerTraining(nn.Module):
         mse = (rec_B3HW - x_B3HW).pow(2).mean()
         loss = weights.l1_weight * l1 + weights.mse_weight * mse
         logs = {"l1": l1.detach(), "mse": mse.detach()}
+        if weights.commitment_weight > 0 and tokens.commitment_loss is not None:
+            commitment = tokens.commitment_loss + (tokens.codebook_loss if tokens.codebook_loss is not None else 0)
+            loss = loss + weights.commitment_weight * commitment
+            logs["commitment"] = commitment.detach()
         if self.perceptual is not None:
             perceptual = self.perceptual(rec_B3HW, x_B3HW).mean()
             loss = loss + weights.perceptual_weight * perceptual
