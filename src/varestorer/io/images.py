@@ -7,6 +7,7 @@ float tensors happens in the callers; this module never imports torch.
 from __future__ import annotations
 
 import glob
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,8 +35,11 @@ def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
     for item in inputs:
         item_path = Path(item)
         if item_path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found += sorted(p for p in item_path.glob(pattern) if p.is_file() and _is_image_name(p))
+            found += (
+                _walk(item_path)
+                if recursive
+                else sorted(p for p in item_path.iterdir() if p.is_file() and _is_image_name(p))
+            )
         elif item_path.is_file():
             found.append(item_path)
         else:
@@ -48,6 +52,15 @@ def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
     for p in found:
         unique.setdefault(p, None)
     return list(unique)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Image files under ``folder`` at any depth, following symlinked folders (data sets are often linked)."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / f for f in sorted(files) if _is_image_name(Path(f))]
+    return out
 
 
 def _is_image_name(path: Path) -> bool:
