@@ -5,9 +5,28 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_tree(folder: Path) -> None:
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if stat.S_IMODE(os.stat(path).st_mode) == 0o600:
+                os.chmod(path, 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -28,6 +47,7 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} appeared while writing; not replaced")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -49,6 +69,7 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _chmod_tree(tmp)  # mkdtemp creates 0700; give the folder the usual permissions
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
