@@ -135,6 +135,25 @@ def test_fixed_size_model_is_tiled_and_padded() -> None:
     assert restorer(torch.rand(1, 3, 3, 5)).shape == (1, 3, 6, 10)  # tiny input padded to 16
 
 
+class PromptSR(nn.Module):
+    """A model that reads text: the prompt's length scales the output (so the effect is checkable)."""
+
+    scale, input_size, size_multiple = 1, None, 1
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        return torch.tensor(len(prompt) / 10.0)
+
+    def forward(self, lq: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return lq * (1.0 if text is None else text)
+
+
+def test_prompt_reaches_models_that_read_text() -> None:
+    restorer = Restorer(PromptSR(), device="cpu", batch_size=2, tile=4, tile_overlap=1)
+    x = torch.full((1, 3, 9, 9), 0.5)
+    assert torch.allclose(restorer(x), x)
+    assert torch.allclose(restorer(x, prompt="abcde"), x * 0.5)
+
+
 def test_tile_override_matches_untiled(model, tiny_image) -> None:
     image = tiny_image(40, 33)
     whole = Restorer(model, device="cpu")(image)

@@ -39,8 +39,9 @@ class OneStepSR(Protocol):
         size_multiple: input height and width must be multiples of this (after padding).
 
     ``model(lq_B3HW)`` takes float RGB in [0, 1] and returns ``(B, 3, scale*H, scale*W)`` in
-    [0, 1] (values slightly outside are clamped). A model that reads text sets
-    ``accepts_prompt = True`` and takes ``model(lq, prompt=str)``.
+    [0, 1] (values slightly outside are clamped). A model that reads text also defines
+    ``encode_prompt(prompt: str) -> condition`` (a condition valid for any batch size); the
+    restorer encodes the prompt once per call and runs ``model(lq, condition)``.
     """
 
     scale: int
@@ -184,15 +185,18 @@ class Restorer:
         height, width = lq_B3HW.shape[-2:]
         target = _target_size(height, width, self.scale if scale is None else scale)
         fix = self.color_fix if color_fix is None else color_fix
-        if prompt is not None and not getattr(self.model, "accepts_prompt", False):
-            raise ValueError(f"{type(self.model).__name__} takes no text prompt")
+        condition = None
+        if prompt is not None:
+            if not callable(getattr(self.model, "encode_prompt", None)):
+                raise ValueError(f"{type(self.model).__name__} takes no text prompt")
+            condition = self.model.encode_prompt(prompt)
         size, overlap = self._tiling(tile, tile_overlap)
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
             lq = tiles.to(self.device, self.dtype)
             if self.precleaner is not None:
                 lq = self.precleaner(lq)
-            sr = self.model(lq) if prompt is None else self.model(lq, prompt=prompt)
+            sr = self.model(lq) if condition is None else self.model(lq, condition)
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
