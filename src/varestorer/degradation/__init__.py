@@ -1,0 +1,1 @@
+"""Synthetic degradations for real-world SR training: kernels, ops, presets and the two-stage pipeline."""

@@ -1,0 +1,163 @@
+"""The next-scale sampling loop: one scale at a time, an explicit KV cache, CFG on logits.
+
+For each scale k of the schedule (research/infinity_var.md §2.9):
+1. run the transformer on scale k's inputs (the start token for k = 0) against the cache of
+   scales < k, getting logits and the longer cache;
+2. classifier-free guidance: ``cfg * cond + (1 - cfg) * uncond`` on the logits (the batch holds the
+   conditional half, then the unconditional half);
+3. divide by the temperature and sample every bit (or codebook index) with top-p;
+4. labels -> codes -> add to the accumulated f_hat; interpolate f_hat to scale k + 1: its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from varestorer.nn.attention import KVCache
+from varestorer.tokenizer.quantizer import MultiScaleQuantizer
+from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.rope import Schedule
+from varestorer.transformer.text import TextCondition
+
+
+@dataclass(frozen=True)
+class SampledScales:
+    """What one run of the loop produced.
+
+    Attributes:
+        labels: per scale, (B, h*w, d) int64 bits (codebook: (B, h*w) indices).
+        logits: per scale, the guided logits before temperature, (B, h*w, d, 2) float32.
+        f_hat: (B, d, H, W) accumulated codes on the last grid (decode it for the image).
+        cache: the KV cache after the last scale (B or 2B rows with CFG).
+    """
+
+    labels: list[Tensor]
+    logits: list[Tensor]
+    f_hat: Tensor
+    cache: KVCache
+
+
+def sample_top_p(logits: Tensor, *, top_p: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Sample an index along the last axis from softmax(logits), keeping the top-p nucleus.
+
+    With two classes (one bit) and ``top_p`` = 0.97, a bit whose likelier value has probability
+    >= 0.97 is taken deterministically.
+
+    Args:
+        logits: (..., V) float logits.
+        top_p: in (0, 1]; the smallest set of classes whose probability reaches it is kept.
+
+    Returns:
+        (...) int64 indices.
+    """
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    probs = logits.float().softmax(-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass of the likelier classes
+        sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(*probs.shape[:-1], 1, generator=generator, device=probs.device) * cdf[..., -1:]
+    return (cdf <= u).sum(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample_scales_detailed(
+    transformer: NextScaleTransformer,
+    quantizer: MultiScaleQuantizer,
+    schedule: Schedule,
+    text: TextCondition | None = None,
+    *,
+    batch_size: int | None = None,
+    cfg_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SampledScales:
+    """Generate every scale of ``schedule`` autoregressively; see :func:`sample_scales`."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if text is None and batch_size is None:
+        raise ValueError("give text or batch_size")
+    if quantizer.token_dim != transformer.config.token_dim:
+        raise ValueError(f"quantizer has d={quantizer.token_dim}, transformer d={transformer.config.token_dim}")
+    B = text.batch_size if text is not None else int(batch_size)  # type: ignore[arg-type]
+    device = transformer.pos_start.device
+    guided = text is not None and cfg_scale != 1.0  # without text both halves would be identical
+    if guided:
+        assert text is not None
+        both = TextCondition.cat([text, text]).to(device)
+        drop = torch.arange(2 * B, device=device) >= B  # second half: the unconditional tokens
+        cond = transformer.encode_condition(both, drop=drop)
+    else:
+        cond = transformer.encode_condition(text.to(device) if text is not None else None, B)
+
+    labels, logits_per_scale = [], []
+    cache: KVCache | None = None
+    f_hat: Tensor | None = None
+    inputs_Bld: Tensor | None = None
+    for k, hw in enumerate(schedule):
+        # 1. one scale through the transformer, attending to the cached earlier scales
+        step_inputs = torch.cat([inputs_Bld, inputs_Bld]) if guided and inputs_Bld is not None else inputs_Bld
+        logits, cache = transformer.forward_scale(step_inputs, schedule, k, cond, cache)
+        # 2. classifier-free guidance on the logits
+        if guided:
+            logits = cfg_scale * logits[:B] + (1.0 - cfg_scale) * logits[B:]
+        logits_per_scale.append(logits)
+        # 3. temperature and top-p, independently for every bit
+        labels_k = sample_top_p(logits / temperature, top_p=top_p, generator=generator)
+        labels.append(labels_k)
+        # 4. accumulate the codes and build the next scale's inputs
+        codes = quantizer.labels_to_codes(labels_k, hw)
+        if f_hat is None:
+            f_hat = codes.new_zeros(B, codes.shape[1], *schedule[-1])
+        f_hat = quantizer.add_scale(f_hat, codes, scale_index=k, num_scales=len(schedule))
+        if k + 1 < len(schedule):
+            inputs_Bld = quantizer.next_input(f_hat, schedule[k + 1])
+    assert f_hat is not None and cache is not None
+    return SampledScales(labels=labels, logits=logits_per_scale, f_hat=f_hat, cache=cache)
+
+
+def sample_scales(
+    transformer: NextScaleTransformer,
+    quantizer: MultiScaleQuantizer,
+    schedule: Schedule,
+    text: TextCondition | None = None,
+    *,
+    batch_size: int | None = None,
+    cfg_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Sample the token maps of every scale, coarse to fine.
+
+    Args:
+        transformer: the next-scale model (put it in ``eval()`` mode).
+        quantizer: turns sampled labels into codes and the next scale's inputs.
+        schedule: (h, w) grids starting at (1, 1); the last one is the latent grid.
+        text: encoded captions, or ``None`` for unconditional generation (then ``batch_size``).
+        cfg_scale: guidance weight on logits (1 = none; Infinity-2B uses 3-4). Ignored without text.
+        temperature: > 0, divides the guided logits (Infinity-2B: 0.5).
+        top_p: nucleus per bit (Infinity: 0.97).
+        generator: seeds the sampling.
+
+    Returns:
+        per scale (B, h*w, d) int64 bits; ``tokenizer.labels_to_image(labels, schedule)`` decodes them.
+    """
+    return sample_scales_detailed(
+        transformer,
+        quantizer,
+        schedule,
+        text,
+        batch_size=batch_size,
+        cfg_scale=cfg_scale,
+        temperature=temperature,
+        top_p=top_p,
+        generator=generator,
+    ).labels

@@ -1,0 +1,1 @@
+"""Composite models: the teacher bundle (tokenizer + transformer) and the one-step student."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by the model code (layer 0: torch only)."""

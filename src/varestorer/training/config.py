@@ -1,0 +1,172 @@
+"""``TrainConfig`` (the ``[train]`` section every job shares) and the recipe loader.
+
+A recipe is one TOML (or JSON) file with a fixed set of sections per job, e.g.::
+
+    [train]   # TrainConfig: optimiser, schedule, precision, logging, checkpoints
+    [data]    # the job's data config
+    [model]   # the job's model config
+    [loss]    # the job's loss config
+
+Unknown sections and unknown keys are errors (strict :func:`varestorer.config.config_from_dict`).
+Command-line overrides ``section.key=value`` are applied to the raw tables before validation; the
+value is parsed as a TOML value when it can be (``3``, ``1e-4``, ``true``, ``[1, 2]``, ``"x"``) and
+kept as a bare string otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from varestorer.config import config_from_dict
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the shared Trainer needs; model, data and loss settings live in the job's sections."""
+
+    output_dir: str = "runs/train"
+    """Folder for ``checkpoints/``, ``tensorboard/`` and the exported model."""
+    max_steps: int = 1000
+    """Number of optimiser steps (one step = ``grad_accum_steps`` micro-batches on every process)."""
+    batch_size: int = 8
+    """Micro-batch size per process. Effective batch = batch_size * grad_accum_steps * world size."""
+    learning_rate: float = 1e-4
+    """Peak learning rate (reached after the warm-up)."""
+    min_learning_rate_ratio: float = 0.1
+    """The cosine schedule ends at learning_rate * this ratio."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (decoupled)."""
+    no_decay_norms_and_biases: bool = True
+    """Put 1-D parameters (norm gains, biases) into a parameter group without weight decay."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to ``learning_rate`` over this many steps."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate shape after the warm-up."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient L2 norm to this value; None disables clipping."""
+    grad_accum_steps: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast dtype for forward passes; fp16 adds a GradScaler. Weights stay float32."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the trainable weights (e.g. 0.999); None disables it."""
+    log_every: int = 10
+    """Write scalars to TensorBoard every this many steps."""
+    val_every: int = 0
+    """Run the job's validation every this many steps (0 = only at the end)."""
+    ckpt_every: int = 500
+    """Save a resumable checkpoint every this many steps (and always at the end)."""
+    keep_last: int = 3
+    """Keep only this many most recent checkpoints (0 keeps all)."""
+    seed: int = 0
+    """Seeds model initialisation, data order, augmentation and every other random draw."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    device: str | None = None
+    """``cuda``, ``cuda:1``, ``cpu``; None picks CUDA when available. Under torchrun, ``cuda:LOCAL_RANK``."""
+    cpu_threads: int | None = None
+    """``torch.set_num_threads`` for CPU runs; None leaves the default."""
+    tensorboard: bool = True
+    """Write TensorBoard event files (needs the ``tensorboard`` package)."""
+    progress: bool = True
+    """Show a tqdm progress bar on rank 0."""
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum_steps", "log_every", "ckpt_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "val_every", "keep_last", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.min_learning_rate_ratio <= 1:
+            raise ValueError(f"train.min_learning_rate_ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in (0, 1) or unset, got {self.ema_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"train.grad_clip must be > 0 or unset, got {self.grad_clip}")
+
+
+def _read_tables(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
+            return tomllib.loads(text)
+        if path.suffix == ".json":
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object at the top level")
+            return data
+    except ValueError as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path}: {error}") from None
+    raise ValueError(f"unsupported recipe format {path.suffix!r}; use .toml or .json")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value`` into (section, key, value); the value is parsed as TOML when possible."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except ValueError:
+        value = raw.strip()
+    return section, key.strip(), value
+
+
+def load_recipe(
+    path: str | Path, sections: dict[str, type], overrides: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Read a recipe into one config dataclass per section.
+
+    Args:
+        path: a ``.toml`` or ``.json`` recipe.
+        sections: section name -> config dataclass; a section absent from the file gets its defaults.
+        overrides: ``section.key=value`` strings applied before validation.
+
+    Returns:
+        section name -> config instance.
+
+    Raises:
+        FileNotFoundError: no such recipe.
+        ValueError: unknown section or key, wrong type, or a malformed override.
+    """
+    path = Path(path)
+    tables = _read_tables(path)
+    unknown = sorted(set(tables) - set(sections))
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in sections:
+            raise ValueError(f"override {text!r}: unknown section {section!r}; valid: {', '.join(sections)}")
+        table = tables.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{section}] is not a table")
+        table[key] = value
+    out = {}
+    for name, cls in sections.items():
+        table = tables.get(name, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{name}] is not a table")
+        out[name] = config_from_dict(cls, table, where=f"{path.name}[{name}]")
+    return out

@@ -1,0 +1,251 @@
+"""``varestorer train student``: distil the one-step VARestorer student from a teacher (paper §3.3-3.4).
+
+Recipe sections (see ``recipes/student_small.toml``)::
+
+    [train]  TrainConfig (optimiser, schedule, precision, accumulation, EMA, checkpoints, logging)
+    [model]  teacher folder, LoRA rank/alpha/targets, attention full|causal, working size, pre-cleaner
+    [data]   HQ training folders, degradation preset, paired validation folders
+    [loss]   lambda_kl / lambda_perceptual / lambda_mse, KL temperature
+
+Per step, on a batch of HQ crops ``gt`` (B, 3, S, S) degraded on the fly into ``lq`` (B, 3, S/s, S/s)::
+
+    teacher (frozen, no grad):  GT -> tokenizer -> GT pyramid -> one block-causal pass -> p_T(r_k | r_<k)
+    student:                    LQ -> one full-attention pass -> p_S(r_k | LQ), bits -> f_hat -> sr
+    loss = lambda_kl * KL(p_T || p_S) + lambda_perc * LPIPS-VGG(sr, gt) + lambda_mse * ||sr - gt||^2
+
+The image terms reach the logits through the straight-through bits of ``Student.logits_to_f_hat``.
+Ablations (paper Table 3) are recipe settings: ``loss.lambda_kl = 0`` (no_kl), ``model.attention =
+"causal"`` (causal), ``model.precleaner = false`` (no_precleaner); see ``recipes/ablations/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from varestorer.archs.srvgg import SRVGGConfig
+from varestorer.config import config_to_dict
+from varestorer.data.datasets import HQFolderDataset, PairedFolderDataset
+from varestorer.data.pairs import DegradedPairDataset
+from varestorer.models.student import Student
+from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.kl import token_kl
+from varestorer.training.trainer import Trainer, seed_everything
+from varestorer.transformer.model import NextScaleTransformer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    teacher: str = ""
+    """Teacher folder holding ``tokenizer/`` and ``transformer/`` (``from_pretrained`` folders)."""
+    image_size: int = 256
+    """Working (HQ) size in px; LQ crops are ``image_size / scale``."""
+    scale: int = 4
+    attention: str = "full"
+    """``full`` (the paper) or ``causal`` (ablation)."""
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    train_encoder: bool = True
+    precleaner: bool = True
+    """Train a same-size SRVGGNetCompact pre-cleaner jointly (False: the no_precleaner ablation)."""
+    precleaner_features: int = 32
+    precleaner_convs: int = 8
+    init_from: str | None = None
+    """A student folder to continue from (its adapters, encoder and pre-cleaner)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_dirs: tuple[str, ...] = ()
+    degradation: str = "mild"
+    """Degradation preset name (``mild``, ``realesrgan``, ``bicubic``) or a pipeline config file."""
+    hflip: bool = True
+    val_lq_dir: str | None = None
+    val_gt_dir: str | None = None
+    max_val_images: int = 16
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_kl: float = 0.1
+    lambda_perceptual: float = 0.25
+    lambda_mse: float = 0.5
+    kl_temperature: float = 1.0
+
+
+SECTIONS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig, "data": DataConfig, "loss": LossConfig}
+
+
+def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, NextScaleTransformer]:
+    """Student + the frozen teacher parts it is distilled from."""
+    if not model.teacher:
+        raise ValueError("[model] teacher must name a teacher folder (with tokenizer/ and transformer/)")
+    teacher = Path(model.teacher)
+    tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
+    transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
+    if model.attention not in ("full", "causal"):
+        raise ValueError(f"[model] attention must be 'full' or 'causal', got {model.attention!r}")
+    precleaner = (
+        SRVGGConfig(num_feat=model.precleaner_features, num_conv=model.precleaner_convs, upscale=1)
+        if model.precleaner
+        else None
+    )
+    config = StudentConfig(
+        tokenizer=tokenizer.config,
+        transformer=transformer.config,
+        teacher=str(teacher.resolve()),
+        scale=model.scale,
+        image_size=model.image_size,
+        attention=model.attention,  # type: ignore[arg-type]
+        lora_rank=model.lora_rank,
+        lora_alpha=model.lora_alpha,
+        lora_targets=tuple(model.lora_targets),
+        train_encoder=model.train_encoder,
+        precleaner=precleaner,
+    )
+    student = Student.from_teacher(tokenizer, transformer, config)
+    if model.init_from:
+        previous = Student.from_pretrained(model.init_from)
+        student.load_state_dict(previous.trainable_state_dict(), strict=False)
+    tokenizer.requires_grad_(False).eval()
+    transformer.requires_grad_(False).eval()
+    return student, tokenizer, transformer
+
+
+def _perceptual_loss() -> nn.Module:
+    from varestorer.metrics.lpips import LPIPS  # needs the cached VGG/LPIPS assets
+
+    return LPIPS(net="vgg").requires_grad_(False).eval()
+
+
+class StudentDistillation(nn.Module):
+    """Student + frozen teacher + LPIPS; ``forward(batch, step) -> (loss, logs)``."""
+
+    def __init__(
+        self, student: Student, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, loss: LossConfig
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher_tokenizer = tokenizer
+        self.teacher_transformer = transformer
+        self.loss_config = loss
+        self.perceptual = _perceptual_loss() if loss.lambda_perceptual > 0 else None
+
+    def train(self, mode: bool = True) -> StudentDistillation:
+        super().train(mode)
+        for frozen in (self.teacher_tokenizer, self.teacher_transformer, self.perceptual):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    @torch.no_grad()
+    def teacher_logits(self, gt_B3HW: torch.Tensor) -> torch.Tensor:
+        """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid."""
+        tokens = self.teacher_tokenizer.tokenize(gt_B3HW * 2 - 1, self.student.schedule)
+        return self.teacher_transformer(tokens.inputs, self.student.schedule, None, mask="causal")
+
+    def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        weights = self.loss_config
+        gt, lq = batch["gt"], batch["lq"]
+        out = self.student.restore(lq)
+        sr = out.sr.float()
+        mse = F.mse_loss(sr, gt)
+        loss = weights.lambda_mse * mse
+        logs = {"mse": mse.detach()}
+        if weights.lambda_kl > 0:
+            kl = token_kl(self.teacher_logits(gt), out.logits, temperature=weights.kl_temperature)
+            loss = loss + weights.lambda_kl * kl
+            logs["kl"] = kl.detach()
+        if self.perceptual is not None:
+            perceptual = self.perceptual(sr * 2 - 1, gt * 2 - 1).mean()
+            loss = loss + weights.lambda_perceptual * perceptual
+            logs["lpips"] = perceptual.detach()
+        return loss, logs
+
+
+def psnr_y(sr: torch.Tensor, gt: torch.Tensor, border: int) -> torch.Tensor:
+    """Per-image PSNR on BT.601 Y of (B, 3, H, W) images in [0, 1], ``border`` px cropped."""
+    weights = torch.tensor([65.481, 128.553, 24.966], device=sr.device).view(1, 3, 1, 1) / 255.0
+
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        y = (x.float() * weights).sum(1) + 16 / 255
+        return y[:, border:-border, border:-border] if border else y
+
+    mse = (luma(sr) - luma(gt)).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return -10 * torch.log10(mse)
+
+
+@torch.no_grad()
+def validate_student(student: Student, dataset: PairedFolderDataset, limit: int) -> dict[str, Any]:
+    """PSNR-Y of the one-step output on paired LQ/GT crops of the working size, plus an image grid."""
+    device = next(student.parameters()).device
+    size, scale = student.config.image_size, student.scale
+    values, grid = [], None
+    for index in range(min(limit, len(dataset))):
+        item = dataset[index]
+        gt = item["gt"][None, :, :size, :size].to(device)
+        lq = item["lq"][None, :, : size // scale, : size // scale].to(device)
+        if gt.shape[-2:] != (size, size) or lq.shape[-2:] != (size // scale, size // scale):
+            continue  # smaller than the working size
+        sr = student(lq)
+        values.append(psnr_y(sr, gt, scale).cpu())
+        if grid is None:
+            grid = torch.cat([F.interpolate(lq, size=(size, size), mode="nearest"), sr, gt]).cpu()
+    out: dict[str, Any] = {"psnr_y": float(torch.cat(values).mean())} if values else {}
+    if grid is not None:
+        out["lq_sr_gt"] = grid
+    return out
+
+
+def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Run the distillation job described by ``recipe``; returns a process exit code."""
+    configs = load_recipe(recipe, SECTIONS, overrides)
+    train: TrainConfig = configs["train"]
+    data: DataConfig = configs["data"]
+    model: ModelConfig = configs["model"]
+    if not data.train_dirs:
+        raise ValueError(f"{recipe}: [data] train_dirs is empty")
+    seed_everything(train.seed)
+    student, tokenizer, transformer = build_student(model)
+    module = StudentDistillation(student, tokenizer, transformer, configs["loss"])
+    hq = HQFolderDataset(data.train_dirs, crop_size=model.image_size, hflip=data.hflip, seed=train.seed)
+    dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
+
+    validate = None
+    if data.val_lq_dir and data.val_gt_dir:
+        val_set = PairedFolderDataset(data.val_lq_dir, data.val_gt_dir)
+
+        def validate(module: nn.Module) -> dict[str, Any]:
+            return validate_student(module.student, val_set, data.max_val_images)
+
+    def export(module: nn.Module, directory: Path) -> None:
+        module.student.save_pretrained(directory)
+
+    recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}
+    trainer = Trainer(train, module, resume=resume, validate=validate, export=export, recipe=recipe_dict)
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    logger.info(
+        "distilling a %s-attention student (%.2fM trainable parameters) on %d images, %d process(es), device %s",
+        model.attention,
+        trainable / 1e6,
+        len(hq),
+        trainer.world_size,
+        trainer.device,
+    )
+    for batch in trainer.batches(trainer.make_loader(dataset)):
+        with trainer.autocast():
+            loss, logs = trainer.model(batch, trainer.step)
+        trainer.backward_step(loss, logs)
+    trainer.close()
+    return 0

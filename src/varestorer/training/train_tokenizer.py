@@ -1,0 +1,212 @@
+"""``varestorer train tokenizer``: train a MultiScaleTokenizer on image folders.
+
+Recipe sections (see ``recipes/tokenizer_small.toml``)::
+
+    [train]  TrainConfig (optimiser, schedule, precision, checkpoints, logging)
+    [model]  preset, changes to the preset's TokenizerConfig, optional init_from checkpoint
+    [data]   training folders, crop size, validation folder
+    [loss]   L1 / MSE / LPIPS-VGG weights, optional PatchGAN (hinge) discriminator
+
+Per step: HQ crops in [0, 1] -> x in [-1, 1] -> encode -> multi-scale bitwise quantisation
+(straight-through) -> decode -> loss = w_l1 |x_rec - x| + w_mse (x_rec - x)^2 [+ w_lpips LPIPS]
+[+ w_gan hinge generator term after ``gan_start_step``; the discriminator is trained by its hinge
+loss in the same backward pass through detached copies, see ``discriminator.py``].
+Validation: PSNR (RGB, [0, 1], whole centre crop) of the clamped reconstruction on the validation
+folder. Each checkpoint holds ``model/``, loadable with ``MultiScaleTokenizer.from_pretrained``;
+the last one is also exported to ``<output_dir>/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from varestorer.config import config_from_dict, config_to_dict
+from varestorer.data.datasets import HQFolderDataset
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
+from varestorer.training.trainer import Trainer, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str = "small"
+    """A TOKENIZER_PRESETS name to start from."""
+    changes: dict[str, Any] = field(default_factory=dict)
+    """TokenizerConfig fields that replace the preset's (e.g. ``{token_dim = 24}``)."""
+    init_from: str | None = None
+    """A ``from_pretrained`` tokenizer folder to fine-tune instead of a random initialisation."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_dirs: tuple[str, ...] = ()
+    """Folders (searched recursively), files or globs of high-quality training images."""
+    crop_size: int = 256
+    """Side of the random training crops in px (a multiple of the tokenizer stride)."""
+    hflip: bool = True
+    """Random horizontal flips."""
+    val_dir: str | None = None
+    """Folder of validation images (centre crops); None skips validation."""
+    val_crop_size: int = 256
+    """Side of the validation centre crops in px (smaller images are reflect-padded)."""
+    max_val_images: int = 32
+    """Validate on at most this many images (sorted by path)."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    l1_weight: float = 1.0
+    mse_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    """LPIPS-VGG weight; > 0 needs ``varestorer.metrics.lpips`` and its cached VGG/LPIPS weights."""
+    gan_weight: float = 0.0
+    """Hinge generator-term weight; > 0 adds a PatchGAN discriminator (trained from step 0)."""
+    gan_start_step: int = 0
+    """Step from which the generator term is applied (the discriminator learns before it)."""
+    discriminator_channels: int = 64
+    discriminator_layers: int = 3
+
+
+SECTIONS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig, "data": DataConfig, "loss": LossConfig}
+
+
+def build_tokenizer(config: ModelConfig) -> MultiScaleTokenizer:
+    """The tokenizer of ``config``: preset (+ changes) randomly initialised, or loaded from ``init_from``."""
+    if config.init_from is not None:
+        return MultiScaleTokenizer.from_pretrained(config.init_from)
+    base = config_to_dict(tokenizer_preset(config.preset))
+    return MultiScaleTokenizer(config_from_dict(TokenizerConfig, base | dict(config.changes), where="model.changes"))
+
+
+def _perceptual_loss() -> nn.Module:
+    try:
+        from varestorer.metrics.lpips import LPIPS
+    except ImportError:
+        raise ValueError(
+            "loss.perceptual_weight > 0 needs varestorer.metrics.lpips, absent from this install"
+        ) from None
+    return LPIPS(net="vgg").requires_grad_(False).eval()
+
+
+class TokenizerTraining(nn.Module):
+    """Tokenizer + optional discriminator/LPIPS; ``forward(batch, step) -> (loss, logs)``."""
+
+    def __init__(self, tokenizer: MultiScaleTokenizer, loss: LossConfig) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.loss_config = loss
+        self.perceptual = _perceptual_loss() if loss.perceptual_weight > 0 else None
+        self.discriminator = (
+            PatchDiscriminator(loss.discriminator_channels, loss.discriminator_layers) if loss.gan_weight > 0 else None
+        )
+
+    def train(self, mode: bool = True) -> TokenizerTraining:
+        super().train(mode)
+        if self.perceptual is not None:
+            self.perceptual.eval()  # a fixed metric network
+        return self
+
+    def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Batch ``{"gt": (B, 3, H, W) in [0, 1]}`` -> total loss and its parts."""
+        weights = self.loss_config
+        x_B3HW = batch["gt"] * 2 - 1
+        tokens = self.tokenizer.tokenize(x_B3HW)
+        rec_B3HW = self.tokenizer.decode(tokens.f_hat, clamp=False).float()
+        l1 = (rec_B3HW - x_B3HW).abs().mean()
+        mse = (rec_B3HW - x_B3HW).pow(2).mean()
+        loss = weights.l1_weight * l1 + weights.mse_weight * mse
+        logs = {"l1": l1.detach(), "mse": mse.detach()}
+        if self.perceptual is not None:
+            perceptual = self.perceptual(rec_B3HW, x_B3HW).mean()
+            loss = loss + weights.perceptual_weight * perceptual
+            logs["lpips"] = perceptual.detach()
+        if self.discriminator is not None:
+            if step >= weights.gan_start_step:
+                generator = hinge_generator_loss(self.discriminator.frozen_call(rec_B3HW))
+                loss = loss + weights.gan_weight * generator
+                logs["gan_generator"] = generator.detach()
+            disc = hinge_discriminator_loss(self.discriminator(x_B3HW), self.discriminator(rec_B3HW.detach()))
+            loss = loss + disc
+            logs["gan_discriminator"] = disc.detach()
+        return loss, logs
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of (B, 3, H, W) images in [0, 1] (RGB, no border crop)."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
+    return -10.0 * torch.log10(mse)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    tokenizer: MultiScaleTokenizer, dataset: HQFolderDataset, *, batch_size: int = 4, limit: int | None = None
+) -> tuple[float, torch.Tensor]:
+    """Mean reconstruction PSNR over ``dataset`` and a (2B, 3, H, W) grid source (GT rows, then recs)."""
+    device = next(tokenizer.parameters()).device
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    values, shown = [], None
+    for start in range(0, count, batch_size):
+        gt = torch.stack([dataset[i]["gt"] for i in range(start, min(count, start + batch_size))]).to(device)  # type: ignore[misc]
+        rec = (tokenizer.decode(tokenizer.tokenize(gt * 2 - 1).f_hat) + 1) / 2
+        values.append(psnr(rec, gt).cpu())
+        if shown is None:
+            shown = torch.cat([gt, rec]).cpu()
+    return float(torch.cat(values).mean()), shown  # type: ignore[return-value]
+
+
+def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Run the job described by ``recipe``; returns a process exit code."""
+    configs = load_recipe(recipe, SECTIONS, overrides)
+    train: TrainConfig = configs["train"]
+    data: DataConfig = configs["data"]
+    if not data.train_dirs:
+        raise ValueError(f"{recipe}: [data] train_dirs is empty")
+    seed_everything(train.seed)
+    tokenizer = build_tokenizer(configs["model"])
+    for name, size in (("crop_size", data.crop_size), ("val_crop_size", data.val_crop_size)):
+        if size % tokenizer.stride:
+            raise ValueError(f"data.{name} = {size} is not a multiple of the tokenizer stride {tokenizer.stride}")
+    module = TokenizerTraining(tokenizer, configs["loss"])
+    dataset = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed)
+
+    validate = None
+    if data.val_dir is not None:
+        val_set = HQFolderDataset(data.val_dir, crop_size=data.val_crop_size, random_crop=False, hflip=False)
+
+        def validate(module: nn.Module) -> dict[str, Any]:
+            value, shown = evaluate_reconstruction(module.tokenizer, val_set, limit=data.max_val_images)
+            return {"psnr": value, "reconstructions": shown}
+
+    def export(module: nn.Module, directory: Path) -> None:
+        module.tokenizer.save_pretrained(directory)
+
+    recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}
+    trainer = Trainer(train, module, resume=resume, validate=validate, export=export, recipe=recipe_dict)
+    if trainer.is_main:
+        logger.info(
+            "training %s tokenizer (%.2fM parameters) on %d images, %d process(es), device %s",
+            configs["model"].preset,
+            sum(p.numel() for p in tokenizer.parameters()) / 1e6,
+            len(dataset),
+            trainer.world_size,
+            trainer.device,
+        )
+    for batch in trainer.batches(trainer.make_loader(dataset)):
+        with trainer.autocast():
+            loss, logs = trainer.model(batch, trainer.step)
+        trainer.backward_step(loss, logs)
+    trainer.close()
+    return 0
+
+
+__all__ = ["SECTIONS", "DataConfig", "LossConfig", "ModelConfig", "TokenizerTraining", "build_tokenizer", "main"]

@@ -1,0 +1,1 @@
+"""The next-scale-prediction transformer (Infinity-style teacher/student backbone)."""

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from varestorer.models.student import Student, bits_to_codes_straight_through
+from varestorer.models.student_config import StudentConfig
+from varestorer.nn.lora import lora_parameters
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.config import tokenizer_preset
+from varestorer.training.kl import token_kl
+from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
+
+
+def _teacher() -> tuple[MultiScaleTokenizer, NextScaleTransformer]:
+    tokenizer = MultiScaleTokenizer(tokenizer_preset("tiny")).eval()
+    transformer = NextScaleTransformer(transformer_preset("tiny")).eval()
+    with torch.no_grad():  # Infinity-style init zeroes some output projections; make every path matter
+        for param in transformer.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    return tokenizer, transformer
+
+
+def _student(attention: str = "full", **kw) -> tuple[Student, MultiScaleTokenizer, NextScaleTransformer]:
+    tokenizer, transformer = _teacher()
+    config = StudentConfig(image_size=64, scale=4, attention=attention, lora_rank=2, **kw)
+    return Student.from_teacher(tokenizer, transformer, config), tokenizer, transformer
+
+
+def _perturb_adapters(student: Student) -> None:
+    with torch.no_grad():
+        for p in lora_parameters(student.transformer):
+            p.normal_(0, 0.2)
+
+
+def test_one_step_shapes_and_range() -> None:
+    student, _, _ = _student()
+    lq = torch.rand(2, 3, 16, 16)
+    sr = student.eval()(lq)
+    assert sr.shape == (2, 3, 64, 64) and sr.min() >= 0 and sr.max() <= 1
+    assert torch.equal(sr, student(lq))  # deterministic
+    assert (student.scale, student.input_size) == (4, 16)
+
+
+def test_kl_is_zero_when_student_equals_teacher_on_identical_inputs() -> None:
+    student, tokenizer, transformer = _student(attention="causal")
+    gt = torch.rand(1, 3, 64, 64)
+    tokens = tokenizer.tokenize(gt * 2 - 1, student.schedule)
+    with torch.no_grad():
+        teacher_logits = transformer(tokens.inputs, student.schedule, None, mask="causal")
+        student_inputs = student.lq_to_inputs(gt)  # LQ at the working size: no resize, same pyramid
+        assert torch.allclose(student_inputs, tokens.inputs)
+        student_logits = student.transformer(student_inputs, student.schedule, None, mask="causal")
+    assert token_kl(teacher_logits, student_logits).item() == pytest.approx(0.0, abs=1e-6)
+    _perturb_adapters(student)
+    with torch.no_grad():
+        moved = student.transformer(student_inputs, student.schedule, None, mask="causal")
+    assert token_kl(teacher_logits, moved).item() > 1e-4
+
+
+def test_gradients_reach_only_trainable_parameters() -> None:
+    student, _, _ = _student()
+    student.train()
+    _perturb_adapters(student)  # B = 0 would block the gradient to A
+    out = student.restore(torch.rand(2, 3, 16, 16))
+    (out.sr.square().mean() + out.logits.square().mean()).backward()
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n.startswith("encoder.") for n in trainable)
+    for name, param in student.named_parameters():
+        if name in trainable:
+            assert param.grad is not None, name
+        else:
+            assert param.grad is None, name
+    assert any(p.grad.abs().sum() > 0 for n, p in student.named_parameters() if n.startswith("encoder."))
+    frac = sum(p.numel() for p in lora_parameters(student)) / sum(p.numel() for p in student.transformer.parameters())
+    assert 0 < frac < 0.5
+
+
+def test_straight_through_is_hard_forward_soft_backward() -> None:
+    logits = torch.randn(1, 5, 4, 2, requires_grad=True)
+    codes = bits_to_codes_straight_through(logits, (-0.5, 0.5))
+    assert torch.allclose(codes.detach().abs(), torch.full_like(codes, 0.5), atol=1e-6)  # hard values
+    codes.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_merged_forward_equals_adapter_forward_and_round_trips(tmp_path) -> None:
+    student, tokenizer, transformer = _student()
+    _perturb_adapters(student)
+    student.eval()
+    lq = torch.rand(1, 3, 16, 16)
+    merged = student.merged()
+    assert not lora_parameters(merged)
+    assert torch.allclose(merged(lq), student(lq), atol=1e-5)
+    merged.save_pretrained(tmp_path / "export")
+    assert torch.allclose(Student.from_pretrained(tmp_path / "export")(lq), student(lq), atol=1e-5)
+    # adapter checkpoint: stores only trainable tensors and rebuilds from the teacher folder
+    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
+    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    student.config = replace(student.config, teacher="../teacher")
+    student.save_pretrained(tmp_path / "student")
+    again = Student.from_pretrained(tmp_path / "student")
+    assert torch.allclose(again(lq), student(lq), atol=1e-6)
+
+
+def test_full_and_causal_attention_differ() -> None:
+    full, _, _ = _student("full")
+    causal, _, _ = _student("causal")
+    causal.load_state_dict(full.state_dict())
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        inputs = full.lq_to_inputs(lq)
+        a = full.transformer(inputs, full.schedule, None, mask="full")
+        b = causal.transformer(inputs, causal.schedule, None, mask="causal")
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_bad_configs_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="multiple of stride"):
+        StudentConfig(tokenizer=tokenizer_preset("tiny"), transformer=transformer_preset("tiny"), image_size=72)
+    student, _, _ = _student()
+    with pytest.raises(ValueError, match="expected LQ images"):
+        student(torch.rand(3, 16, 16))
+
+
+def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
+    from varestorer.cli.main import main
+
+    student, tokenizer, transformer = _student()
+    _perturb_adapters(student)
+    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
+    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
+    student.save_pretrained(tmp_path / "student")
+    assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 0
+    exported = Student.from_pretrained(tmp_path / "out")
+    assert exported.config.merged and exported.config.teacher is None
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
+    assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_paper_lora_budget_on_infinity_2b() -> None:
+    """Rank-32 LoRA on the 32 blocks' attention projections: the paper's 27.3M / 1.2% (§4.1)."""
+    from varestorer.models.student_config import STUDENT_PRESETS
+
+    with torch.device("meta"):
+        student = Student(STUDENT_PRESETS["infinity-2b"])
+    lora = sum(p.numel() for p in lora_parameters(student.transformer))
+    base = sum(p.numel() for n, p in student.transformer.named_parameters() if ".lora_" not in n)
+    assert lora == 27_262_976
+    assert round(100 * lora / base, 1) == 1.2

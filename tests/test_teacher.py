@@ -1,0 +1,65 @@
+"""The Teacher bundle: folder round trip, generation, and ``varestorer generate``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import subprocess_env
+from varestorer.models.teacher import Teacher
+from varestorer.models.teacher_config import TeacherConfig
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.transformer.config import TRANSFORMER_PRESETS, transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_teacher() -> Teacher:
+    tokenizer = MultiScaleTokenizer.from_preset("tiny")
+    transformer = NextScaleTransformer(TRANSFORMER_PRESETS["tiny"])
+    return Teacher(tokenizer, transformer, TeacherConfig(image_size=64)).eval()
+
+
+def test_save_load_and_generate(tmp_path) -> None:
+    teacher = tiny_teacher()
+    teacher.save_pretrained(tmp_path / "teacher")
+    assert sorted(p.name for p in (tmp_path / "teacher").iterdir()) == ["config.json", "tokenizer", "transformer"]
+    loaded = Teacher.from_pretrained(tmp_path / "teacher")
+    assert loaded.config == teacher.config
+    a = teacher.generate(num_images=2, generator=torch.Generator().manual_seed(0))
+    b = loaded.generate(num_images=2, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 64, 64) and a.min() >= -1 and a.max() <= 1
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="no text encoder"):
+        teacher.generate(["a cat"])
+    with pytest.raises(FileExistsError):
+        teacher.save_pretrained(tmp_path / "teacher")
+
+
+def test_token_dims_must_agree() -> None:
+    with pytest.raises(ValueError, match="bits per token"):
+        Teacher(MultiScaleTokenizer.from_preset("tiny"), NextScaleTransformer(transformer_preset("tiny", token_dim=4)))
+
+
+def test_generate_command_writes_images(tmp_path) -> None:
+    tiny_teacher().save_pretrained(tmp_path / "teacher")
+    command = [sys.executable, "-m", "varestorer", "generate", "--model", str(tmp_path / "teacher")]
+    command += ["-n", "3", "--batch-size", "2", "-o", str(tmp_path / "out"), "--size", "32"]
+    done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["000.png", "001.png", "002.png"]
+    assert Image.open(tmp_path / "out" / "000.png").size == (32, 32)
+    again = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr and again.stderr.count("\n") == 1
