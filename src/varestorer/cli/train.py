@@ -9,6 +9,7 @@ import json
 # job -> (module with main(recipe, *, resume, overrides) -> int, one-line help). One literal table.
 JOBS: dict[str, tuple[str, str]] = {
     "tokenizer": ("varestorer.training.train_tokenizer", "train a MultiScaleTokenizer on image folders"),
+    "precleaner": ("varestorer.training.train_precleaner", "train the same-size pre-cleaner on degraded HQ crops"),
 }
 
 

@@ -52,8 +52,9 @@ class OneStepSR(Protocol):
 
 
 # config.json model_type -> "module:Class" with a ``from_pretrained(folder)`` classmethod. One
-# literal table: the exported student will be added here when it lands.
+# literal table (classes are imported only when their checkpoint is loaded).
 RESTORER_MODELS: dict[str, str] = {
+    "Student": "varestorer.models.student:Student",
     "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
     "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
 }
