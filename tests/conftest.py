@@ -40,3 +40,25 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+TINY_T5_WORDS = ["<pad>", "</s>", "<unk>", "a", "photo", "of", "cat", "dog", "on", "grass", "sharp", "blurry"]
+
+
+def write_tiny_t5(folder) -> None:
+    """A 2-layer, 32-wide randomly initialised T5 encoder and a word-level tokenizer (no downloads)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {w: i for i, w in enumerate(TINY_T5_WORDS)}
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    core.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(folder)
+    config = transformers.T5Config(
+        vocab_size=len(TINY_T5_WORDS), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0
+    )
+    torch.manual_seed(0)
+    transformers.T5EncoderModel(config).save_pretrained(folder)

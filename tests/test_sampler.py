@@ -82,3 +82,20 @@ def test_top_p_per_bit() -> None:
     assert greedy.tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="top_p"):
         sample_top_p(logits, top_p=0.0)
+
+
+def test_a_codebook_transformer_samples_with_the_codebook_quantizer() -> None:
+    from varestorer.tokenizer.codebook import CodebookQuantizer
+    from varestorer.transformer.config import transformer_preset
+
+    quantizer = CodebookQuantizer(8, codebook_size=16).eval()
+    transformer = NextScaleTransformer(transformer_preset("tiny", codebook_size=16)).eval()
+    out = sample_scales_detailed(transformer, quantizer, SCHEDULE, batch_size=2, generator=torch.Generator())
+    assert [tuple(x.shape) for x in out.labels] == [(2, 1), (2, 4), (2, 9), (2, 16)]
+    inputs = quantizer.teacher_forcing_inputs(out.labels, SCHEDULE, SCHEDULE[-1])
+    with torch.no_grad():
+        forced = transformer(inputs, SCHEDULE, None)
+    assert forced.shape == (2, 30, 16)
+    torch.testing.assert_close(torch.cat(out.logits, 1), forced, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="codebook_size"):
+        sample_scales(NextScaleTransformer(TRANSFORMER_PRESETS["tiny"]), quantizer, SCHEDULE, batch_size=1)

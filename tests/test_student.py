@@ -143,6 +143,14 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
         assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
     assert "exists" in capsys.readouterr().err
+    assert (
+        main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "half"), "--merge", "--dtype", "float16"]) == 0
+    )
+    half = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half < 0.6 * (tmp_path / "out" / "model.safetensors").stat().st_size
+    with torch.no_grad():
+        restored = Student.from_pretrained(tmp_path / "half")(lq)
+    assert restored.dtype == torch.float32 and (restored - exported(lq)).abs().mean() < 0.05
 
 
 def test_paper_lora_budget_on_infinity_2b() -> None:
@@ -155,3 +163,21 @@ def test_paper_lora_budget_on_infinity_2b() -> None:
     base = sum(p.numel() for n, p in student.transformer.named_parameters() if ".lora_" not in n)
     assert lora == 27_262_976
     assert round(100 * lora / base, 1) == 1.2
+
+
+def test_lq_conditioned_var_starts_as_the_teacher_and_sampling_matches_teacher_forcing() -> None:
+    from varestorer.models.lq_conditioned import LQConditionedVAR
+
+    tokenizer, transformer = _teacher()
+    config = StudentConfig(image_size=64, scale=4, lora_rank=2)
+    model = LQConditionedVAR.from_teacher(tokenizer, transformer, config).eval()
+    with torch.no_grad():
+        for layer in model.control_zero:
+            layer.weight.normal_(0, 0.05)
+        lq = torch.rand(2, 3, 16, 16)
+        out = model.restore(lq)
+        # teacher-forcing the sampled bits reproduces the logits of the KV-cached loop
+        bits = [chunk.argmax(-1) for chunk in out.logits.split([h * w for h, w in model.schedule], dim=1)]
+        inputs = model.quantizer.teacher_forcing_inputs(bits, model.schedule, model.schedule[-1])
+        forced = model.teacher_forced_logits(inputs, lq)
+    assert torch.allclose(forced, out.logits, atol=1e-4)

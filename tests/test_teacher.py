@@ -48,7 +48,7 @@ def test_save_load_and_generate(tmp_path) -> None:
 
 
 def test_token_dims_must_agree() -> None:
-    with pytest.raises(ValueError, match="bits per token"):
+    with pytest.raises(ValueError, match="transformer d=4"):
         Teacher(MultiScaleTokenizer.from_preset("tiny"), NextScaleTransformer(transformer_preset("tiny", token_dim=4)))
 
 

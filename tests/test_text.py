@@ -14,24 +14,7 @@ from varestorer.transformer.text import TextCondition, TextEncoder, load_text_en
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-WORDS = ["<pad>", "</s>", "<unk>", "a", "photo", "of", "cat", "dog", "on", "grass", "sharp", "blurry"]
-
-
-def _write_tiny_t5(folder) -> None:
-    """A 2-layer, 32-wide T5 and a word-level tokenizer (no downloads)."""
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    core.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    tokenizer.save_pretrained(folder)
-    config = transformers.T5Config(
-        vocab_size=len(WORDS), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0
-    )
-    torch.manual_seed(0)
-    transformers.T5EncoderModel(config).save_pretrained(folder)
+from conftest import write_tiny_t5 as _write_tiny_t5  # noqa: E402
 
 
 def test_tiny_t5_from_a_local_folder_encodes_captions(tmp_path) -> None:

@@ -6,26 +6,31 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("varestorer.training.trainer", reason="the shared Trainer is not merged yet")
-
-from varestorer.models.student import Student  # noqa: E402
-from varestorer.tokenizer.autoencoder import MultiScaleTokenizer  # noqa: E402
-from varestorer.tokenizer.config import tokenizer_preset  # noqa: E402
-from varestorer.training import train_student  # noqa: E402
-from varestorer.transformer.config import transformer_preset  # noqa: E402
-from varestorer.transformer.model import NextScaleTransformer  # noqa: E402
+from conftest import write_tiny_t5
+from varestorer.models.student import Student
+from varestorer.models.teacher import Teacher
+from varestorer.models.teacher_config import TeacherConfig
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.config import tokenizer_preset
+from varestorer.training import train_student
+from varestorer.transformer.config import TextEncoderConfig, transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
 
 RECIPE = Path(__file__).parent / "data" / "student_tiny.toml"
 
 
 @pytest.fixture
 def setup(tmp_path, tiny_image):
-    teacher = tmp_path / "teacher"
-    MultiScaleTokenizer(tokenizer_preset("tiny")).save_pretrained(teacher / "tokenizer")
-    NextScaleTransformer(transformer_preset("tiny")).save_pretrained(teacher / "transformer")
+    write_tiny_t5(tmp_path / "t5")
+    tokenizer = MultiScaleTokenizer(tokenizer_preset("tiny"))
+    transformer = NextScaleTransformer(transformer_preset("tiny"))  # text_dim 32 = the tiny T5's width
+    Teacher(tokenizer, transformer).save_pretrained(tmp_path / "teacher")
+    text = TeacherConfig(text_encoder=TextEncoderConfig(kind="transformers", path=str(tmp_path / "t5")))
+    Teacher(tokenizer, transformer, text).save_pretrained(tmp_path / "teacher_t5")
     for index in range(4):
         (tmp_path / "hq").mkdir(exist_ok=True)
         Image.fromarray(tiny_image(80, 96, seed=index)).save(tmp_path / "hq" / f"{index}.png")
+        (tmp_path / "hq" / f"{index}.txt").write_text("a photo of a cat" if index % 2 else "dog on grass")
     for sub, size in (("gt", 64), ("lq", 16)):
         (tmp_path / "val" / sub).mkdir(parents=True)
         Image.fromarray(tiny_image(size, size, seed=9)).save(tmp_path / "val" / sub / "a.png")
@@ -78,3 +83,29 @@ def test_ablation_variants_run(setup, variant) -> None:
 def test_missing_teacher_is_a_clear_error(setup) -> None:
     with pytest.raises((ValueError, FileNotFoundError)):
         train_student.main(RECIPE, overrides=_overrides(setup, "x", f"model.teacher={setup / 'nothing'}"))
+
+
+def test_captions_condition_teacher_and_student(setup) -> None:
+    root = setup
+    overrides = _overrides(root, "t5", "train.max_steps=1", f"model.teacher={root / 'teacher_t5'}")
+    assert train_student.main(RECIPE, overrides=overrides) == 0
+    student = Student.from_pretrained(root / "t5" / "model")
+    assert student.config.text_encoder.kind == "transformers"
+    lq = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        cat = student.restore(lq, student.encode_prompts(["a photo of a cat"])).logits
+        dog = student.restore(lq, student.encode_prompts(["dog on grass"])).logits
+    assert not torch.allclose(cat, dog)
+
+
+def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale(setup) -> None:
+    from varestorer.models.lq_conditioned import LQConditionedVAR
+
+    overrides = _overrides(setup, "nd", "train.max_steps=2", "model.kind=lq_conditioned_var")
+    assert train_student.main(RECIPE, overrides=overrides) == 0
+    model = LQConditionedVAR.from_pretrained(setup / "nd" / "model")
+    lq = torch.rand(1, 3, 16, 16)
+    out = model.restore(lq)
+    assert out.sr.shape == (1, 3, 64, 64) and torch.equal(out.sr, model(lq))  # greedy: deterministic
+    # the control branch starts at zero; training moved it, so the LQ changes the first scale's logits
+    assert any(p.abs().sum() > 0 for p in model.control_zero.parameters())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from varestorer.models.student import Student
 
 
@@ -13,6 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="folder to write the exported checkpoint to")
     parser.add_argument(
         "--merge", action="store_true", help="fold the LoRA adapters into the weights (required: the only mode)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="storage precision of the weights (loading converts back to float32); float16 halves the size",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -25,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the output folder must differ from the student folder")
     student = Student.from_pretrained(source)
     merged = student if student.config.merged else student.merged()
-    merged.save_pretrained(target, overwrite=args.overwrite)
+    merged.save_pretrained(target, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"exported {source} -> {target} ({size:.1f} MiB, LoRA merged, no teacher needed)")
     return 0

@@ -30,6 +30,9 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
     "student": ("varestorer.models.student_config:STUDENT_PRESETS", "varestorer.models.student:Student"),
 }
 
+# Families whose presets reuse the backbone names (student:infinity-2b): reachable only as FAMILY:NAME.
+QUALIFIED_ONLY = {"student"}
+
 EPILOG = """\
 TARGET is one of:
   a checkpoint folder (config.json + model.safetensors) or a .safetensors/.pth/.pt/.bin file;
@@ -75,7 +78,7 @@ def resolve_preset(target: str) -> tuple[str, str]:
         if name not in presets:
             raise ValueError(f"unknown {family} preset {name!r}; choose from {', '.join(presets)}")
         return family, name
-    matches = [family for family in MODEL_FAMILIES if target in _family(family)[0]]
+    matches = [family for family in MODEL_FAMILIES if family not in QUALIFIED_ONLY and target in _family(family)[0]]
     if len(matches) > 1:
         raise ValueError(f"{target!r} is ambiguous: write one of {', '.join(f'{f}:{target}' for f in matches)}")
     if not matches:

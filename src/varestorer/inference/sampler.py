@@ -29,7 +29,7 @@ class SampledScales:
 
     Attributes:
         labels: per scale, (B, h*w, d) int64 bits (codebook: (B, h*w) indices).
-        logits: per scale, the guided logits before temperature, (B, h*w, d, 2) float32.
+        logits: per scale, the guided logits before temperature, (B, h*w, d, 2) float32 ((B, h*w, V)).
         f_hat: (B, d, H, W) accumulated codes on the last grid (decode it for the image).
         cache: the KV cache after the last scale (B or 2B rows with CFG).
     """
@@ -66,6 +66,17 @@ def sample_top_p(logits: Tensor, *, top_p: float = 1.0, generator: torch.Generat
     return (cdf <= u).sum(-1).clamp_(max=probs.shape[-1] - 1)
 
 
+def check_compatible(transformer: NextScaleTransformer, quantizer: MultiScaleQuantizer) -> None:
+    """Raise ``ValueError`` unless the transformer's inputs and head fit the quantizer's codes and labels."""
+    config = transformer.config
+    if quantizer.token_dim != config.token_dim:
+        raise ValueError(f"quantizer has d={quantizer.token_dim}, transformer d={config.token_dim}")
+    expected = None if quantizer.bitwise else quantizer.num_classes
+    if config.codebook_size != expected:
+        kind = "bitwise" if quantizer.bitwise else f"a {quantizer.num_classes}-entry codebook"
+        raise ValueError(f"quantizer is {kind}, transformer codebook_size is {config.codebook_size}")
+
+
 @torch.no_grad()
 def sample_scales_detailed(
     transformer: NextScaleTransformer,
@@ -84,8 +95,7 @@ def sample_scales_detailed(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if text is None and batch_size is None:
         raise ValueError("give text or batch_size")
-    if quantizer.token_dim != transformer.config.token_dim:
-        raise ValueError(f"quantizer has d={quantizer.token_dim}, transformer d={transformer.config.token_dim}")
+    check_compatible(transformer, quantizer)
     B = text.batch_size if text is not None else int(batch_size)  # type: ignore[arg-type]
     device = transformer.pos_start.device
     guided = text is not None and cfg_scale != 1.0  # without text both halves would be identical

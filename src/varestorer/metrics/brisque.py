@@ -17,6 +17,7 @@ A numpy port of OpenCV contrib's ``cv::quality::QualityBRISQUE`` (``cv2.quality`
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -43,18 +44,13 @@ def aggd_fit(values: np.ndarray) -> tuple[float, float, float]:
     return float(grid[stop]), left, right
 
 
-_GRID: tuple[np.ndarray, np.ndarray] | None = None
-
-
+@lru_cache(maxsize=1)
 def _grid() -> tuple[np.ndarray, np.ndarray]:
-    global _GRID
-    if _GRID is None:
-        from scipy.special import gamma as gamma_function
+    from scipy.special import gamma as gamma_function
 
-        grid = 0.2 + 0.001 * np.arange(9800)  # 0.2 ... 9.999
-        ratio = gamma_function(2 / grid) ** 2 / (gamma_function(1 / grid) * gamma_function(3 / grid))
-        _GRID = (grid, ratio)
-    return _GRID
+    grid = 0.2 + 0.001 * np.arange(9800)  # 0.2 ... 9.999, OpenCV's scan
+    ratio = gamma_function(2 / grid) ** 2 / (gamma_function(1 / grid) * gamma_function(3 / grid))
+    return grid, ratio
 
 
 def _shifted(structure: np.ndarray, shift: tuple[int, int]) -> np.ndarray:

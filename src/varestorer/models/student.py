@@ -32,7 +32,7 @@ from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametr
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
-from varestorer.transformer.text import TextCondition
+from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
 
 
 @dataclass
@@ -93,6 +93,7 @@ class Student(nn.Module):
             raise ValueError(f"schedule must end at the latent grid of {config.image_size}px, got {self.schedule[-1]}")
         if not config.merged and config.lora_rank > 0:
             inject_lora(self.transformer, config.lora_targets, rank=config.lora_rank, alpha=config.lora_alpha)
+        self._text_encoder: TextEncoder | None = None  # loaded on first prompt, never part of the weights
         self.freeze_teacher_parts()
 
     # ------------------------------------------------------------------------------------ building
@@ -123,6 +124,15 @@ class Student(nn.Module):
             self.encoder.requires_grad_(True)
         if self.precleaner is not None:
             self.precleaner.requires_grad_(True)
+
+    def encode_prompts(self, prompts: list[str]) -> TextCondition:
+        """Prompts -> text tokens with the teacher's encoder (``config.text_encoder``)."""
+        if self.config.text_encoder.kind == "none":
+            raise ValueError("this model has no text encoder (it was distilled without prompts); omit the prompt")
+        if self._text_encoder is None:
+            self._text_encoder = load_text_encoder(self.config.text_encoder, device=self.transformer.pos_start.device)
+        assert self._text_encoder is not None
+        return self._text_encoder(prompts)
 
     # ------------------------------------------------------------------------------------ protocol
     @property
@@ -188,10 +198,18 @@ class Student(nn.Module):
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
         return {k: v for k, v in self.state_dict().items() if k in keep}
 
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything."""
+    def save_pretrained(
+        self, directory: str | Path, *, overwrite: bool = False, dtype: torch.dtype | None = None
+    ) -> Path:
+        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
+
+        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size);
+        loading copies them back into the float32 model.
+        """
         state = self.state_dict() if self.config.merged else self.trainable_state_dict()
-        return save_pretrained(directory, "Student", self.config, state, overwrite=overwrite)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        return save_pretrained(directory, type(self).__name__, self.config, state, overwrite=overwrite)
 
     def merged(self) -> Student:
         """A self-contained copy with every LoRA adapter folded into its weight (``export --merge``)."""
@@ -206,8 +224,8 @@ class Student(nn.Module):
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Student:
         directory = Path(directory)
         meta = read_config(directory)
-        if meta["model_type"] != "Student":
-            raise ValueError(f"{directory} holds a {meta['model_type']}, not a Student")
+        if meta["model_type"] != cls.__name__:
+            raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
         config = config_from_dict(StudentConfig, meta["config"])
         state = load_state_dict(directory / WEIGHTS_NAME)
         if config.merged:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
-from varestorer.transformer.config import TransformerConfig, transformer_preset
+from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
 
 # Infinity's attention projections. Its blocks read these weights through F.linear, which is why LoRA
 # is injected as a weight parametrization (nn/lora.py) rather than by swapping modules.
@@ -43,6 +43,8 @@ class StudentConfig:
     """Fine-tune the copied encoder so it produces the LQ pyramid (the paper does)."""
     precleaner: SRVGGConfig | None = None
     """Optional same-size pre-cleaner run on the LQ before encoding (the paper's light SwinIR role)."""
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
     merged: bool = False
     """True for an exported checkpoint: LoRA folded in, every weight stored, no teacher needed."""
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import varestorer.checkpoint as checkpoint
 from varestorer.checkpoint import CONFIG_NAME, read_config
 from varestorer.config import config_from_dict, config_to_dict
-from varestorer.inference.sampler import sample_scales
+from varestorer.inference.sampler import check_compatible, sample_scales
 from varestorer.io.atomic import atomic_directory
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
@@ -37,10 +37,7 @@ class Teacher(nn.Module):
         self, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, config: TeacherConfig | None = None
     ) -> None:
         super().__init__()
-        if tokenizer.token_dim != transformer.config.token_dim:
-            raise ValueError(
-                f"tokenizer has {tokenizer.token_dim} bits per token, transformer {transformer.config.token_dim}"
-            )
+        check_compatible(transformer, tokenizer.quantizer)
         self.config = config or TeacherConfig()
         self.tokenizer = tokenizer
         self.transformer = transformer

@@ -30,22 +30,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from varestorer.archs.srvgg import SRVGGConfig
-from varestorer.config import config_to_dict
+from varestorer.checkpoint import read_config
+from varestorer.config import config_from_dict, config_to_dict
 from varestorer.data.datasets import HQFolderDataset, PairedFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
+from varestorer.models.lq_conditioned import LQConditionedVAR
 from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
+from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.training.config import TrainConfig, load_recipe
 from varestorer.training.kl import token_kl
+from varestorer.training.train_teacher import bitwise_cross_entropy
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.text import TextCondition
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: str = "student"
+    """``student``: the one-step VARestorer, distilled. ``lq_conditioned_var``: the no_distill ablation, a
+    multi-step VAR with ControlNet-style LQ injection trained with cross-entropy (models/lq_conditioned.py)."""
     teacher: str = ""
     """Teacher folder holding ``tokenizer/`` and ``transformer/`` (``from_pretrained`` folders)."""
     image_size: int = 256
@@ -59,6 +67,9 @@ class ModelConfig:
     train_encoder: bool = True
     precleaner: bool = True
     """Train a same-size SRVGGNetCompact pre-cleaner jointly (False: the no_precleaner ablation)."""
+    use_prompt: bool = True
+    """Condition teacher and student on the captions (``stem.txt`` sidecars) through the teacher's text
+    encoder; False is the no_prompt ablation. Without a text encoder both are unconditional anyway."""
     precleaner_features: int = 32
     precleaner_convs: int = 8
     init_from: str | None = None
@@ -92,6 +103,7 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     if not model.teacher:
         raise ValueError("[model] teacher must name a teacher folder (with tokenizer/ and transformer/)")
     teacher = Path(model.teacher)
+    teacher_config = config_from_dict(TeacherConfig, read_config(teacher)["config"])
     tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
     transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
     if model.attention not in ("full", "causal"):
@@ -113,10 +125,14 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         lora_targets=tuple(model.lora_targets),
         train_encoder=model.train_encoder,
         precleaner=precleaner,
+        text_encoder=teacher_config.text_encoder,
     )
-    student = Student.from_teacher(tokenizer, transformer, config)
+    kinds = {"student": Student, "lq_conditioned_var": LQConditionedVAR}
+    if model.kind not in kinds:
+        raise ValueError(f"[model] kind must be one of {', '.join(kinds)}, got {model.kind!r}")
+    student = kinds[model.kind].from_teacher(tokenizer, transformer, config)
     if model.init_from:
-        previous = Student.from_pretrained(model.init_from)
+        previous = kinds[model.kind].from_pretrained(model.init_from)
         student.load_state_dict(previous.trainable_state_dict(), strict=False)
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()
@@ -133,9 +149,16 @@ class StudentDistillation(nn.Module):
     """Student + frozen teacher + LPIPS; ``forward(batch, step) -> (loss, logs)``."""
 
     def __init__(
-        self, student: Student, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, loss: LossConfig
+        self,
+        student: Student,
+        tokenizer: MultiScaleTokenizer,
+        transformer: NextScaleTransformer,
+        loss: LossConfig,
+        *,
+        use_prompt: bool = True,
     ) -> None:
         super().__init__()
+        self.use_prompt = use_prompt and student.config.text_encoder.kind != "none"
         self.student = student
         self.teacher_tokenizer = tokenizer
         self.teacher_transformer = transformer
@@ -150,21 +173,31 @@ class StudentDistillation(nn.Module):
         return self
 
     @torch.no_grad()
-    def teacher_logits(self, gt_B3HW: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, gt_B3HW: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
         """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid."""
         tokens = self.teacher_tokenizer.tokenize(gt_B3HW * 2 - 1, self.student.schedule)
-        return self.teacher_transformer(tokens.inputs, self.student.schedule, None, mask="causal")
+        return self.teacher_transformer(tokens.inputs, self.student.schedule, text, mask="causal")
+
+    @torch.no_grad()
+    def captions(self, batch: dict[str, Any]) -> TextCondition | None:
+        """The batch's captions through the (frozen) text encoder, or None when prompts are off."""
+        if not self.use_prompt:
+            return None
+        return self.student.encode_prompts(list(batch["caption"])).to(batch["gt"].device)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         weights = self.loss_config
         gt, lq = batch["gt"], batch["lq"]
-        out = self.student.restore(lq)
+        text = self.captions(batch)
+        if isinstance(self.student, LQConditionedVAR):
+            return self.conditioned_cross_entropy(gt, lq, text)
+        out = self.student.restore(lq, text)
         sr = out.sr.float()
         mse = F.mse_loss(sr, gt)
         loss = weights.lambda_mse * mse
         logs = {"mse": mse.detach()}
         if weights.lambda_kl > 0:
-            kl = token_kl(self.teacher_logits(gt), out.logits, temperature=weights.kl_temperature)
+            kl = token_kl(self.teacher_logits(gt, text), out.logits, temperature=weights.kl_temperature)
             loss = loss + weights.lambda_kl * kl
             logs["kl"] = kl.detach()
         if self.perceptual is not None:
@@ -172,6 +205,17 @@ class StudentDistillation(nn.Module):
             loss = loss + weights.lambda_perceptual * perceptual
             logs["lpips"] = perceptual.detach()
         return loss, logs
+
+    def conditioned_cross_entropy(
+        self, gt: torch.Tensor, lq: torch.Tensor, text: TextCondition | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """no_distill: the teacher's next-scale CE on the GT bits, conditioned on the whole LQ pyramid."""
+        with torch.no_grad():
+            tokens = self.teacher_tokenizer.tokenize(gt * 2 - 1, self.student.schedule)
+        logits = self.student.teacher_forced_logits(tokens.inputs, lq, text)
+        uniform_L = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
+        loss, accuracy = bitwise_cross_entropy(logits, torch.cat(tokens.labels, dim=1), uniform_L)
+        return loss, {"cross_entropy": loss.detach(), "bit_accuracy": accuracy.detach()}
 
 
 def psnr_y(sr: torch.Tensor, gt: torch.Tensor, border: int) -> torch.Tensor:
@@ -218,7 +262,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         raise ValueError(f"{recipe}: [data] train_dirs is empty")
     seed_everything(train.seed)
     student, tokenizer, transformer = build_student(model)
-    module = StudentDistillation(student, tokenizer, transformer, configs["loss"])
+    module = StudentDistillation(student, tokenizer, transformer, configs["loss"], use_prompt=model.use_prompt)
     hq = HQFolderDataset(data.train_dirs, crop_size=model.image_size, hflip=data.hflip, seed=train.seed)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 

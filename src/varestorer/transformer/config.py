@@ -16,6 +16,9 @@ class TransformerConfig:
 
     token_dim: int = 32
     """d: bits per token (channels of the tokenizer latent and of the teacher-forcing inputs)."""
+    codebook_size: int | None = None
+    """``None``: bitwise tokens, two logits per bit (Infinity). V: one index of a V-entry codebook per
+    token (VAR-style quantizer; the inputs stay d-dimensional codes)."""
     width: int = 2048
     """C: embedding width of the blocks."""
     depth: int = 32
@@ -55,12 +58,19 @@ class TransformerConfig:
             raise ValueError(f"text_dim {self.text_dim} must be a multiple of pool_head_dim {self.pool_head_dim}")
         if self.depth % self.block_chunks:
             raise ValueError(f"depth {self.depth} must be a multiple of block_chunks {self.block_chunks}")
+        if self.codebook_size is not None and self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2 or None, got {self.codebook_size}")
         if not 1 <= self.null_text_length <= self.text_max_length:
             raise ValueError("null_text_length must be in [1, text_max_length]")
 
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
+
+    @property
+    def num_outputs(self) -> int:
+        """Head width: 2 d logits (bitwise) or V (codebook)."""
+        return 2 * self.token_dim if self.codebook_size is None else self.codebook_size
 
     @property
     def ffn_dim(self) -> int:
@@ -93,11 +103,13 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
         pool_head_dim=16,
         block_chunks=1,
     ),
+    # The embedded default: 7.4M parameters, so the shipped fp16 weights stay under 16 MB per file.
     "small": TransformerConfig(
-        token_dim=16,
-        width=384,
-        depth=8,
-        num_heads=6,
+        token_dim=32,  # the small tokenizer's bits per token
+        width=256,
+        depth=7,
+        num_heads=4,
+        mlp_ratio=3.0,
         text_dim=256,
         text_max_length=64,
         null_text_length=8,

@@ -4,7 +4,8 @@ Sequence layout for a schedule S = ((h_1, w_1) = (1, 1), ..., (h_K, w_K)) of L t
 the start token (pooled text + ``pos_start``), positions of scale k >= 2 are ``word_embed`` of the
 teacher-forcing inputs (interpolated accumulated codes of scales < k). Each token gets the level
 embedding of its scale once, and 2-D RoPE in every self-attention. The head returns two logits per
-bit: ``logits[b, l, i, 0]`` / ``[..., 1]`` score bit i of token l being 0 / 1.
+bit: ``logits[b, l, i, 0]`` / ``[..., 1]`` score bit i of token l being 0 / 1 (with a
+``codebook_size`` V instead: ``logits[b, l, v]`` scores codebook entry v).
 
 Two ways to run it, with the same blocks:
 - :meth:`forward`: all scales at once, ``mask="causal"`` (block-causal by scale: a token sees its
@@ -16,6 +17,7 @@ Two ways to run it, with the same blocks:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,7 +94,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         else:
             self.blocks = nn.ModuleList(blocks)
         self.head_nm = AdaLNBeforeHead(C, C, config.norm_eps)
-        self.head = nn.Linear(C, 2 * config.token_dim)
+        self.head = nn.Linear(C, config.num_outputs)
         if not self.pos_start.is_meta:  # shapes-only models (inspect, checkpoint loading) skip the init
             self.reset_parameters()
 
@@ -188,9 +190,10 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         return rope_table(scale_positions(schedule, extent), self.config.head_dim, self.config.rope_theta)
 
     def logits(self, x_BLC: Tensor, cond: Conditioning) -> Tensor:
-        """Head: (B, L, C) hidden states -> (B, L, d, 2) float32 bit logits."""
+        """Head: (B, L, C) hidden states -> (B, L, d, 2) float32 bit logits (codebook: (B, L, V))."""
         B, L, _ = x_BLC.shape
-        return self.head(self.head_nm(x_BLC, cond.pooled)).float().view(B, L, self.config.token_dim, 2)
+        logits = self.head(self.head_nm(x_BLC, cond.pooled)).float()
+        return logits if self.config.codebook_size is not None else logits.view(B, L, self.config.token_dim, 2)
 
     def run_blocks(
         self,
@@ -199,12 +202,19 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         rope_2Lp: Tensor,
         mask: Tensor | None,
         cache: KVCache | None = None,
+        control: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, KVCache]:
         """All blocks over the L new tokens; attention also sees ``cache``. Returns hidden states and
-        the cache extended by the new tokens."""
+        the cache extended by the new tokens. ``control``: one (B, L, C) tensor per block, added to
+        that block's input (ControlNet-style conditioning; see models/lq_conditioned.py)."""
+        blocks = self.block_list()
+        if control is not None and len(control) != len(blocks):
+            raise ValueError(f"control has {len(control)} tensors for {len(blocks)} blocks")
         new_layers = []
-        for index, block in enumerate(self.block_list()):
+        for index, block in enumerate(blocks):
             past = cache.layer(index) if cache is not None else None
+            if control is not None:
+                x_BLC = x_BLC + control[index].to(x_BLC.dtype)
             x_BLC, kv = block(x_BLC, cond.adaln, cond.text, cond.text_mask, rope_2Lp, mask, past)
             new_layers.append(kv)
         return x_BLC, KVCache(tuple(new_layers))
@@ -218,6 +228,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         *,
         mask: MaskMode = "causal",
         drop: Tensor | None = None,
+        control: Sequence[Tensor] | None = None,
     ) -> Tensor:
         """Teacher-forced (or one-step) pass over every scale.
 
@@ -227,9 +238,10 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             text: captions, a precomputed :class:`Conditioning`, or ``None`` (unconditional).
             mask: ``"causal"`` (block-causal by scale) or ``"full"`` (no mask).
             drop: (B,) bool caption dropout (see :meth:`encode_condition`).
+            control: optional per-block (B, L, C) additions (see :meth:`run_blocks`).
 
         Returns:
-            (B, L, d, 2) float32 logits; row l predicts the bits of token l.
+            (B, L, d, 2) float32 logits; row l predicts the bits of token l ((B, L, V) for a codebook).
         """
         self.check_schedule(schedule)
         L = sum(h * w for h, w in schedule)
@@ -246,7 +258,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         x_BLC = torch.cat((sos_B1C, self.word_embed(inputs_BLd.to(sos_B1C.dtype))), dim=1)
         x_BLC = x_BLC + self.lvl_embed(scale_levels(schedule).to(device))
         attn_mask = block_causal_mask(schedule).to(device) if mask == "causal" else None
-        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule).to(device), attn_mask)
+        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule).to(device), attn_mask, control=control)
         return self.logits(x_BLC, cond)
 
     def forward_scale(
@@ -256,6 +268,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         scale_index: int,
         cond: Conditioning,
         cache: KVCache | None,
+        control: Sequence[Tensor] | None = None,
     ) -> tuple[Tensor, KVCache]:
         """Logits of one scale given the cache of all earlier scales (block-causal attention).
 
@@ -265,9 +278,10 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             scale_index: k; the cache must hold exactly the tokens of scales < k.
             cond: from :meth:`encode_condition`.
             cache: ``None`` or empty for k = 0.
+            control: optional per-block (B, h*w, C) additions for this scale's tokens.
 
         Returns:
-            (B, h*w, d, 2) float32 logits and the cache extended by this scale.
+            (B, h*w, d, 2) float32 logits ((B, h*w, V) for a codebook) and the cache extended by this scale.
         """
         self.check_schedule(schedule)
         offset = sum(h * w for h, w in schedule[:scale_index])
@@ -284,7 +298,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             x_BlC = self.word_embed(inputs_Bld.to(cond.pooled.dtype))
         x_BlC = x_BlC + self.lvl_embed.weight[scale_index]
         rope_2lp = self.rope_table(schedule)[:, offset : offset + h * w].to(x_BlC.device)
-        x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache)
+        x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache, control)
         return self.logits(x_BlC, cond), cache
 
 
