@@ -140,11 +140,12 @@ class PromptSR(nn.Module):
 
     scale, input_size, size_multiple = 1, None, 1
 
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        return torch.tensor(len(prompt) / 10.0)
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([len(p) / 10.0 for p in prompts])
 
     def forward(self, lq: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        return lq * (1.0 if text is None else text)
+        assert text is None or text.shape == (lq.shape[0],)
+        return lq * (1.0 if text is None else text[:, None, None, None])
 
 
 def test_prompt_reaches_models_that_read_text() -> None:
@@ -214,7 +215,7 @@ def test_student_checkpoint_restores_at_any_size(tmp_path) -> None:
         tokenizer=tokenizer_preset("tiny"), transformer=transformer_preset("tiny"), image_size=64, scale=4, lora_rank=2
     )
     student = Student(config).eval()  # 16 px LQ working size, x4
-    student.save_pretrained(tmp_path / "student")
+    student.merged().save_pretrained(tmp_path / "student")
     restorer = Restorer.from_pretrained(tmp_path / "student", device="cpu", batch_size=4)
     assert (restorer.scale, restorer.input_size) == (4, 16)
     out = restorer(np.zeros((20, 37, 3), np.uint8) + 128, scale=2.5)

@@ -40,8 +40,8 @@ class OneStepSR(Protocol):
 
     ``model(lq_B3HW)`` takes float RGB in [0, 1] and returns ``(B, 3, scale*H, scale*W)`` in
     [0, 1] (values slightly outside are clamped). A model that reads text also defines
-    ``encode_prompt(prompt: str) -> condition`` (a condition valid for any batch size); the
-    restorer encodes the prompt once per call and runs ``model(lq, condition)``.
+    ``encode_prompts(prompts: list[str]) -> condition`` (one prompt per batch item); the restorer
+    encodes the prompt once per tile-batch size and runs ``model(lq, condition)``.
     """
 
     scale: int
@@ -186,18 +186,21 @@ class Restorer:
         height, width = lq_B3HW.shape[-2:]
         target = _target_size(height, width, self.scale if scale is None else scale)
         fix = self.color_fix if color_fix is None else color_fix
-        condition = None
-        if prompt is not None:
-            if not callable(getattr(self.model, "encode_prompt", None)):
-                raise ValueError(f"{type(self.model).__name__} takes no text prompt")
-            condition = self.model.encode_prompt(prompt)
+        if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):
+            raise ValueError(f"{type(self.model).__name__} takes no text prompt")
+        conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt
         size, overlap = self._tiling(tile, tile_overlap)
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
             lq = tiles.to(self.device, self.dtype)
             if self.precleaner is not None:
                 lq = self.precleaner(lq)
-            sr = self.model(lq) if condition is None else self.model(lq, condition)
+            if prompt is None:
+                sr = self.model(lq)
+            else:
+                if lq.shape[0] not in conditions:
+                    conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])
+                sr = self.model(lq, conditions[lq.shape[0]])
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
