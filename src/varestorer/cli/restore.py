@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer.from_pretrained(
         _model_path(args), color_fix=args.color_fix, precleaner=precleaner, **restorer_options(args)
     )
-    if args.prompt is not None and not getattr(restorer.model, "accepts_prompt", False):
+    if args.prompt is not None and not callable(getattr(restorer.model, "encode_prompts", None)):
         raise ValueError(f"{type(restorer.model).__name__} takes no text prompt; drop --prompt")
     print(
         f"model {type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({restorer.dtype})",

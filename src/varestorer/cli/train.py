@@ -11,6 +11,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "tokenizer": ("varestorer.training.train_tokenizer", "train a MultiScaleTokenizer on image folders"),
     "student": ("varestorer.training.train_student", "distil the one-step student from a teacher (KL + LPIPS + MSE)"),
     "teacher": ("varestorer.training.train_teacher", "train a next-scale teacher transformer on image folders"),
+    "precleaner": ("varestorer.training.train_precleaner", "train the same-size pre-cleaner on degraded HQ crops"),
 }
 
 

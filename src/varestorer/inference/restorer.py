@@ -39,8 +39,9 @@ class OneStepSR(Protocol):
         size_multiple: input height and width must be multiples of this (after padding).
 
     ``model(lq_B3HW)`` takes float RGB in [0, 1] and returns ``(B, 3, scale*H, scale*W)`` in
-    [0, 1] (values slightly outside are clamped). A model that reads text sets
-    ``accepts_prompt = True`` and takes ``model(lq, prompt=str)``.
+    [0, 1] (values slightly outside are clamped). A model that reads text also defines
+    ``encode_prompts(prompts: list[str]) -> condition`` (one prompt per batch item); the restorer
+    encodes the prompt once per tile-batch size and runs ``model(lq, condition)``.
     """
 
     scale: int
@@ -51,8 +52,9 @@ class OneStepSR(Protocol):
 
 
 # config.json model_type -> "module:Class" with a ``from_pretrained(folder)`` classmethod. One
-# literal table: the exported student will be added here when it lands.
+# literal table (classes are imported only when their checkpoint is loaded).
 RESTORER_MODELS: dict[str, str] = {
+    "Student": "varestorer.models.student:Student",
     "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
     "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
 }
@@ -184,15 +186,21 @@ class Restorer:
         height, width = lq_B3HW.shape[-2:]
         target = _target_size(height, width, self.scale if scale is None else scale)
         fix = self.color_fix if color_fix is None else color_fix
-        if prompt is not None and not getattr(self.model, "accepts_prompt", False):
+        if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):
             raise ValueError(f"{type(self.model).__name__} takes no text prompt")
+        conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt
         size, overlap = self._tiling(tile, tile_overlap)
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
             lq = tiles.to(self.device, self.dtype)
             if self.precleaner is not None:
                 lq = self.precleaner(lq)
-            sr = self.model(lq) if prompt is None else self.model(lq, prompt=prompt)
+            if prompt is None:
+                sr = self.model(lq)
+            else:
+                if lq.shape[0] not in conditions:
+                    conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])
+                sr = self.model(lq, conditions[lq.shape[0]])
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
