@@ -1,4 +1,4 @@
-"""Shared fixtures: one autouse seed, deterministic CPU threads, tiny-image factory."""
+"""Shared fixtures: one autouse seed + single-thread fixture, tiny-image and tiny-T5 factories."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread():
+    """Seed every global generator; run torch on one thread (tiny ops are faster and timings steadier)."""
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

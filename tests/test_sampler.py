@@ -14,14 +14,6 @@ from varestorer.transformer.text import TextCondition
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def parts():
     transformer = NextScaleTransformer(TRANSFORMER_PRESETS["tiny"]).eval()

@@ -17,14 +17,6 @@ from varestorer.transformer.config import TRANSFORMER_PRESETS, transformer_prese
 from varestorer.transformer.model import NextScaleTransformer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_teacher() -> Teacher:
     tokenizer = MultiScaleTokenizer.from_preset("tiny")
     transformer = NextScaleTransformer(TRANSFORMER_PRESETS["tiny"])

@@ -16,14 +16,6 @@ from varestorer.training.train_teacher import bitwise_cross_entropy, scale_weigh
 RECIPE = Path(__file__).parent / "data" / "teacher_tiny.toml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def folders(tmp_path: Path, tiny_image) -> tuple[Path, Path]:
     train, val = tmp_path / "train", tmp_path / "val"

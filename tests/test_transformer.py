@@ -13,16 +13,6 @@ from varestorer.transformer.model import NextScaleTransformer, block_causal_mask
 from varestorer.transformer.rope import apply_rope, rope_extent, rope_table, scale_positions
 from varestorer.transformer.text import TextCondition
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription stalls on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4))  # L = 30
 L = 30
 

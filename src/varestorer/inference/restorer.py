@@ -55,6 +55,7 @@ class OneStepSR(Protocol):
 # literal table (classes are imported only when their checkpoint is loaded).
 RESTORER_MODELS: dict[str, str] = {
     "Student": "varestorer.models.student:Student",
+    "LQConditionedVAR": "varestorer.models.lq_conditioned:LQConditionedVAR",
     "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
     "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
 }
