@@ -77,6 +77,9 @@ def test_gradients_reach_only_trainable_parameters() -> None:
     assert any(p.grad.abs().sum() > 0 for n, p in student.named_parameters() if n.startswith("encoder."))
     frac = sum(p.numel() for p in lora_parameters(student)) / sum(p.numel() for p in student.transformer.parameters())
     assert 0 < frac < 0.5
+    with_decoder, _, _ = _student(train_decoder=True)
+    assert all(p.requires_grad for p in with_decoder.decoder.parameters())
+    assert any(k.startswith("decoder.") for k in with_decoder.trainable_state_dict())
 
 
 def test_straight_through_is_hard_forward_soft_backward() -> None:

@@ -122,6 +122,8 @@ class Student(nn.Module):
                 param.requires_grad_(True)
         if self.config.train_encoder:
             self.encoder.requires_grad_(True)
+        if self.config.train_decoder:
+            self.decoder.requires_grad_(True)
         if self.precleaner is not None:
             self.precleaner.requires_grad_(True)
 
@@ -192,9 +194,10 @@ class Student(nn.Module):
 
     # --------------------------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What an adapter checkpoint stores: LoRA tensors, the encoder, the pre-cleaner."""
+        """What an adapter checkpoint stores: LoRA tensors, the encoder (and decoder if trained), the pre-cleaner."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         keep |= {f"encoder.{k}" for k in self.encoder.state_dict()} if self.config.train_encoder else set()
+        keep |= {f"decoder.{k}" for k in self.decoder.state_dict()} if self.config.train_decoder else set()
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
         return {k: v for k, v in self.state_dict().items() if k in keep}
 

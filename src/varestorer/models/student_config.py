@@ -41,6 +41,9 @@ class StudentConfig:
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     train_encoder: bool = True
     """Fine-tune the copied encoder so it produces the LQ pyramid (the paper does)."""
+    train_decoder: bool = False
+    """Also fine-tune the decoder on the image losses. The paper keeps it frozen (shared with the teacher);
+    a small tokenizer trained briefly (the CPU default) reconstructs poorly and gains from it."""
     precleaner: SRVGGConfig | None = None
     """Optional same-size pre-cleaner run on the LQ before encoding (the paper's light SwinIR role)."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)

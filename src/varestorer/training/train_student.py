@@ -65,6 +65,8 @@ class ModelConfig:
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     train_encoder: bool = True
+    train_decoder: bool = False
+    """Fine-tune the decoder too (not in the paper; helps a briefly trained small tokenizer)."""
     precleaner: bool = True
     """Train a same-size SRVGGNetCompact pre-cleaner jointly (False: the no_precleaner ablation)."""
     use_prompt: bool = True
@@ -124,6 +126,7 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         lora_alpha=model.lora_alpha,
         lora_targets=tuple(model.lora_targets),
         train_encoder=model.train_encoder,
+        train_decoder=model.train_decoder,
         precleaner=precleaner,
         text_encoder=teacher_config.text_encoder,
     )
