@@ -146,14 +146,18 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
         assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
     assert "exists" in capsys.readouterr().err
-    assert (
-        main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "half"), "--merge", "--dtype", "float16"]) == 0
-    )
+    half_args = ["--merge", "--dtype", "float16", "--color-fix", "wavelet"]
+    assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "half"), *half_args]) == 0
     half = (tmp_path / "half" / "model.safetensors").stat().st_size
     assert half < 0.6 * (tmp_path / "out" / "model.safetensors").stat().st_size
     with torch.no_grad():
         restored = Student.from_pretrained(tmp_path / "half")(lq)
     assert restored.dtype == torch.float32 and (restored - exported(lq)).abs().mean() < 0.05
+    from varestorer.inference.restorer import Restorer
+
+    assert Restorer.from_pretrained(tmp_path / "half").color_fix == "wavelet"  # the checkpoint's recommendation
+    assert Restorer.from_pretrained(tmp_path / "half", color_fix="none").color_fix == "none"
+    assert Restorer.from_pretrained(tmp_path / "out").color_fix == "none"
 
 
 def test_paper_lora_budget_on_infinity_2b() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="storage precision of the weights (loading converts back to float32); float16 halves the size",
     )
+    parser.add_argument(
+        "--color-fix",
+        choices=["none", "adain", "wavelet"],
+        default=None,
+        help="colour correction the restorer applies by default with this checkpoint (default: unchanged)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -33,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the output folder must differ from the student folder")
     student = Student.from_pretrained(source)
     merged = student if student.config.merged else student.merged()
+    if args.color_fix is not None:
+        merged.config = replace(merged.config, color_fix=args.color_fix)
     merged.save_pretrained(target, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"exported {source} -> {target} ({size:.1f} MiB, LoRA merged, no teacher needed)")

@@ -17,7 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale", type=float, default=None, help="output/input size ratio, any float (default: native)"
     )
     add_device_arguments(parser)
-    parser.add_argument("--color-fix", default="none", choices=("none", "adain", "wavelet"), help="match LQ colours")
+    parser.add_argument(
+        "--color-fix",
+        default=None,
+        choices=("none", "adain", "wavelet"),
+        help="match the LQ's colours (default: the model's recommendation, e.g. wavelet for the embedded model)",
+    )
     parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
     parser.add_argument("--precleaner", default="none", help="none, default, or a path to pre-cleaner weights")
 

@@ -112,7 +112,8 @@ class Restorer:
             weights (no seams); at most ``batch_size`` tiles run at once.
         tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default tile/4 for
             fixed-size models, else 32).
-        color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile.
+        color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
+            model's own recommendation (its ``default_color_fix`` attribute, else "none").
         precleaner: an optional module ``(B,3,h,w) -> (B,3,h,w)`` run on each LQ tile first.
         window: blending weights, "gaussian" or "linear".
     """
@@ -126,7 +127,7 @@ class Restorer:
         tile: int | None = None,
         tile_overlap: int | None = None,
         batch_size: int = 1,
-        color_fix: ColorFix = "none",
+        color_fix: ColorFix | None = None,
         precleaner: nn.Module | None = None,
         window: BlendWindow = "gaussian",
     ) -> None:
@@ -147,7 +148,10 @@ class Restorer:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
-        self.color_fix, self.window = color_fix, window
+        if color_fix is None:
+            color_fix = getattr(model, "default_color_fix", "none")
+        self.color_fix: ColorFix = color_fix  # type: ignore[assignment]
+        self.window = window
         apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
 
     @classmethod

@@ -147,6 +147,10 @@ class Student(nn.Module):
 
     size_multiple = 1
 
+    @property
+    def default_color_fix(self) -> str:
+        return self.config.color_fix
+
     # ------------------------------------------------------------------------------------- forward
     def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
         """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""

@@ -48,6 +48,8 @@ class StudentConfig:
     """Optional same-size pre-cleaner run on the LQ before encoding (the paper's light SwinIR role)."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
+    color_fix: Literal["none", "adain", "wavelet"] = "none"
+    """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
     merged: bool = False
     """True for an exported checkpoint: LoRA folded in, every weight stored, no teacher needed."""
 
