@@ -110,7 +110,8 @@ class PairPool:
     ``lq, gt = pool(lq, gt)``: until ``capacity`` pairs are stored, batches are stored and returned
     unchanged; afterwards the pool is shuffled, the incoming batch swapped in and a batch of older
     pairs returned. ``capacity`` must be a multiple of the batch size (Real-ESRGAN uses 180).
-    Tensors stay on their device; the shuffle uses ``generator`` (CPU).
+    Tensors stay on their device; the shuffle uses ``generator`` (CPU). Only (LQ, GT) tensors are
+    pooled: captions or other per-sample fields would no longer match, so use it for caption-free training.
     """
 
     def __init__(self, capacity: int = 180, generator: torch.Generator | None = None) -> None:
