@@ -54,12 +54,21 @@ class CropBank(Dataset):
         return {"gt": self.crops[index % len(self.crops)]}
 
 
-def timed(run_once, seconds: float) -> float:
-    """Pairs per second of ``run_once() -> pairs`` repeated for about ``seconds`` (after one warm-up)."""
+CPU_MS: dict[str, float] = {}  # CPU time of this process per pair, per measurement
+
+
+def timed(run_once, seconds: float, name: str = "") -> float:
+    """Pairs per second (wall clock) of ``run_once() -> pairs`` repeated for about ``seconds`` (after a warm-up).
+
+    Also records this process's CPU milliseconds per pair in ``CPU_MS[name]``: on a machine shared
+    with other jobs, ``cores * 1000 / CPU_MS`` estimates the rate the idle machine would reach.
+    """
     run_once()
-    pairs, start = 0, time.perf_counter()
+    pairs, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         pairs += run_once()
+    if name:
+        CPU_MS[name] = (time.process_time() - cpu_start) * 1000 / pairs
     return pairs / (time.perf_counter() - start)
 
 
@@ -88,21 +97,21 @@ def main() -> None:
             pipeline(batch, generator)
             return batch.shape[0]
 
+        rates = {
+            "per-sample": timed(per_sample, args.seconds, "per-sample"),
+            "batched": timed(batched, args.seconds, "batched"),
+        }
+        # Workers start prefetching as soon as the iterator exists: create it only now, so they do not
+        # compete with the in-process measurements above.
         loader = DataLoader(
             DegradedPairDataset(bank, preset, seed=0), batch_size=args.batch, num_workers=2, persistent_workers=True
         )
         batches = iter(loader)
-
-        def from_loader(batches=batches) -> int:
-            return next(batches)["lq"].shape[0]
-
-        rates = {
-            "per-sample": timed(per_sample, args.seconds),
-            "batched": timed(batched, args.seconds),
-            "loader-2w": timed(from_loader, args.seconds),
-        }
+        rates["loader-2w"] = timed(lambda batches=batches: next(batches)["lq"].shape[0], args.seconds)
         line = "  ".join(f"{k} {v:6.1f}" for k, v in rates.items())
         print(f"{preset:<11} pairs/s  {line}   (load now {os.getloadavg()[0]:.2f})")
+        cpu = "  ".join(f"{k} {v:5.1f} ms/pair (~{2000 / v:4.0f}/s on 2 idle cores)" for k, v in CPU_MS.items())
+        print(f"{'':<11} CPU time {cpu}")
         del batches, loader
 
 

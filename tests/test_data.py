@@ -128,3 +128,20 @@ def test_degraded_pairs_in_workers_and_batched_collate(tmp_path, tiny_image) -> 
     collate = DegradeCollate("realesrgan", generator=torch.Generator().manual_seed(0))
     batch = next(iter(torch.utils.data.DataLoader(hq, batch_size=4, collate_fn=collate)))
     assert batch["lq"].shape == (4, 3, 8, 8) and len(batch["params"]) == 4 and len(batch["caption"]) == 4
+
+
+def test_pair_pool_mixes_batches() -> None:
+    from varestorer.data.pairs import PairPool
+
+    pool = PairPool(capacity=6, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for step in range(6):
+        gt = torch.full((2, 1, 4, 4), float(step))
+        lq, gt_out = pool(gt[:, :, :2, :2], gt)
+        assert torch.equal(lq, gt_out[:, :, :2, :2])  # pairs stay paired
+        seen.append(gt_out[:, 0, 0, 0].tolist())
+    assert seen[:3] == [[0, 0], [1, 1], [2, 2]]  # filling: returned unchanged
+    later = {v for row in seen[3:] for v in row}
+    assert later <= {0.0, 1.0, 2.0, 3.0, 4.0} and later != {3.0, 4.0, 5.0}
+    with pytest.raises(ValueError, match="multiple of the batch size"):
+        pool(torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 4, 4))

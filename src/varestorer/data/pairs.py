@@ -102,3 +102,45 @@ class DegradeCollate:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         batch["lq"], batch["params"] = self.pipeline(batch["gt"], generator)
         return batch
+
+
+class PairPool:
+    """Real-ESRGAN's training-pair pool: mixes batch-shared degradations (e.g. one resize) across batches.
+
+    ``lq, gt = pool(lq, gt)``: until ``capacity`` pairs are stored, batches are stored and returned
+    unchanged; afterwards the pool is shuffled, the incoming batch swapped in and a batch of older
+    pairs returned. ``capacity`` must be a multiple of the batch size (Real-ESRGAN uses 180).
+    Tensors stay on their device; the shuffle uses ``generator`` (CPU). Only (LQ, GT) tensors are
+    pooled: captions or other per-sample fields would no longer match, so use it for caption-free training.
+    """
+
+    def __init__(self, capacity: int = 180, generator: torch.Generator | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.generator = generator
+        self.lq: torch.Tensor | None = None
+        self.gt: torch.Tensor | None = None
+        self.count = 0
+
+    def __call__(self, lq_BCHW: torch.Tensor, gt_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = lq_BCHW.shape[0]
+        if gt_BCHW.shape[0] != batch:
+            raise ValueError(f"lq and gt batch sizes differ: {batch} vs {gt_BCHW.shape[0]}")
+        if self.capacity % batch:
+            raise ValueError(f"pool capacity {self.capacity} is not a multiple of the batch size {batch}")
+        if self.lq is None or self.gt is None:
+            self.lq = lq_BCHW.new_empty((self.capacity, *lq_BCHW.shape[1:]))
+            self.gt = gt_BCHW.new_empty((self.capacity, *gt_BCHW.shape[1:]))
+        if self.lq.shape[1:] != lq_BCHW.shape[1:] or self.gt.shape[1:] != gt_BCHW.shape[1:]:
+            raise ValueError("pair sizes changed; the pool holds one LQ size and one GT size")
+        if self.count < self.capacity:
+            self.lq[self.count : self.count + batch] = lq_BCHW
+            self.gt[self.count : self.count + batch] = gt_BCHW
+            self.count += batch
+            return lq_BCHW, gt_BCHW
+        order = torch.randperm(self.capacity, generator=self.generator).to(self.lq.device)
+        self.lq, self.gt = self.lq[order], self.gt[order]
+        out_lq, out_gt = self.lq[:batch].clone(), self.gt[:batch].clone()
+        self.lq[:batch], self.gt[:batch] = lq_BCHW, gt_BCHW
+        return out_lq, out_gt
