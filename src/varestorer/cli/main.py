@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
     "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
+    "bench": ("varestorer.cli.bench", "time the one-step restorer stage by stage vs multi-step generation and peers"),
 }
 
 
