@@ -199,3 +199,42 @@ def test_cli_bench_writes_json_and_refuses_to_overwrite(tmp_path, capsys) -> Non
     assert "neither a preset" in err and err.count("\n") == 1
     assert main(["bench", "--model", "tiny", "--peers", "esrgan9000"]) == 2
     assert "unknown peer" in capsys.readouterr().err
+
+
+def test_gpu_check_entry_runs_on_cpu_without_optional_packages(tmp_path) -> None:
+    """benchmarks/gpu_check.py with a tiny preset on the CPU, as on a bare machine: PIL, OpenCV, tqdm,
+    scipy and transformers cannot be imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import subprocess_env
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    blocker = (
+        "import sys, runpy, importlib.abc, importlib.machinery\n"
+        "BLOCKED = {'PIL', 'cv2', 'tqdm', 'scipy', 'transformers', 'tensorboard'}\n"
+        "class Block(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            return importlib.machinery.ModuleSpec(name, self)\n"
+        "    def create_module(self, spec):\n"
+        "        raise ModuleNotFoundError(f'No module named {spec.name!r}', name=spec.name)\n"
+        "    def exec_module(self, module):\n"
+        "        pass\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = [{str(script)!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    args = ["--out", str(tmp_path), "--model", "tiny", "--size", "64", "--device", "cpu"]
+    args += ["--runs", "1", "--warmup", "0", "--batches", "1", "--no-compile"]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    row = summary["results"]["tiny_64_bf16_b1"]
+    assert row["ratio"] == pytest.approx(row["multi_step_ms"] / row["one_step_ms"])
+    assert set(row["meets"]) == {"one_step_ms<=25", "end_to_end_ms<=40", "ratio>=7"}
+    assert summary["sync_check"]["checked"] is False and not summary["errors"]
+    full = json.loads((tmp_path / "tiny_64_bf16_b1.json").read_text())
+    assert {"realesrgan-x4plus", "realesrgan-x4plus_fp16", "bicubic"} <= set(full["peers"])
