@@ -12,6 +12,14 @@ Stages of one restoration (``Student.restore``), each timed on its own inputs:
 ``multi_step_ms`` is the same transformer generating every scale autoregressively through the
 sampler (KV cache, classifier-free guidance as a 2B batch, random caption features), and
 ``ratio = multi_step_ms / one_step_ms``. Everything runs under ``torch.inference_mode``.
+
+Result keys: ``one_step_ms``, ``end_to_end_ms``, ``multi_step_ms``, ``ratio``, ``ratio_end_to_end``
+((generation + decoder) / whole restoration), ``stages_ms`` / ``stages_cpu_ms`` (median wall / process
+CPU ms per stage), ``gflops`` (per image, counted by ``FlopCounterMode``), ``peak_mem_mb`` (one whole
+restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``, ``gflops``,
+``peak_mem_mb``), ``speedup_vs_peers`` (peer ms / student ms), and the setting: ``model``, ``device``,
+``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``, ``threads``, ``load_avg``,
+``schedule``, ``tokens``, ``params_m``.
 """
 
 from __future__ import annotations
@@ -68,10 +76,9 @@ def random_caption(student: Student, batch_size: int, generator: torch.Generator
 
 
 def _measured(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> tuple[Timing, int, float]:
-    """(timing, FLOPs of one call, peak MB of one call); the FLOP count doubles as a warm-up run."""
-    flops = count_flops(fn)
+    """(timing, FLOPs of one call, peak MB of one call); the counted call doubles as a warm-up run."""
     with peak_memory(device) as peak:
-        fn()
+        flops = count_flops(fn)
     return measure(fn, device, warmup=max(warmup - 1, 0), runs=runs), flops, peak.mb
 
 
@@ -136,7 +143,7 @@ def run_bench(
         multi_step: also time the backbone's autoregressive generation (KV cache + CFG).
 
     Returns:
-        A JSON-ready dict (keys documented in the README ``bench`` section and printed by ``format_table``).
+        A JSON-ready dict (keys in the module docstring; ``format_table`` prints it).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -153,6 +160,9 @@ def run_bench(
 
     student = build_student(model, size=size, schedule=schedule, precleaner=precleaner, device=device)
     _half_weights(student, device, dtype)
+    if device.type == "cuda":  # the conv nets take channels-last activations; give cuDNN matching weights
+        for module in (student.encoder, student.decoder):
+            module.to(memory_format=torch.channels_last)
     config = student.config
     S, s = config.image_size, config.scale
     lq = torch.rand(batch_size, 3, S // s, S // s, generator=generator).to(device)
