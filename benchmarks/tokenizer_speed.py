@@ -1,6 +1,6 @@
 """Encode + quantize + decode time of a tokenizer preset (or checkpoint) at one image size, on CPU.
 
-    python benchmarks/tokenizer_speed.py --model small --size 512 --threads 2 --runs 5
+python benchmarks/tokenizer_speed.py --model small --size 512 --threads 2 --runs 5
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
     "restore": ("varestorer.cli.restore", "restore images (files, folders, globs) with a one-step model"),
     "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
+    "bench": ("varestorer.cli.bench", "time the one-step restorer stage by stage vs multi-step generation and peers"),
 }
 
 

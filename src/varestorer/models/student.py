@@ -163,7 +163,7 @@ class Student(nn.Module):
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
-        return self.quantizer.quantize(f_BdHW, self.schedule).inputs
+        return self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False).inputs
 
     def logits_to_f_hat(self, logits_BLd2: Tensor) -> Tensor:
         """Per-scale bit logits -> f_hat (B, d, H, W), straight-through when gradients are on."""

@@ -91,8 +91,13 @@ class MultiScaleQuantizer(nn.Module):
         *,
         flip_probability: float = 0.0,
         generator: torch.Generator | None = None,
+        with_norms: bool = True,
     ) -> MultiScaleTokens:
-        """Quantize ``f`` over ``schedule`` (optionally with bitwise self-correction flips)."""
+        """Quantize ``f`` over ``schedule`` (optionally with bitwise self-correction flips).
+
+        ``with_norms=False`` leaves ``residual_norms`` empty: reading them back is a host sync, which
+        an inference step on a GPU must not pay.
+        """
         raise NotImplementedError
 
     def labels_to_codes(self, labels_Bl: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -219,6 +224,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         generator: torch.Generator | None = None,
         flip_scales: int | None = None,
         random_strength: bool = True,
+        with_norms: bool = True,
     ) -> MultiScaleTokens:
         """Residual BSQ of ``f`` over ``schedule``.
 
@@ -232,6 +238,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         Args:
             f_BdHW: raw encoder latent (B, d, H, W), any float dtype (computed in float32).
             schedule: (h, w) grids, each at most (H, W).
+            with_norms: compute ``residual_norms`` (a host sync; inference passes False).
         """
         if f_BdHW.ndim != 4 or f_BdHW.shape[1] != self.token_dim:
             raise ValueError(f"expected a (B, {self.token_dim}, H, W) latent, got {tuple(f_BdHW.shape)}")
@@ -254,14 +261,20 @@ class BitwiseQuantizer(MultiScaleQuantizer):
             up_BdHW = resize_latent(codes_Bdhw, grid_hw, self.upsample_mode)
             rest_BdHW = rest_BdHW - up_BdHW.detach()
             f_hat_BdHW = f_hat_BdHW + up_BdHW
-            norms.append(rest_BdHW.detach().norm(dim=1).mean())
+            if with_norms:
+                norms.append(rest_BdHW.detach().norm(dim=1).mean())
             if k + 1 < len(schedule):
                 rows.append(self.next_input(f_hat_BdHW, schedule[k + 1]))  # keeps the straight-through grad
         B = f_BdHW.shape[0]
         inputs = torch.cat(rows, dim=1) if rows else f_BdHW.new_zeros(B, 0, self.token_dim)
         commitment = (f_BdHW - f_hat_BdHW.detach()).pow(2).mean()
         return MultiScaleTokens(
-            f_hat_BdHW, labels, inputs, torch.stack(norms).tolist(), commitment, commitment.new_zeros(())
+            f_hat_BdHW,
+            labels,
+            inputs,
+            torch.stack(norms).tolist() if norms else [],
+            commitment,
+            commitment.new_zeros(()),
         )
 
     def _flip(

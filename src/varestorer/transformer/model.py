@@ -34,14 +34,14 @@ from varestorer.transformer.text import TextCondition
 MaskMode = Literal["causal", "full"]
 
 
-def scale_levels(schedule: Schedule) -> Tensor:
-    """(L,) int64 scale index of every token of ``schedule``."""
-    return torch.cat([torch.full((h * w,), k, dtype=torch.long) for k, (h, w) in enumerate(schedule)])
+def scale_levels(schedule: Schedule, *, device: torch.device | str | None = None) -> Tensor:
+    """(L,) int64 scale index of every token of ``schedule``, built on ``device`` (no host sync)."""
+    return torch.cat([torch.full((h * w,), k, dtype=torch.long, device=device) for k, (h, w) in enumerate(schedule)])
 
 
-def block_causal_mask(schedule: Schedule) -> Tensor:
+def block_causal_mask(schedule: Schedule, *, device: torch.device | str | None = None) -> Tensor:
     """(L, L) bool, True where query token may attend key token: level(query) >= level(key)."""
-    levels = scale_levels(schedule)
+    levels = scale_levels(schedule, device=device)
     return levels[:, None] >= levels[None, :]
 
 
@@ -184,10 +184,15 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         if len(schedule) > self.config.num_levels:
             raise ValueError(f"schedule has {len(schedule)} scales, the model supports {self.config.num_levels}")
 
-    def rope_table(self, schedule: Schedule) -> Tensor:
-        """(2, L, head_dim / 2) RoPE cos/sin of every token of ``schedule``."""
+    def rope_table(self, schedule: Schedule, *, device: torch.device | str | None = None) -> Tensor:
+        """(2, L, head_dim / 2) RoPE cos/sin of every token of ``schedule``, built on ``device``.
+
+        Built where it is used: a host-to-device copy inside the step would stall the host until
+        the GPU queue drains (a ``.to(cuda)`` of a CPU tensor synchronises).
+        """
         extent = rope_extent(schedule, self.config.rope_extent)
-        return rope_table(scale_positions(schedule, extent), self.config.head_dim, self.config.rope_theta)
+        positions = scale_positions(schedule, extent, device=device)
+        return rope_table(positions, self.config.head_dim, self.config.rope_theta)
 
     def logits(self, x_BLC: Tensor, cond: Conditioning) -> Tensor:
         """Head: (B, L, C) hidden states -> (B, L, d, 2) float32 bit logits (codebook: (B, L, V))."""
@@ -256,9 +261,9 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         device = inputs_BLd.device
         sos_B1C = cond.pooled.unsqueeze(1) + self.pos_start
         x_BLC = torch.cat((sos_B1C, self.word_embed(inputs_BLd.to(sos_B1C.dtype))), dim=1)
-        x_BLC = x_BLC + self.lvl_embed(scale_levels(schedule).to(device))
-        attn_mask = block_causal_mask(schedule).to(device) if mask == "causal" else None
-        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule).to(device), attn_mask, control=control)
+        x_BLC = x_BLC + self.lvl_embed(scale_levels(schedule, device=device))
+        attn_mask = block_causal_mask(schedule, device=device) if mask == "causal" else None
+        x_BLC, _ = self.run_blocks(x_BLC, cond, self.rope_table(schedule, device=device), attn_mask, control=control)
         return self.logits(x_BLC, cond)
 
     def forward_scale(
@@ -297,7 +302,7 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
                 raise ValueError(f"scale {scale_index} needs inputs (B, {h * w}, {self.config.token_dim}), got {shape}")
             x_BlC = self.word_embed(inputs_Bld.to(cond.pooled.dtype))
         x_BlC = x_BlC + self.lvl_embed.weight[scale_index]
-        rope_2lp = self.rope_table(schedule)[:, offset : offset + h * w].to(x_BlC.device)
+        rope_2lp = self.rope_table(schedule, device=x_BlC.device)[:, offset : offset + h * w]
         x_BlC, cache = self.run_blocks(x_BlC, cond, rope_2lp, None, cache, control)
         return self.logits(x_BlC, cond), cache
 

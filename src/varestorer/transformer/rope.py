@@ -36,8 +36,12 @@ def rope_extent(schedule: Schedule, mode: Literal["infinity", "last"] = "infinit
     return max(ext_h, last_h), max(ext_w, last_w)
 
 
-def scale_positions(schedule: Schedule, extent_hw: tuple[int, int]) -> Tensor:
+def scale_positions(
+    schedule: Schedule, extent_hw: tuple[int, int], *, device: torch.device | str | None = None
+) -> Tensor:
     """Row/column positions of every token of ``schedule`` on the common grid.
+
+    Built directly on ``device`` (a host-to-device copy would synchronise the host with the GPU).
 
     Returns:
         (L, 2) float64 tensor of integer-valued (row, col), scales concatenated coarse to fine,
@@ -46,8 +50,8 @@ def scale_positions(schedule: Schedule, extent_hw: tuple[int, int]) -> Tensor:
     ext_h, ext_w = extent_hw
     rows = []
     for h, w in schedule:
-        r = torch.round(torch.arange(h, dtype=torch.float64) * ext_h / h)
-        c = torch.round(torch.arange(w, dtype=torch.float64) * ext_w / w)
+        r = torch.round(torch.arange(h, dtype=torch.float64, device=device) * ext_h / h)
+        c = torch.round(torch.arange(w, dtype=torch.float64, device=device) * ext_w / w)
         rows.append(torch.stack(torch.meshgrid(r, c, indexing="ij"), dim=-1).reshape(h * w, 2))
     return torch.cat(rows)
 
@@ -58,12 +62,12 @@ def rope_table(positions_L2: Tensor, head_dim: int, theta: float = 10000.0) -> T
     Pairs [0, c/4) rotate by row x theta_k, pairs [c/4, c/2) by column x theta_k.
 
     Returns:
-        (2, L, head_dim / 2) float32: ``[0]`` cosines, ``[1]`` sines.
+        (2, L, head_dim / 2) float32 on the device of ``positions_L2``: ``[0]`` cosines, ``[1]`` sines.
     """
     if head_dim % 4:
         raise ValueError(f"2-D RoPE needs a head width divisible by 4, got {head_dim}")
     quarter = head_dim // 4
-    freqs = theta ** (-torch.arange(quarter, dtype=torch.float64) * 4 / head_dim)  # (c/4,)
+    freqs = theta ** (-torch.arange(quarter, dtype=torch.float64, device=positions_L2.device) * 4 / head_dim)
     angles_Lp = torch.cat([positions_L2[:, :1] * freqs, positions_L2[:, 1:] * freqs], dim=-1)
     return torch.stack([angles_Lp.cos(), angles_Lp.sin()]).float()
 

@@ -1,0 +1,327 @@
+"""``run_bench``: the one-step student stage by stage, its backbone's multi-step generation, and peers.
+
+Stages of one restoration (``Student.restore``), each timed on its own inputs:
+
+    precleaner        LQ -> cleaned LQ (absent unless the model has one)
+    encoder_quantize  bicubic to the working size -> encoder -> multi-scale quantisation -> inputs
+    transformer       ONE full-attention pass over every scale (``one_step_ms``)
+    latent            bit logits -> codes -> f_hat
+    decoder           f_hat -> image
+    total             the whole ``student(lq)`` call, timed as one (``end_to_end_ms``)
+
+``multi_step_ms`` is the same transformer generating every scale autoregressively through the
+sampler (KV cache, classifier-free guidance as a 2B batch, random caption features), and
+``ratio = multi_step_ms / one_step_ms``. Everything runs under ``torch.inference_mode``.
+
+Result keys: ``one_step_ms``, ``end_to_end_ms``, ``multi_step_ms``, ``ratio``, ``ratio_end_to_end``
+((generation + decoder) / whole restoration), ``stages_ms`` / ``stages_cpu_ms`` (median wall / process
+CPU ms per stage), ``gflops`` (per image, counted by ``FlopCounterMode``), ``peak_mem_mb`` (one whole
+restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``, ``gflops``,
+``peak_mem_mb``), ``speedup_vs_peers`` (peer ms / student ms), and the setting: ``model``, ``device``,
+``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``, ``threads``, ``load_avg``,
+``schedule``, ``tokens``, ``params_m``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from varestorer.archs.registry import PEER_ARCHS, build_peer
+from varestorer.benchmark.presets import build_student
+from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
+from varestorer.inference.sampler import sample_scales_detailed
+from varestorer.models.student import Student
+from varestorer.tokenizer.scales import Schedule, token_count
+from varestorer.transformer.text import TextCondition
+
+PEERS: tuple[str, ...] = ("bicubic", "realesrgan-x4plus", "realesr-general-x4v3")
+"""Peers that can run beside the student: plain bicubic and Real-ESRGAN archs (random weights)."""
+
+# Infinity-2B's sampling settings (research/infinity_var.md §2.9) for the multi-step reference.
+CFG_SCALE, TEMPERATURE, TOP_P, CAPTION_TOKENS = 3.0, 0.5, 0.97, 32
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _half_weights(module: torch.nn.Module, device: torch.device, dtype: Dtype) -> torch.nn.Module:
+    """On a GPU, reduced precision stores the weights in that dtype too (no per-call weight casts)."""
+    if device.type == "cuda" and dtype != "fp32":
+        module.to(DTYPES[dtype])
+    return module
+
+
+def _compile(student: Student) -> None:
+    """``torch.compile`` the encoder, transformer and decoder in place (state-dict names unchanged)."""
+    for module in (student.encoder, student.transformer, student.decoder):
+        module.compile()
+
+
+def random_caption(student: Student, batch_size: int, generator: torch.Generator | None) -> TextCondition:
+    """Caption features of the right width (random: speed does not depend on them)."""
+    config = student.transformer.config
+    length = min(CAPTION_TOKENS, config.text_max_length)
+    device = student.transformer.pos_start.device
+    tokens = torch.randn(batch_size, length, config.text_dim, generator=generator).to(device)
+    return TextCondition(tokens, torch.full((batch_size,), length, dtype=torch.long, device=device))
+
+
+def _measured(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> tuple[Timing, int, float]:
+    """(timing, FLOPs of one call, peak MB of one call); the counted call doubles as a warm-up run."""
+    with peak_memory(device) as peak:
+        flops = count_flops(fn)
+    return measure(fn, device, warmup=max(warmup - 1, 0), runs=runs), flops, peak.mb
+
+
+def bench_peer(
+    name: str, lq: torch.Tensor, *, dtype: Dtype, warmup: int, runs: int
+) -> dict[str, float | int | str | None]:
+    """One peer x4 restorer on the same LQ batch, device and precision."""
+    device = lq.device
+    if name == "bicubic":
+
+        def fn() -> torch.Tensor:
+            return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    elif name in PEER_ARCHS and name in PEERS:
+        with torch.device(device):
+            net = _half_weights(build_peer(name).eval(), device, dtype)
+
+        def fn() -> torch.Tensor:
+            with precision(device, dtype):
+                return net(lq)
+
+    else:
+        raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+    with torch.inference_mode():
+        timing, flops, peak_mb = _measured(fn, device, warmup, runs)
+    batch = lq.shape[0]
+    return {
+        "ms": timing.ms,
+        "cpu_ms": timing.cpu_ms,
+        "images_per_s": batch * 1000 / timing.ms,
+        "gflops": flops / batch / 1e9,
+        "peak_mem_mb": peak_mb,
+    }
+
+
+def run_bench(
+    model: str,
+    *,
+    size: int | None = None,
+    schedule: Schedule | None = None,
+    device: str | torch.device = "cpu",
+    dtype: Dtype = "fp32",
+    batch_size: int = 1,
+    compile: bool = False,
+    runs: int = 3,
+    warmup: int = 1,
+    peers: tuple[str, ...] | list[str] = (),
+    multi_step: bool = True,
+    precleaner: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmark a student (preset or checkpoint folder) on one device; see the module docstring.
+
+    Args:
+        model: ``BENCH_PRESETS`` name or student checkpoint folder.
+        size: HQ size in px (LQ = size / scale); ``None``: the preset's / checkpoint's own.
+        schedule: token schedule override (ends at the latent grid).
+        dtype: ``fp32``, or ``bf16``/``fp16`` autocast (on a GPU the weights are stored in it too).
+        compile: ``torch.compile`` the encoder, transformer and decoder (one-step path only).
+        runs / warmup: timed runs (median reported) and untimed warm-up calls per stage.
+        peers: names from :data:`PEERS`, run on the same LQ batch.
+        multi_step: also time the backbone's autoregressive generation (KV cache + CFG).
+
+    Returns:
+        A JSON-ready dict (keys in the module docstring; ``format_table`` prints it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine; use --device cpu")
+    generator = torch.Generator().manual_seed(seed)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    student = build_student(model, size=size, schedule=schedule, precleaner=precleaner, device=device)
+    _half_weights(student, device, dtype)
+    if device.type == "cuda":  # the conv nets take channels-last activations; give cuDNN matching weights
+        for module in (student.encoder, student.decoder):
+            module.to(memory_format=torch.channels_last)
+    config = student.config
+    S, s = config.image_size, config.scale
+    lq = torch.rand(batch_size, 3, S // s, S // s, generator=generator).to(device)
+    decoder_dtype = next(student.decoder.parameters()).dtype
+    # Each stage reads the previous stage's output from `state`.
+    state: dict[str, Any] = {"precleaner": lq}
+    steps: dict[str, Callable[[], Any]] = {
+        "encoder_quantize": lambda: _encode_quantize(student, state["precleaner"]),
+        "transformer": lambda: student.transformer(state["encoder_quantize"], student.schedule, None, mask="full"),
+        "latent": lambda: student.logits_to_f_hat(state["transformer"]),
+        "decoder": lambda: student.decoder(state["latent"].to(decoder_dtype)),
+        "total": lambda: student(lq),
+    }
+    if student.precleaner is not None:
+        steps = {"precleaner": lambda: student.precleaner(lq), **steps}  # type: ignore[misc]
+
+    def with_precision(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            with precision(device, dtype):
+                return fn()
+
+        return call
+
+    gflops: dict[str, float | None] = {"precleaner": None}
+    stages: dict[str, Timing | None] = {"precleaner": None}
+    with torch.inference_mode():
+        # Pass 1, eager: FLOPs and every stage's output (the next stage's input).
+        for name, fn in steps.items():
+            gflops[name] = count_flops(with_precision(fn)) / batch_size / 1e9
+            state[name] = with_precision(fn)()
+        if compile:
+            _compile(student)
+        # Pass 2: timings (warm-up absorbs compilation).
+        for name, fn in steps.items():
+            stages[name] = measure(with_precision(fn), device, warmup=max(warmup, 1 if compile else 0), runs=runs)
+        with peak_memory(device) as peak:
+            with_precision(steps["total"])()
+        multi: dict[str, float] | None = None
+        if multi_step:
+            multi = _bench_multi_step(student, batch_size, device, dtype, warmup, runs, generator)
+        peer_results = {
+            name: bench_peer(name, lq, dtype=dtype, warmup=warmup, runs=runs) for name in dict.fromkeys(peers)
+        }
+
+    total_ms = stages["total"].ms  # type: ignore[union-attr]
+    one_ms = stages["transformer"].ms  # type: ignore[union-attr]
+    result: dict[str, Any] = {
+        "model": str(model),
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "dtype": dtype,
+        "compile": compile,
+        "size": S,
+        "lq_size": S // s,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "load_avg": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "runs": runs,
+        "warmup": warmup,
+        "schedule": [list(hw) for hw in student.schedule],
+        "tokens": token_count(student.schedule),
+        "params_m": {
+            "encoder": _params(student.encoder),
+            "transformer": _params(student.transformer),
+            "decoder": _params(student.decoder),
+            "precleaner": _params(student.precleaner) if student.precleaner is not None else 0.0,
+        },
+        "stages_ms": {k: (v.ms if v else None) for k, v in stages.items()},
+        "stages_cpu_ms": {k: (v.cpu_ms if v else None) for k, v in stages.items()},
+        "one_step_ms": one_ms,
+        "end_to_end_ms": total_ms,
+        "images_per_s": batch_size * 1000 / total_ms,
+        "peak_mem_mb": peak.mb,
+        "peak_mem_kind": peak.kind,
+        "gflops": {**gflops, "multi_step": multi["gflops"] if multi else None},
+        "multi_step_ms": multi["ms"] if multi else None,
+        "multi_step_cpu_ms": multi["cpu_ms"] if multi else None,
+        "multi_step_peak_mem_mb": multi["peak_mem_mb"] if multi else None,
+        "multi_step_settings": {"cfg": CFG_SCALE, "temperature": TEMPERATURE, "top_p": TOP_P, "compiled": False},
+        "ratio": multi["ms"] / one_ms if multi else None,
+        "ratio_end_to_end": (multi["ms"] + stages["decoder"].ms) / total_ms if multi else None,  # type: ignore[union-attr]
+        "peers": peer_results,
+        "speedup_vs_peers": {name: r["ms"] / total_ms for name, r in peer_results.items()},  # type: ignore[operator]
+    }
+    return result
+
+
+def _encode_quantize(student: Student, lq: torch.Tensor) -> torch.Tensor:
+    """Everything of ``Student.lq_to_inputs`` after the pre-cleaner."""
+    size = (student.config.image_size,) * 2
+    x = lq if tuple(lq.shape[-2:]) == size else F.interpolate(lq, size=size, mode="bicubic", align_corners=False)
+    f_BdHW = student.encoder(x.clamp(0, 1) * 2 - 1)
+    return student.quantizer.quantize(f_BdHW, student.schedule, with_norms=False).inputs
+
+
+def _bench_multi_step(
+    student: Student,
+    batch_size: int,
+    device: torch.device,
+    dtype: Dtype,
+    warmup: int,
+    runs: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    caption = random_caption(student, batch_size, generator)
+    sample_generator = torch.Generator(device=device).manual_seed(1)
+
+    def call() -> Any:
+        with precision(device, dtype):
+            return sample_scales_detailed(
+                student.transformer,
+                student.quantizer,
+                student.schedule,
+                caption,
+                cfg_scale=CFG_SCALE,
+                temperature=TEMPERATURE,
+                top_p=TOP_P,
+                generator=sample_generator,
+            )
+
+    timing, flops, peak_mb = _measured(call, device, warmup, runs)
+    return {"ms": timing.ms, "cpu_ms": timing.cpu_ms, "gflops": flops / batch_size / 1e9, "peak_mem_mb": peak_mb}
+
+
+def _params(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of one ``run_bench`` result."""
+    r = result
+    lines = [
+        f"model {r['model']}  {r['size']}px (LQ {r['lq_size']}px)  batch {r['batch_size']}  {r['dtype']}"
+        f"{'  compiled' if r['compile'] else ''}  tokens {r['tokens']} in {len(r['schedule'])} scales",
+        f"device {r['device']}  torch {r['torch']}  load {r['load_avg']['before']}",
+        "",
+        f"{'stage':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}",
+    ]
+    for name, ms in r["stages_ms"].items():
+        lines.append(f"{name:<22}{_fmt(ms):>10}{_fmt(r['stages_cpu_ms'][name]):>10}{_fmt(r['gflops'].get(name)):>11}")
+    if r["multi_step_ms"] is not None:
+        lines.append(
+            f"{'multi-step (KV+CFG)':<22}{_fmt(r['multi_step_ms']):>10}{_fmt(r['multi_step_cpu_ms']):>10}"
+            f"{_fmt(r['gflops']['multi_step']):>11}"
+        )
+        lines.append(
+            f"ratio multi/one-step {r['ratio']:.2f}x (transformer)  {r['ratio_end_to_end']:.2f}x (with decoding)"
+        )
+    lines.append(f"images/s {r['images_per_s']:.3f}  peak memory {r['peak_mem_mb']:.0f} MB ({r['peak_mem_kind']})")
+    if r["peers"]:
+        lines += ["", f"{'peer':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}{'student speed-up':>18}"]
+        for name, p in r["peers"].items():
+            lines.append(
+                f"{name:<22}{_fmt(p['ms']):>10}{_fmt(p['cpu_ms']):>10}{_fmt(p['gflops']):>11}"
+                f"{p['ms'] / r['end_to_end_ms']:>17.2f}x"
+            )
+    return "\n".join(lines)
