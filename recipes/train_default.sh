@@ -41,5 +41,8 @@ if [[ $stage == student || $stage == all ]]; then
     --set train.val_every=100 --set train.ckpt_every=50 --set train.num_workers=1 --set train.cpu_threads=$THREADS
 fi
 if [[ $stage == export || $stage == all ]]; then
-  $VR export "$RUNS/student_small/model" -o src/varestorer/weights/default --merge --dtype float16 --overwrite
+  # fp16 storage keeps the shipped file small; the wavelet colour fix restores the LQ's colours, which the
+  # briefly trained small tokenizer reproduces poorly.
+  $VR export "$RUNS/student_small/model" -o src/varestorer/weights/default --merge --dtype float16 \
+    --color-fix wavelet --overwrite
 fi

@@ -155,9 +155,10 @@ class Restorer:
         apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str | Path, **kwargs: Any) -> Restorer:
+    def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
         """Load a checkpoint folder (dispatch on config.json ``model_type`` via ``RESTORER_MODELS``),
-        a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name; kwargs go to ``__init__``."""
+        a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name (default: the embedded
+        default model, shipped in the package); kwargs go to ``__init__``."""
         return cls(_load_model(path_or_name), **kwargs)
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
