@@ -14,6 +14,7 @@ THREADS=${THREADS:-2}
 TOKENIZER_STEPS=${TOKENIZER_STEPS:-1400}
 TEACHER_STEPS=${TEACHER_STEPS:-400}
 STUDENT_STEPS=${STUDENT_STEPS:-300}
+STUDENT_SCHEDULE=${STUDENT_SCHEDULE:-cosine}   # "constant" when a run may be stopped early
 VR=${VARESTORER:-varestorer}
 stage=${1:-all}
 
@@ -38,7 +39,8 @@ if [[ $stage == student || $stage == all ]]; then
     --set "data.train_dirs=[\"$DATA/train\"]" --set "data.val_lq_dir=\"$DATA/val_mild/lq\"" \
     --set "data.val_gt_dir=\"$DATA/val_mild/gt\"" --set train.max_steps=$STUDENT_STEPS --set train.batch_size=2 \
     --set train.learning_rate=3e-4 --set train.warmup_steps=20 --set train.ema_decay=0.98 \
-    --set train.val_every=100 --set train.ckpt_every=50 --set train.num_workers=1 --set train.cpu_threads=$THREADS
+    --set train.schedule=$STUDENT_SCHEDULE --set train.val_every=100 --set train.ckpt_every=25 \
+    --set train.num_workers=1 --set train.cpu_threads=$THREADS
 fi
 if [[ $stage == export || $stage == all ]]; then
   # fp16 storage keeps the shipped file small; the wavelet colour fix restores the LQ's colours, which the
