@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--sheet", default=None, help="contact sheet PNG (first set, up to 5 images)")
     parser.add_argument("--restore-arg", action="append", default=[], help="extra argument for 'restore'")
+    parser.add_argument(
+        "--reuse", action="append", default=[], help="LABEL whose outputs already exist in OUT/SET/LABEL (not timed)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -81,7 +84,10 @@ def main() -> int:
             spec = spec or label
             pred_dir = out / set_name / label
             extra = args.restore_arg if spec not in PEERS else []
-            seconds = run_method(label, spec, lq_dir, pred_dir, args.scale, extra)
+            if label in args.reuse:
+                seconds = float("nan")
+            else:
+                seconds = run_method(label, spec, lq_dir, pred_dir, args.scale, extra)
             report = evaluate(pred_dir, gt_dir, METRICS, crop_border=args.scale)
             results[set_name][label] = {**report.mean, "seconds_per_image": seconds}
             print(
