@@ -26,7 +26,8 @@ for variant in full no_kl causal no_precleaner no_distill; do
   for setting in ${VARIANTS[$variant]}; do overrides+=(--set "$setting"); done
   $VR train student --config recipes/student_small.toml --resume \
     --set "train.output_dir=\"$OUT/$variant\"" --set "model.teacher=\"$RUNS/teacher_small/model\"" \
-    --set "data.train_dirs=[\"$DATA/train\"]" --set train.max_steps=$STEPS --set train.batch_size=2 \
+    --set "data.train_dirs=[\"$DATA/train\"]" --set "data.val_lq_dir=\"$DATA/val_mild/lq\"" \
+    --set "data.val_gt_dir=\"$DATA/val_mild/gt\"" --set train.max_steps=$STEPS --set train.batch_size=2 \
     --set train.learning_rate=3e-4 --set train.warmup_steps=20 --set train.ema_decay=0.9 \
     --set train.schedule=constant --set train.val_every=0 --set train.ckpt_every=$STEPS \
     --set train.num_workers=1 --set train.cpu_threads=$THREADS --set train.progress=false "${overrides[@]}"

@@ -36,7 +36,8 @@ def test_realesr_general_from_ncnn_weights(tmp_path, tiny_image) -> None:
     assert read_image(tmp_path / "out" / "a.png").shape == (18, 15, 3)
 
 
-def test_missing_weights_are_one_line_errors(tmp_path, tiny_image, capsys) -> None:
+def test_missing_weights_are_one_line_errors(tmp_path, tiny_image, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("VARESTORER_CACHE", str(tmp_path / "empty-cache"))  # as before `assets fetch`
     write_image(tmp_path / "a.png", tiny_image(6, 5))
     base = ["baseline", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
     assert main([*base, "--method", "realesr-general-x4v3"]) == 2

@@ -119,9 +119,9 @@ def test_recursive_globs_suffix_ext_and_fractional_scale(tmp_path, tiny_image, c
 
 def test_options_and_one_line_errors(tmp_path, tiny_image, checkpoint, capsys) -> None:
     Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "default")]) == 0  # the embedded model
+    assert (tmp_path / "default" / "a.png").is_file()
     base = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
-    assert main(base) == 2
-    assert "no default model is bundled yet; pass --model" in capsys.readouterr().err
     assert main([*base, "--model", checkpoint, "--precleaner", "default"]) == 2
     assert "pre-cleaner" in capsys.readouterr().err
     assert main([*base, "--model", checkpoint, "--prompt", "a cat"]) == 2
