@@ -109,3 +109,28 @@ def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale
     assert out.sr.shape == (1, 3, 64, 64) and torch.equal(out.sr, model(lq))  # greedy: deterministic
     # the control branch starts at zero; training moved it, so the LQ changes the first scale's logits
     assert any(p.abs().sum() > 0 for p in model.control_zero.parameters())
+
+
+def test_two_processes_on_cpu_with_torchrun(setup) -> None:
+    """The distillation job under torchrun (gloo): DDP over the student's adapters/encoder/pre-cleaner works
+    (every trainable tensor receives a gradient, else DDP would fail) and rank 0 exports a loadable model.
+    That the ranks end with identical weights is checked on the same Trainer in tests/test_trainer.py."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    overrides = _overrides(setup, "ddp", "train.max_steps=2", "train.batch_size=1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    command += ["-m", "varestorer", "train", "student", "--config", str(RECIPE), "--device", "cpu"]
+    command += [arg for override in overrides for arg in ("--set", override)]
+    out = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 process(es)" in out.stderr
+    student = Student.from_pretrained(setup / "ddp" / "model")
+    assert student(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
