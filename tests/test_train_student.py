@@ -115,12 +115,11 @@ def test_two_processes_on_cpu_with_torchrun(setup) -> None:
     """The distillation job under torchrun (gloo): DDP over the student's adapters/encoder/pre-cleaner works
     (every trainable tensor receives a gradient, else DDP would fail) and rank 0 exports a loadable model.
     That the ranks end with identical weights is checked on the same Trainer in tests/test_trainer.py."""
+    import socket
     import subprocess
     import sys
 
     from conftest import subprocess_env
-
-    import socket
 
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
