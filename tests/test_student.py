@@ -10,7 +10,7 @@ from varestorer.models.student_config import StudentConfig
 from varestorer.nn.lora import lora_parameters
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
-from varestorer.training.kl import token_kl
+from varestorer.training.losses import token_kl
 from varestorer.transformer.config import transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
 

@@ -42,8 +42,7 @@ from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.training.config import TrainConfig, load_recipe
-from varestorer.training.kl import token_kl
-from varestorer.training.train_teacher import bitwise_cross_entropy
+from varestorer.training.losses import bitwise_cross_entropy, token_kl
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition

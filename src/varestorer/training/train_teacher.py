@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.config import config_from_dict, config_to_dict
@@ -38,6 +37,7 @@ from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.losses import bitwise_cross_entropy
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
@@ -117,20 +117,6 @@ def teacher_param_groups(transformer: NextScaleTransformer) -> list[dict[str, An
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 or any(k in name for k in _NO_DECAY) else decay).append(parameter)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def bitwise_cross_entropy(logits_BLd2: Tensor, labels_BLd: Tensor, weights_L: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-bit CE averaged over bits, weighted over tokens, averaged over the batch; also bit accuracy.
-
-    A codebook model's logits (B, L, V) with labels (B, L) are handled as one "bit" with V classes.
-    """
-    if logits_BLd2.ndim == 3:  # codebook: (B, L, V)
-        logits_BLd2, labels_BLd = logits_BLd2.unsqueeze(2), labels_BLd.unsqueeze(2)
-    B, L, d, V = logits_BLd2.shape
-    ce_BLd = F.cross_entropy(logits_BLd2.reshape(-1, V).float(), labels_BLd.reshape(-1), reduction="none")
-    loss = (ce_BLd.view(B, L, d).mean(-1) * weights_L.to(ce_BLd.device)).sum(1).mean()
-    accuracy = (logits_BLd2.argmax(-1) == labels_BLd).float().mean()
-    return loss, accuracy
 
 
 def build_teacher(config: ModelConfig, crop_size: int) -> Teacher:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from varestorer.training.kl import token_kl
+from varestorer.training.losses import token_kl
 
 
 def test_zero_for_identical_and_positive_otherwise() -> None:

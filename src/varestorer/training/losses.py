@@ -1,4 +1,6 @@
-"""Token-level KL between teacher and student next-scale distributions (VARestorer §3.3).
+"""Token-level losses of next-scale models: the teacher's per-bit cross-entropy and the distillation KL.
+
+Token-level KL between teacher and student next-scale distributions (VARestorer §3.3):
 
 Both bitwise tokens (logits ``(B, L, d, 2)``: one Bernoulli per bit) and codebook tokens
 (logits ``(B, L, V)``) are categorical distributions over the last axis; the KL of a bitwise
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def token_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
@@ -34,3 +37,17 @@ def token_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, *, temp
     if kl.ndim == 3:
         kl = kl.sum(dim=-1)  # independent bits: the token's KL is the sum over its bits
     return kl.mean() * temperature**2
+
+
+def bitwise_cross_entropy(logits_BLd2: Tensor, labels_BLd: Tensor, weights_L: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-bit CE averaged over bits, weighted over tokens, averaged over the batch; also bit accuracy.
+
+    A codebook model's logits (B, L, V) with labels (B, L) are handled as one "bit" with V classes.
+    """
+    if logits_BLd2.ndim == 3:  # codebook: (B, L, V)
+        logits_BLd2, labels_BLd = logits_BLd2.unsqueeze(2), labels_BLd.unsqueeze(2)
+    B, L, d, V = logits_BLd2.shape
+    ce_BLd = F.cross_entropy(logits_BLd2.reshape(-1, V).float(), labels_BLd.reshape(-1), reduction="none")
+    loss = (ce_BLd.view(B, L, d).mean(-1) * weights_L.to(ce_BLd.device)).sum(1).mean()
+    accuracy = (logits_BLd2.argmax(-1) == labels_BLd).float().mean()
+    return loss, accuracy
