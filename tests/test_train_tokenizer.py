@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -83,10 +82,11 @@ def test_bad_recipe_values_are_one_line_errors(tmp_path: Path, folders, capsys) 
     assert "multiple of the tokenizer stride 16" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("varestorer.metrics") is not None, reason="metrics package present")
-def test_perceptual_term_without_metrics_is_a_clear_error(tmp_path: Path, folders, capsys) -> None:
+def test_perceptual_term_without_fetched_weights_is_a_clear_error(tmp_path: Path, folders, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("VARESTORER_CACHE", str(tmp_path / "empty-cache"))  # LPIPS-VGG weights not fetched
     assert main(_args(tmp_path, folders, "--set", "loss.perceptual_weight=0.5")) == 2
-    assert "varestorer.metrics.lpips" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "varestorer assets fetch" in err and err.count("\n") == 1
 
 
 def test_generator_term_does_not_train_the_discriminator() -> None:
