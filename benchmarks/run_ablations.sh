@@ -34,6 +34,6 @@ for variant in full no_kl causal no_precleaner no_distill; do
   methods+=(--method "$variant=$OUT/$variant/model")
 done
 # no_prompt is identical to full here: the small teacher has no text encoder (see recipes/ablations/README.md).
-python benchmarks/quality_table.py --set mild="$DATA/val_mild" "${methods[@]}" --out "$OUT/eval" \
+${PYTHON:-python} benchmarks/quality_table.py --set mild="$DATA/val_mild" "${methods[@]}" --out "$OUT/eval" \
   --restore-arg=--color-fix=none
 cp "$OUT/eval/results.md" "$OUT/results.md"
