@@ -295,9 +295,5 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         trainer.world_size,
         trainer.device,
     )
-    for batch in trainer.batches(trainer.make_loader(dataset)):
-        with trainer.autocast():
-            loss, logs = trainer.model(batch, trainer.step)
-        trainer.backward_step(loss, logs)
-    trainer.close()
+    trainer.fit(dataset)
     return 0

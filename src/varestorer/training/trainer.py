@@ -14,6 +14,8 @@ discriminator, and the loss) and a dataset, then runs this loop::
         trainer.backward_step(loss, logs)           # backward; optimiser step every grad_accum_steps
     trainer.close()                                 # final checkpoint + export, closes the logs
 
+``trainer.fit(dataset)`` is exactly that loop; every job in this package uses it.
+
 Optional ``param_groups`` (``{"params", "lr_scale", "weight_decay"}`` dicts) replace the default
 AdamW groups, e.g. a smaller learning rate for a fine-tuned encoder than for LoRA adapters.
 ``trainer.model`` is the DDP-wrapped module (call it for the forward so gradients are averaged);
@@ -382,6 +384,17 @@ class Trainer:
             logger.warning("checkpoint came from %d process(es), now %d: reseeding", len(rng), self.world_size)
             seed_everything(self.config.seed + 1 + self.rank + self.step)
         logger.info("resumed from %s (step %d)", folder, self.step)
+
+    def fit(self, dataset: Dataset) -> None:
+        """The standard job loop over ``dataset``: forward under autocast, ``backward_step``, then ``close``.
+
+        Jobs with a special loop write it out with ``batches``/``autocast``/``backward_step`` themselves.
+        """
+        for batch in self.batches(self.make_loader(dataset)):
+            with self.autocast():
+                loss, logs = self.model(batch, self.step)
+            self.backward_step(loss, logs)
+        self.close()
 
     def close(self) -> None:
         """Validate and checkpoint the final step if not done yet, export ``output_dir/model``, close logs."""
