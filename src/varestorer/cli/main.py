@@ -16,16 +16,16 @@ from varestorer import __version__
 
 # command -> (module, one-line help). One literal table; order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
-    "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
-    "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
-    "export": ("varestorer.cli.export", "merge a student's LoRA adapters into a self-contained restorer checkpoint"),
-    "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
-    "train": ("varestorer.cli.train", "train a model from a recipe (tokenizer; under torchrun for N processes)"),
-    "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
     "restore": ("varestorer.cli.restore", "restore images (files, folders, globs) with a one-step model"),
     "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
+    "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
+    "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
+    "train": ("varestorer.cli.train", "train a tokenizer, teacher, student or pre-cleaner from a recipe"),
+    "export": ("varestorer.cli.export", "merge a student's LoRA adapters into a self-contained restorer checkpoint"),
+    "generate": ("varestorer.cli.generate", "sample images from a teacher (text-to-image next-scale model)"),
     "bench": ("varestorer.cli.bench", "time the one-step restorer stage by stage vs multi-step generation and peers"),
+    "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
+    "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
 }
 
 
