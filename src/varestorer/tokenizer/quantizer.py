@@ -21,6 +21,7 @@ to pick a phi, so callers should always pass them.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -70,7 +71,7 @@ def check_schedule(schedule: Schedule, grid_hw: tuple[int, int]) -> None:
             raise ValueError(f"scale {h}x{w} does not fit the latent grid {grid_hw[0]}x{grid_hw[1]}")
 
 
-class MultiScaleQuantizer(nn.Module):
+class MultiScaleQuantizer(nn.Module, abc.ABC):
     """Interface of a multi-scale residual quantizer over a (B, d, H, W) latent."""
 
     token_dim: int
@@ -84,6 +85,7 @@ class MultiScaleQuantizer(nn.Module):
     upsample_mode: str = "bilinear"
     """Mode used to bring a scale's codes to the full grid."""
 
+    @abc.abstractmethod
     def quantize(
         self,
         f_BdHW: Tensor,
@@ -98,18 +100,17 @@ class MultiScaleQuantizer(nn.Module):
         ``with_norms=False`` leaves ``residual_norms`` empty: reading them back is a host sync, which
         an inference step on a GPU must not pay.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def labels_to_codes(self, labels_Bl: Tensor, hw: tuple[int, int]) -> Tensor:
         """One scale's labels -> its code map (B, d, h, w)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def code_table(self) -> Tensor:
         """The values a label selects: bitwise (2,) code of bit 0 and bit 1; codebook (V, d) embeddings.
 
         A soft (probability-weighted) code is ``probs @ code_table()`` (per bit for the bitwise quantizer).
         """
-        raise NotImplementedError
 
     def add_scale(self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, *, scale_index: int = 0, num_scales: int = 1) -> Tensor:
         """f_hat + up(codes) on the full grid (a codebook quantizer applies its phi for ``scale_index``)."""
