@@ -247,3 +247,45 @@ def test_custom_param_groups_scale_the_schedule(tmp_path: Path) -> None:
     first, second = trainer.optimizer.param_groups
     assert first["lr"] == pytest.approx(5e-3) and second["lr"] == pytest.approx(1e-2)
     assert first["weight_decay"] == 0.0 and second["weight_decay"] == 0.01
+
+
+def test_time_fraction_drives_the_cosine() -> None:
+    config = TrainConfig(max_steps=1000, learning_rate=1.0, warmup_steps=0, min_learning_rate_ratio=0.1)
+    assert learning_rate_at(config, 10, time_fraction=0.5) == pytest.approx(0.55)  # time is further along
+    assert learning_rate_at(config, 500, time_fraction=0.1) == pytest.approx(0.55)  # steps are further along
+    assert learning_rate_at(config, 10, time_fraction=2.0) == pytest.approx(0.1)
+
+
+class _FakeClock:
+    """perf_counter that advances ``tick`` seconds per call: time spent grows with work, deterministically."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_budget_stops_training_and_resumes_the_budget(tmp_path: Path, monkeypatch) -> None:
+    from varestorer.training import trainer as trainer_module
+
+    clock = _FakeClock(tick=0.5)
+    monkeypatch.setattr(trainer_module.time, "perf_counter", clock)
+    config = _config(tmp_path, max_steps=10_000, time_budget_minutes=0.5, ckpt_every=1000)
+    first, _, _ = _train(config)
+    assert 0 < first.step < 10_000  # the budget, not max_steps, ended it
+    assert first.time_spent >= 30
+    assert first.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3, rel=0.05)  # the cosine ran to its end
+    state = ckpt.load_checkpoint(ckpt.find_latest(first.checkpoint_root))[1]
+    assert state["step"] == first.step and state["time_spent"] >= 30
+    # Resuming with the same budget does no more work; a larger budget continues where it left off.
+    again, losses, _ = _train(config, resume=True)
+    assert again.step == first.step and losses == []
+    longer, losses, _ = _train(dataclasses.replace(config, time_budget_minutes=1.0), resume=True)
+    assert longer.step > first.step and losses
+
+
+def test_time_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        TrainConfig(time_budget_minutes=0)

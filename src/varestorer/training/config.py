@@ -32,6 +32,10 @@ class TrainConfig:
     """Folder for ``checkpoints/``, ``tensorboard/`` and the exported model."""
     max_steps: int = 1000
     """Number of optimiser steps (one step = ``grad_accum_steps`` micro-batches on every process)."""
+    time_budget_minutes: float | None = None
+    """Also stop once this much training time is spent (summed over resumed runs; validation and
+    checkpoints count too). The cosine schedule then follows the larger of the step and time fractions,
+    so the learning rate has decayed when the budget ends: for a rented GPU of unknown speed."""
     batch_size: int = 8
     """Micro-batch size per process. Effective batch = batch_size * grad_accum_steps * world size."""
     learning_rate: float = 1e-4
@@ -85,6 +89,8 @@ class TrainConfig:
         for name in ("warmup_steps", "val_every", "keep_last", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
+            raise ValueError(f"train.time_budget_minutes must be > 0 or unset, got {self.time_budget_minutes}")
         if self.learning_rate <= 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.min_learning_rate_ratio <= 1:

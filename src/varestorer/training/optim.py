@@ -1,7 +1,8 @@
 """Optimiser pieces: AdamW parameter groups and the learning-rate schedule (a pure function of the step).
 
 The schedule has no state of its own: the Trainer sets every group's ``lr`` from
-:func:`learning_rate_at` after each step, so resuming needs only the step count.
+:func:`learning_rate_at` after each step, so resuming needs only the step count (and, for a
+time-budgeted run, the time spent, which the checkpoint keeps).
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from torch import nn
 from varestorer.training.config import TrainConfig
 
 
-def learning_rate_at(config: TrainConfig, step: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine or constant."""
+def learning_rate_at(config: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine or constant.
+
+    ``time_fraction``: the part of ``time_budget_minutes`` spent; the cosine follows whichever of the
+    step and time fractions is further along.
+    """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.learning_rate
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    progress = min(1.0, max(progress, time_fraction))
     low = config.learning_rate * config.min_learning_rate_ratio
     return low + (config.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

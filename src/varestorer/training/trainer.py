@@ -109,11 +109,16 @@ class Trainer:
         param_groups: list[dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        self._spent_before = 0.0  # training seconds of earlier (resumed) runs
+        self._run_start = time.perf_counter()
         self.validate_fn, self.export_fn = validate, export
         self.recipe = recipe or {"train": config_to_dict(config)}
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.device.type == "cuda":  # fixed crop sizes: let cuDNN pick kernels; TF32 for float32 matmuls
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self._owns_process_group = False
         if self.world_size > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
@@ -144,7 +149,7 @@ class Trainer:
         self._last_saved = self._last_validated = -1
         self._writer: Any = None
         self._bar: Any = None
-        self._clock = time.perf_counter()
+        self._clock, self._clock_step = time.perf_counter(), 0  # for steps_per_second
 
         existing = ckpt.find_latest(self.checkpoint_root)
         if existing is not None and not resume:
@@ -153,6 +158,7 @@ class Trainer:
             self._load(existing)
         elif resume:
             logger.info("no checkpoint under %s: starting from scratch", self.checkpoint_root)
+        self._run_start = time.perf_counter()
         # Different streams per process for augmentation/noise; restored states win on resume.
         if existing is None:
             seed_everything(config.seed + 1 + self.rank)
@@ -182,8 +188,9 @@ class Trainer:
         if self.is_main and self.config.progress and self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.config.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
-        while self.step < self.config.max_steps:
+            total = None if self.config.time_budget_minutes else self.config.max_steps  # a budget: no step total
+            self._bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
+        while not self.finished:
             sampler.set_epoch(self._epoch)
             if callable(getattr(loader.dataset, "set_epoch", None)):
                 loader.dataset.set_epoch(self._epoch)  # type: ignore[attr-defined]  # seeded augmentation
@@ -198,9 +205,27 @@ class Trainer:
                     sync = self.model.no_sync()  # all-reduce only on the last micro-batch
                 with sync:
                     yield move_to(batch, self.device)
-                if self.step >= self.config.max_steps:
+                if self._micro == 0 and self.finished:
                     return
             self._epoch, self._batch_in_epoch = self._epoch + 1, 0
+
+    @property
+    def time_spent(self) -> float:
+        """Seconds of training so far, earlier resumed runs included."""
+        return self._spent_before + time.perf_counter() - self._run_start
+
+    @property
+    def finished(self) -> bool:
+        """``max_steps`` done or ``time_budget_minutes`` spent."""
+        budget = self.config.time_budget_minutes
+        if self.step >= self.config.max_steps:
+            return True
+        if budget is None:
+            return False
+        done = torch.tensor(float(self.time_spent >= budget * 60), device=self.device)
+        if self.world_size > 1:  # every process must stop at the same step
+            dist.all_reduce(done, op=dist.ReduceOp.MAX)
+        return bool(done.item())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for the forward pass (a no-op when ``mixed_precision = "no"``)."""
@@ -245,8 +270,10 @@ class Trainer:
         return True
 
     def _set_learning_rate(self, step: int) -> None:
+        budget = self.config.time_budget_minutes
+        fraction = self.time_spent / (budget * 60) if budget is not None else 0.0
         for group, scale in zip(self.optimizer.param_groups, self._lr_scales):
-            group["lr"] = learning_rate_at(self.config, step) * scale
+            group["lr"] = learning_rate_at(self.config, step, fraction) * scale
 
     # ----- logging ----------------------------------------------------------------------------
     @property
@@ -275,8 +302,8 @@ class Trainer:
         now = time.perf_counter()
         scalars = dict(zip(keys, values.tolist()))
         scalars["lr"] = self.optimizer.param_groups[0]["lr"]
-        scalars["steps_per_second"] = self.config.log_every / max(1e-9, now - self._clock)
-        self._clock = now
+        scalars["steps_per_second"] = (self.step - self._clock_step) / max(1e-9, now - self._clock)
+        self._clock, self._clock_step = now, self.step
         self.log(scalars, prefix="train")
         if self._bar is not None:
             self._bar.set_postfix({k: f"{scalars[k]:.4g}" for k in ("loss", "lr") if k in scalars})
@@ -344,6 +371,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
                 "world_size": self.world_size,
+                "time_spent": self.time_spent,
                 "recipe": self.recipe,
             }
             export = None
@@ -375,6 +403,8 @@ class Trainer:
         if self.ema is not None and "ema" in tensors:
             self.ema.load_state_dict(tensors["ema"], state["ema_updates"])
         self.step, self._epoch, self._batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self._clock_step = self.step
+        self._spent_before = float(state.get("time_spent", 0.0))  # absent in checkpoints of older versions
         self._set_learning_rate(min(self.step, self.config.max_steps - 1))  # follows a changed max_steps too
         self._last_saved = self.step
         rng = state["rng"]
@@ -398,6 +428,7 @@ class Trainer:
 
     def close(self) -> None:
         """Validate and checkpoint the final step if not done yet, export ``output_dir/model``, close logs."""
+        self._flush_logs()
         if self.validate_fn is not None and self._last_validated != self.step:
             self.run_validation()
         if self._last_saved != self.step:
