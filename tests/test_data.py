@@ -91,6 +91,18 @@ def test_hq_folder_dataset_exif_orientation(tmp_path) -> None:
     assert item["gt"][:, :5].mean() > 0.9 and item["gt"][:, -5:].mean() < 0.1  # band now on top
 
 
+def test_hq_folder_dataset_repeat_gives_each_image_own_crops(tmp_path, tiny_image) -> None:
+    _save(tmp_path / "a.png", tiny_image(64, 64))
+    _save(tmp_path / "b.png", tiny_image(64, 64))
+    dataset = HQFolderDataset(tmp_path, crop_size=16, hflip=False, seed=5, repeat=3)
+    assert len(dataset) == 6
+    items = [dataset[i] for i in range(6)]
+    assert [item["path"] for item in items] == [str(tmp_path / n) for n in ("a.png", "b.png") * 3]
+    assert not torch.equal(items[0]["gt"], items[2]["gt"])  # same image, another crop
+    with pytest.raises(ValueError, match="repeat"):
+        HQFolderDataset(tmp_path, repeat=0)
+
+
 def test_hq_folder_dataset_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         HQFolderDataset(tmp_path / "missing")

@@ -50,6 +50,9 @@ class ModelConfig:
 class DataConfig:
     train_dirs: tuple[str, ...] = ()
     """Folders, files or globs of high-quality training images."""
+    repeat: int = 1
+    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
+    and so fewer DataLoader worker restarts, for small folders."""
     crop_size: int = 256
     """HQ crop side in px (a multiple of the degradation scale; the LQ is crop_size / scale)."""
     degradation: str = "realesrgan"
@@ -126,7 +129,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     seed_everything(train.seed)
     net = load_peer(model_config.init_from) if model_config.init_from else build_peer(model_config.preset)
     module = PreCleanerTraining(PreCleaner(net), configs["loss"])
-    hq = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, seed=train.seed)
+    hq = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, seed=train.seed, repeat=data.repeat)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 
     validate = None

@@ -82,6 +82,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     train_dirs: tuple[str, ...] = ()
+    repeat: int = 1
+    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
+    and so fewer DataLoader worker restarts, for small folders."""
     degradation: str = "mild"
     """Degradation preset name (``mild``, ``realesrgan``, ``bicubic``) or a pipeline config file."""
     hflip: bool = True
@@ -271,7 +274,9 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     seed_everything(train.seed)
     student, tokenizer, transformer = build_student(model)
     module = StudentDistillation(student, tokenizer, transformer, configs["loss"], use_prompt=model.use_prompt)
-    hq = HQFolderDataset(data.train_dirs, crop_size=model.image_size, hflip=data.hflip, seed=train.seed)
+    hq = HQFolderDataset(
+        data.train_dirs, crop_size=model.image_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
+    )
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 
     validate = None

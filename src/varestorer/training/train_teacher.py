@@ -66,6 +66,9 @@ class ModelConfig:
 class DataConfig:
     train_dirs: tuple[str, ...] = ()
     """Folders (searched recursively), files or globs of training images (+ optional ``stem.txt`` captions)."""
+    repeat: int = 1
+    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
+    and so fewer DataLoader worker restarts, for small folders."""
     crop_size: int = 256
     """Side of the random square training crops in px (a multiple of the tokenizer stride)."""
     hflip: bool = True
@@ -255,7 +258,9 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
             f"text encoder width {text_encoder.dim} != transformer text_dim {teacher.transformer.config.text_dim}"
         )
     module = TeacherTraining(teacher, configs["loss"], text_encoder)
-    dataset = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed)
+    dataset = HQFolderDataset(
+        data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
+    )
     val_set = None
     if data.val_dir is not None:
         val_set = HQFolderDataset(data.val_dir, crop_size=data.crop_size, random_crop=False, hflip=False)

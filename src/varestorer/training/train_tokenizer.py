@@ -51,6 +51,9 @@ class ModelConfig:
 class DataConfig:
     train_dirs: tuple[str, ...] = ()
     """Folders (searched recursively), files or globs of high-quality training images."""
+    repeat: int = 1
+    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
+    and so fewer DataLoader worker restarts, for small folders."""
     crop_size: int = 256
     """Side of the random training crops in px (a multiple of the tokenizer stride)."""
     hflip: bool = True
@@ -183,7 +186,9 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         if size % tokenizer.stride:
             raise ValueError(f"data.{name} = {size} is not a multiple of the tokenizer stride {tokenizer.stride}")
     module = TokenizerTraining(tokenizer, configs["loss"])
-    dataset = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed)
+    dataset = HQFolderDataset(
+        data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
+    )
 
     validate = None
     if data.val_dir is not None:
