@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from test_teacher import tiny_teacher
 from varestorer.checkpoint import INDEX_NAME, WEIGHTS_NAME, PretrainedMixin, load_weights, plan_shards, shard_name
+from varestorer.models.teacher import Teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,3 +124,12 @@ def test_missing_or_ambiguous_weights_name_the_folder(tmp_path) -> None:
     save_file({"x": torch.zeros(1)}, str(folder / WEIGHTS_NAME))
     with pytest.raises(ValueError, match="holds both"):
         load_weights(folder)
+
+
+def test_teacher_shards_both_of_its_models(tmp_path) -> None:
+    teacher = tiny_teacher()
+    teacher.save_pretrained(tmp_path / "teacher", max_shard_bytes=200_000)
+    for part in ("tokenizer", "transformer"):
+        assert (tmp_path / "teacher" / part / INDEX_NAME).is_file()
+    loaded = Teacher.from_pretrained(tmp_path / "teacher")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in teacher.state_dict().items())

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from varestorer.archs.precleaner import PreCleaner
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import WEIGHTS_NAME, load_state_dict, read_config, save_pretrained
+from varestorer.checkpoint import load_weights, read_config, save_pretrained
 from varestorer.config import config_from_dict
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
@@ -234,7 +234,7 @@ class Student(nn.Module):
         if meta["model_type"] != cls.__name__:
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
         config = config_from_dict(StudentConfig, meta["config"])
-        state = load_state_dict(directory / WEIGHTS_NAME)
+        state = load_weights(directory)
         if config.merged:
             student = cls(config)
             student.load_state_dict(state, strict=True)
