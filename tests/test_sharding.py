@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from test_student import _perturb_adapters, _student
 from test_teacher import tiny_teacher
 from varestorer.checkpoint import INDEX_NAME, WEIGHTS_NAME, PretrainedMixin, load_weights, plan_shards, shard_name
+from varestorer.cli.export import parse_size
+from varestorer.cli.main import main
+from varestorer.inference.restorer import Restorer
+from varestorer.models.student import Student
 from varestorer.models.teacher import Teacher
 
 
@@ -124,6 +130,50 @@ def test_missing_or_ambiguous_weights_name_the_folder(tmp_path) -> None:
     save_file({"x": torch.zeros(1)}, str(folder / WEIGHTS_NAME))
     with pytest.raises(ValueError, match="holds both"):
         load_weights(folder)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("15MB", 15 * 10**6), ("500KB", 500_000), ("2GB", 2 * 10**9), ("16MiB", 16 * 2**20), ("1GiB", 2**30)]
+    + [("1.5kb", 1500), ("123456", 123456), (" 7 B ", 7), ("123456789012345678901", 123456789012345678901)],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "15XB", "MB", "-3", "0", "0.1B", "1e6"])
+def test_parse_size_refuses_bad_strings(text: str) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
+def test_export_with_max_shard_size_loads_back(tmp_path, capsys) -> None:
+    student, tokenizer, transformer = _student()
+    _perturb_adapters(student)
+    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
+    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
+    student.save_pretrained(tmp_path / "student")
+    export = ["export", str(tmp_path / "student"), "--merge", "--dtype", "float16"]
+    assert main([*export, "-o", str(tmp_path / "one")]) == 0
+    single = (tmp_path / "one" / WEIGHTS_NAME).stat().st_size
+    limit = single // 3
+    assert main([*export, "-o", str(tmp_path / "sharded"), "--max-shard-size", str(limit)]) == 0
+    assert "shards" in capsys.readouterr().out
+    shards = list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and all(p.stat().st_size <= limit for p in shards)
+    lq = torch.rand(1, 3, 16, 16)
+    unsharded = Student.from_pretrained(tmp_path / "one")
+    with torch.no_grad():
+        expected = unsharded(lq)
+        assert torch.equal(Student.from_pretrained(tmp_path / "sharded")(lq), expected)
+    restorer = Restorer.from_pretrained(tmp_path / "sharded", device="cpu", dtype=torch.float32)
+    assert torch.allclose(restorer(lq), expected, atol=1e-5)
+    assert main(["inspect", str(tmp_path / "sharded"), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["tensors"]) == set(unsharded.state_dict())
+    assert main([*export, "-o", str(tmp_path / "bad"), "--max-shard-size", "15XB"]) == 2
+    assert "--max-shard-size: not a size: '15XB'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_teacher_shards_both_of_its_models(tmp_path) -> None:
