@@ -1,6 +1,8 @@
 """Checkpoints: ``config.json`` + ``model.safetensors`` folders, foreign state dicts, strict loading.
 
-A folder written by :func:`save_pretrained` rebuilds its model with no extra arguments. Foreign
+A folder written by :func:`save_pretrained` rebuilds its model with no extra arguments. With a size
+limit its weights are sharded in the Hugging Face layout instead: ``model-00001-of-0000N.safetensors``
+... plus ``model.safetensors.index.json``; :func:`load_weights` reads either layout. Foreign
 files (``.pth``/``.pt``/``.bin``) are read with ``torch.load(weights_only=True)``: no pickled code
 ever runs. Loading is strict: missing, unexpected or mis-shaped tensors raise a ``ValueError`` that
 lists them.
@@ -24,6 +26,7 @@ from varestorer.io.atomic import atomic_directory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 _LIST_LIMIT = 12
 
 M = TypeVar("M", bound="PretrainedMixin")
@@ -98,6 +101,62 @@ def _unshared(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def shard_name(index: int, count: int) -> str:
+    """The Hugging Face name of shard ``index`` (1-based) of ``count``."""
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
+
+
+def _file_bytes(name: str, tensor: torch.Tensor) -> int:
+    """An upper bound on what ``tensor`` adds to a safetensors file: its data and its header entry."""
+    entry = json.dumps({name: {"dtype": "float8_e4m3fn", "shape": list(tensor.shape), "data_offsets": [2**64] * 2}})
+    return tensor.numel() * tensor.element_size() + len(entry.encode("utf-8"))
+
+
+_FILE_OVERHEAD = 8 + 64  # header length field, ``__metadata__`` entry, braces and alignment padding
+
+
+def _check_limit(max_shard_bytes: int) -> None:
+    if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be a positive number of bytes, got {max_shard_bytes!r}")
+
+
+def plan_shards(state_dict: Mapping[str, torch.Tensor], max_shard_bytes: int) -> list[list[str]]:
+    """Tensor names per shard: greedy in state-dict order, each file at most ``max_shard_bytes``.
+
+    Sizes count the safetensors header too, so the files themselves stay under the limit. A
+    tensor bigger than the limit on its own gets a shard of its own.
+    """
+    _check_limit(max_shard_bytes)
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = _FILE_OVERHEAD
+    for name, tensor in state_dict.items():
+        nbytes = _file_bytes(name, tensor)
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = [], _FILE_OVERHEAD
+        current.append(name)
+        size += nbytes
+    return [*shards, current] if current else shards
+
+
+def _save_weights(folder: Path, state_dict: Mapping[str, torch.Tensor], max_shard_bytes: int | None) -> None:
+    """``model.safetensors``, or shards + index when the tensors do not fit in one file of the limit."""
+    state = _unshared(state_dict)
+    shards = plan_shards(state, max_shard_bytes) if max_shard_bytes is not None else []
+    if len(shards) <= 1:
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for index, names in enumerate(shards, start=1):
+        file_name = shard_name(index, len(shards))
+        save_file({k: state[k] for k in names}, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, file_name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index_json = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / INDEX_NAME).write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_pretrained(
     directory: str | Path,
     model_type: str,
@@ -106,17 +165,77 @@ def save_pretrained(
     *,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    max_shard_bytes: int | None = None,
 ) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically.
+    """Write ``config.json`` and the weights into ``directory`` atomically.
 
-    ``config.json`` holds ``{"model_type", "varestorer_version", "config", **extra}``.
+    ``config.json`` holds ``{"model_type", "varestorer_version", "config", **extra}``. The weights
+    are one ``model.safetensors``, or, when ``max_shard_bytes`` is given and one file would exceed
+    it, Hugging Face shards ``model-0000i-of-0000N.safetensors`` and ``model.safetensors.index.json``.
     """
     meta = {"model_type": model_type, "varestorer_version": __version__, "config": config_to_dict(config)}
     meta.update(extra or {})
+    if max_shard_bytes is not None:
+        _check_limit(max_shard_bytes)  # refuse a bad limit before touching the folder
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        save_file(_unshared(state_dict), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        _save_weights(tmp, state_dict, max_shard_bytes)
     return Path(directory)
+
+
+def _read_index(path: Path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index: tensor name -> shard file name in the same folder."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: unreadable shard index ({error})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{path}: unreadable shard index (no 'weight_map' of tensor names to shard files)")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or not shard.endswith(".safetensors"):
+            raise ValueError(f"{path}: tensor {name} maps to {shard!r}, not a .safetensors file in this folder")
+    return weight_map
+
+
+def _load_sharded(directory: Path) -> dict[str, Any]:
+    """Read the shards an index names; their contents must match the index exactly."""
+    index_path = directory / INDEX_NAME
+    weight_map = _read_index(index_path)
+    state: dict[str, Any] = {}
+    found_in: dict[str, str] = {}
+    for shard in dict.fromkeys(weight_map.values()):
+        if not (directory / shard).is_file():
+            raise ValueError(f"{index_path}: shard {shard} is missing")
+        tensors = load_state_dict(directory / shard)
+        for name in tensors:
+            if name in found_in:
+                raise ValueError(f"{directory}: tensor {name} is in two shards, {found_in[name]} and {shard}")
+            found_in[name] = shard
+        state.update(tensors)
+    wrong = sorted(k for k in set(found_in) | set(weight_map) if found_in.get(k) != weight_map.get(k))
+    if wrong:
+        raise ValueError(f"{index_path} disagrees with its shards about {len(wrong)} tensors: {_names(wrong)}")
+    return state
+
+
+def load_weights(directory: str | Path) -> dict[str, Any]:
+    """The tensors of a checkpoint folder: ``model.safetensors``, or the shards its index names.
+
+    Raises:
+        FileNotFoundError: neither ``model.safetensors`` nor ``model.safetensors.index.json`` is there.
+        ValueError: both are there, the index is unreadable, a shard is missing or unreadable, or
+            the shards disagree with the index (a tensor in two shards, or not where it says).
+    """
+    directory = Path(directory)
+    single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
+    if single.is_file() and index.is_file():
+        raise ValueError(f"{directory} holds both {WEIGHTS_NAME} and {INDEX_NAME}; remove the stale one")
+    if single.is_file():
+        return load_state_dict(single)
+    if index.is_file():
+        return _load_sharded(directory)
+    raise FileNotFoundError(f"no weights in {directory} (neither {WEIGHTS_NAME} nor {INDEX_NAME})")
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -147,10 +266,19 @@ class PretrainedMixin:
     config_class: ClassVar[type]
     config: Any
 
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False, **extra: Any) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, *, overwrite: bool = False, max_shard_bytes: int | None = None, **extra: Any
+    ) -> Path:
+        """Write ``config.json`` + weights (sharded above ``max_shard_bytes``); ``extra`` goes into the config."""
         assert isinstance(self, nn.Module)
         return save_pretrained(
-            directory, type(self).__name__, self.config, self.state_dict(), extra=extra, overwrite=overwrite
+            directory,
+            type(self).__name__,
+            self.config,
+            self.state_dict(),
+            extra=extra,
+            overwrite=overwrite,
+            max_shard_bytes=max_shard_bytes,
         )
 
     @classmethod
@@ -161,5 +289,5 @@ class PretrainedMixin:
         config = config_from_dict(cls.config_class, meta["config"])
         model = cls(config)  # type: ignore[call-arg]
         assert isinstance(model, nn.Module)
-        load_strict(model, load_state_dict(Path(directory) / WEIGHTS_NAME), what=str(directory))
+        load_strict(model, load_weights(directory), what=str(directory))
         return model.to(device).eval()

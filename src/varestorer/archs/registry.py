@@ -1,7 +1,7 @@
 """The literal registry of peer architectures, and loading peer weights from any file we accept.
 
 Accepted weights: a checkpoint folder written by ``save_pretrained`` (``config.json`` +
-``model.safetensors``), Real-ESRGAN ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` /
+``model.safetensors`` or its shards), Real-ESRGAN ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` /
 ``params`` wrappers unwrapped) and ncnn ``.param``/``.bin`` pairs. For foreign files the config is
 read off the tensor shapes (or the ncnn layer list), so no arch flag is needed.
 """

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import torch
 
 from varestorer.models.student import Student
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``"15MB"``, ``"500KB"``, ``"2GB"``, ``"1.5GiB"`` or ``"123456"`` -> bytes.
+
+    KB/MB/GB are decimal (MB = 10**6), KiB/MiB/GiB binary; units are case-insensitive.
+
+    Raises:
+        ValueError: not a number with a known unit, or under one byte.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (expected e.g. 15MB, 500KB, 2GB, 16MiB or a byte count)")
+    size = int(Decimal(match.group(1)) * _UNITS[unit])  # exact, unlike float
+    if size <= 0:
+        raise ValueError(f"a size must be at least one byte, got {text!r}")
+    return size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,12 +51,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="colour correction the restorer applies by default with this checkpoint (default: unchanged)",
     )
+    parser.add_argument(
+        "--max-shard-size",
+        default=None,
+        help="split the weights into Hugging Face shards of at most this size, e.g. 15MB, 500KB, 2GB, 16MiB "
+        "or a byte count (MB = 10^6 bytes); default: one model.safetensors",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.merge:
         raise ValueError("nothing to do: pass --merge to write a merged, self-contained checkpoint")
+    try:
+        max_shard_bytes = None if args.max_shard_size is None else parse_size(args.max_shard_size)
+    except ValueError as error:
+        raise ValueError(f"--max-shard-size: {error}") from None
     source, target = Path(args.student).resolve(), Path(args.output).resolve()
     if source == target:
         raise ValueError("the output folder must differ from the student folder")
@@ -42,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     merged = student if student.config.merged else student.merged()
     if args.color_fix is not None:
         merged.config = replace(merged.config, color_fix=args.color_fix)
-    merged.save_pretrained(target, overwrite=args.overwrite, dtype=getattr(torch, args.dtype))
+    dtype = getattr(torch, args.dtype)
+    merged.save_pretrained(target, overwrite=args.overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
-    print(f"exported {source} -> {target} ({size:.1f} MiB, LoRA merged, no teacher needed)")
+    shards = len(list(target.glob("model-*-of-*.safetensors")))
+    layout = f", {shards} shards" if shards else ""
+    print(f"exported {source} -> {target} ({size:.1f} MiB{layout}, LoRA merged, no teacher needed)")
     return 0

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from varestorer.checkpoint import WEIGHTS_NAME, load_state_dict, read_config
+from varestorer.checkpoint import load_state_dict, load_weights, read_config
 from varestorer.config import config_from_dict, config_to_dict
 
 # family -> ("module:PRESETS_DICT", "module:ModelClass"). One literal table: a new model family adds one
@@ -35,7 +35,7 @@ QUALIFIED_ONLY = {"student"}
 
 EPILOG = """\
 TARGET is one of:
-  a checkpoint folder (config.json + model.safetensors) or a .safetensors/.pth/.pt/.bin file;
+  a checkpoint folder (config.json + model.safetensors or its shards) or a .safetensors/.pth/.pt/.bin file;
   a preset, qualified as FAMILY:NAME (e.g. tokenizer:small, tokenizer:infinity-d32) or just NAME
   when only one family has it (e.g. infinity-d32). Presets are built on the meta device, so even
   multi-billion-parameter models are inspected instantly. Families: {families}.
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if path.is_dir():
             header = read_config(path)
             title = f"{header['model_type']}: {json.dumps(header['config'])}"
-            tensors = _flatten(load_state_dict(path / WEIGHTS_NAME))
+            tensors = _flatten(load_weights(path))
             model = _model_for_config(header)
         else:
             tensors = _flatten(load_state_dict(path))

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from varestorer.archs.precleaner import PreCleaner
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import WEIGHTS_NAME, load_state_dict, read_config, save_pretrained
+from varestorer.checkpoint import load_weights, read_config, save_pretrained
 from varestorer.config import config_from_dict
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
@@ -206,17 +206,25 @@ class Student(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k in keep}
 
     def save_pretrained(
-        self, directory: str | Path, *, overwrite: bool = False, dtype: torch.dtype | None = None
+        self,
+        directory: str | Path,
+        *,
+        overwrite: bool = False,
+        dtype: torch.dtype | None = None,
+        max_shard_bytes: int | None = None,
     ) -> Path:
         """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
 
         ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size);
-        loading copies them back into the float32 model.
+        loading copies them back into the float32 model. ``max_shard_bytes`` splits the weights into
+        Hugging Face shards no bigger than that (see :func:`varestorer.checkpoint.save_pretrained`).
         """
         state = self.state_dict() if self.config.merged else self.trainable_state_dict()
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        return save_pretrained(directory, type(self).__name__, self.config, state, overwrite=overwrite)
+        return save_pretrained(
+            directory, type(self).__name__, self.config, state, overwrite=overwrite, max_shard_bytes=max_shard_bytes
+        )
 
     def merged(self) -> Student:
         """A self-contained copy with every LoRA adapter folded into its weight (``export --merge``)."""
@@ -234,7 +242,7 @@ class Student(nn.Module):
         if meta["model_type"] != cls.__name__:
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
         config = config_from_dict(StudentConfig, meta["config"])
-        state = load_state_dict(directory / WEIGHTS_NAME)
+        state = load_weights(directory)
         if config.merged:
             student = cls(config)
             student.load_state_dict(state, strict=True)

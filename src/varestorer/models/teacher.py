@@ -44,8 +44,13 @@ class Teacher(nn.Module):
         self._text_encoder: TextEncoder | None = None
 
     # -------------------------------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Write ``config.json``, ``tokenizer/`` and ``transformer/`` atomically into ``directory``."""
+    def save_pretrained(
+        self, directory: str | Path, *, overwrite: bool = False, max_shard_bytes: int | None = None
+    ) -> Path:
+        """Write ``config.json``, ``tokenizer/`` and ``transformer/`` atomically into ``directory``.
+
+        ``max_shard_bytes`` shards each model's weights (see :func:`varestorer.checkpoint.save_pretrained`).
+        """
         meta = {
             "model_type": "Teacher",
             "varestorer_version": checkpoint.__version__,
@@ -53,8 +58,8 @@ class Teacher(nn.Module):
         }
         with atomic_directory(directory, overwrite=overwrite) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            self.tokenizer.save_pretrained(tmp / "tokenizer")
-            self.transformer.save_pretrained(tmp / "transformer")
+            self.tokenizer.save_pretrained(tmp / "tokenizer", max_shard_bytes=max_shard_bytes)
+            self.transformer.save_pretrained(tmp / "transformer", max_shard_bytes=max_shard_bytes)
         return Path(directory)
 
     @classmethod
