@@ -70,10 +70,15 @@ def main() -> int:
     parser.add_argument("--sheet", default=None, help="contact sheet PNG (first set, up to 5 images)")
     parser.add_argument("--restore-arg", action="append", default=[], help="extra argument for 'restore'")
     parser.add_argument(
-        "--reuse", action="append", default=[], help="LABEL whose outputs already exist in OUT/SET/LABEL (not timed)"
+        "--reuse",
+        action="append",
+        default=[],
+        help="LABEL whose outputs already exist in OUT/SET/LABEL (not re-run; its scores and time are taken "
+        "from OUT/results.json when that holds them, else re-scored and not timed)",
     )
     args = parser.parse_args()
     out = Path(args.out)
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for item in args.set:
         set_name, folder = item.split("=", 1)
@@ -84,12 +89,14 @@ def main() -> int:
             spec = spec or label
             pred_dir = out / set_name / label
             extra = args.restore_arg if spec not in PEERS else []
-            if label in args.reuse:
-                seconds = float("nan")
+            if label in args.reuse and label in previous.get(set_name, {}):
+                results[set_name][label] = previous[set_name][label]
             else:
-                seconds = run_method(label, spec, lq_dir, pred_dir, args.scale, extra)
-            report = evaluate(pred_dir, gt_dir, METRICS, crop_border=args.scale)
-            results[set_name][label] = {**report.mean, "seconds_per_image": seconds}
+                seconds = float("nan")
+                if label not in args.reuse:
+                    seconds = run_method(label, spec, lq_dir, pred_dir, args.scale, extra)
+                report = evaluate(pred_dir, gt_dir, METRICS, crop_border=args.scale)
+                results[set_name][label] = {**report.mean, "seconds_per_image": seconds}
             print(
                 f"{set_name:12s} {label:20s} " + " ".join(f"{k}={v:.4f}" for k, v in results[set_name][label].items())
             )
