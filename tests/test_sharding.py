@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from test_student import _perturb_adapters, _student
+from test_student import _saved_adapter_student
 from test_teacher import tiny_teacher
 from varestorer.checkpoint import INDEX_NAME, WEIGHTS_NAME, PretrainedMixin, load_weights, plan_shards, shard_name
 from varestorer.cli.export import parse_size
@@ -148,12 +147,7 @@ def test_parse_size_refuses_bad_strings(text: str) -> None:
 
 
 def test_export_with_max_shard_size_loads_back(tmp_path, capsys) -> None:
-    student, tokenizer, transformer = _student()
-    _perturb_adapters(student)
-    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
-    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
-    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
-    student.save_pretrained(tmp_path / "student")
+    _saved_adapter_student(tmp_path)
     export = ["export", str(tmp_path / "student"), "--merge", "--dtype", "float16"]
     assert main([*export, "-o", str(tmp_path / "one")]) == 0
     single = (tmp_path / "one" / WEIGHTS_NAME).stat().st_size

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,17 @@ def _perturb_adapters(student: Student) -> None:
     with torch.no_grad():
         for p in lora_parameters(student.transformer):
             p.normal_(0, 0.2)
+
+
+def _saved_adapter_student(tmp_path: Path) -> Student:
+    """A tiny student with non-zero adapters, saved as tmp_path/student next to its teacher tmp_path/teacher."""
+    student, tokenizer, transformer = _student()
+    _perturb_adapters(student)
+    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
+    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
+    student.save_pretrained(tmp_path / "student")
+    return student
 
 
 def test_one_step_shapes_and_range() -> None:
@@ -132,12 +144,7 @@ def test_bad_configs_are_clear_errors() -> None:
 def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
     from varestorer.cli.main import main
 
-    student, tokenizer, transformer = _student()
-    _perturb_adapters(student)
-    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
-    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
-    student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
-    student.save_pretrained(tmp_path / "student")
+    student = _saved_adapter_student(tmp_path)
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 0
     exported = Student.from_pretrained(tmp_path / "out")
     assert exported.config.merged and exported.config.teacher is None
