@@ -151,7 +151,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
             model_config.init_from or model_config.preset,
             sum(p.numel() for p in net.parameters()) / 1e6,
             getattr(net, "scale", 1),
-            len(dataset),
+            len(hq.paths),  # images, not items: data.repeat multiplies those
             trainer.device,
         )
     trainer.fit(dataset)

@@ -296,7 +296,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         "distilling a %s-attention student (%.2fM trainable parameters) on %d images, %d process(es), device %s",
         model.attention,
         trainable / 1e6,
-        len(hq),
+        len(hq.paths),  # images, not items: data.repeat multiplies those
         trainer.world_size,
         trainer.device,
     )

@@ -285,7 +285,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         "training a %s teacher (%.2fM transformer parameters) on %d images, schedule %s, %d process(es), device %s",
         model.preset,
         sum(p.numel() for p in teacher.transformer.parameters()) / 1e6,
-        len(dataset),
+        len(dataset.paths),  # images, not items: data.repeat multiplies those
         teacher.schedule(),
         trainer.world_size,
         trainer.device,

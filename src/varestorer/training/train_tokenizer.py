@@ -208,7 +208,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
             "training %s tokenizer (%.2fM parameters) on %d images, %d process(es), device %s",
             configs["model"].preset,
             sum(p.numel() for p in tokenizer.parameters()) / 1e6,
-            len(dataset),
+            len(dataset.paths),  # images, not items: data.repeat multiplies those
             trainer.world_size,
             trainer.device,
         )
