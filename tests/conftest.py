@@ -67,3 +67,21 @@ def write_tiny_t5(folder) -> None:
     )
     torch.manual_seed(0)
     transformers.T5EncoderModel(config).save_pretrained(folder)
+
+
+def train_job_args(job: str, recipe, output_dir, folders, *extra: str) -> list[str]:
+    """``varestorer train JOB`` arguments for a recipe, pointed at tmp output and (train, val) image folders."""
+    train, val = folders
+    return [
+        "train",
+        job,
+        "--config",
+        str(recipe),
+        "--set",
+        f'train.output_dir="{output_dir}"',
+        "--set",
+        f'data.train_dirs=["{train}"]',
+        "--set",
+        f'data.val_dir="{val}"',
+        *extra,
+    ]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import train_job_args
 from varestorer.cli.main import main
 from varestorer.training import checkpoints as ckpt
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss
@@ -32,20 +33,7 @@ def folders(tmp_path: Path, tiny_image) -> tuple[Path, Path]:
 
 
 def _args(tmp_path: Path, folders: tuple[Path, Path], *extra: str) -> list[str]:
-    train, val = folders
-    return [
-        "train",
-        "tokenizer",
-        "--config",
-        str(RECIPE),
-        "--set",
-        f'train.output_dir="{tmp_path / "run"}"',
-        "--set",
-        f'data.train_dirs=["{train}"]',
-        "--set",
-        f'data.val_dir="{val}"',
-        *extra,
-    ]
+    return train_job_args("tokenizer", RECIPE, tmp_path / "run", folders, *extra)
 
 
 def test_train_tokenizer_end_to_end_and_resume(tmp_path: Path, folders, capsys) -> None:

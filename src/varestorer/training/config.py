@@ -22,6 +22,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from varestorer.config import config_from_dict
+from varestorer.data.datasets import HQFolderDataset
+
+
+@dataclass(frozen=True)
+class PhotoFolderConfig:
+    """The ``[data]`` keys of every job that trains on folders of high-quality photos (its DataConfig's base)."""
+
+    train_dirs: tuple[str, ...] = ()
+    """Folders (searched recursively), files or globs of high-quality training images (+ optional
+    ``stem.txt`` captions)."""
+    repeat: int = 1
+    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
+    and so fewer DataLoader worker restarts, for small folders."""
+
+    def train_set(self, crop_size: int, *, seed: int, hflip: bool = True) -> HQFolderDataset:
+        """The random-crop training dataset over ``train_dirs``."""
+        return HQFolderDataset(self.train_dirs, crop_size=crop_size, hflip=hflip, seed=seed, repeat=self.repeat)
 
 
 @dataclass(frozen=True)

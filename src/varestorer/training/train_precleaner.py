@@ -32,7 +32,7 @@ from varestorer.archs.registry import build_peer, load_peer
 from varestorer.config import config_to_dict
 from varestorer.data.datasets import HQFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
-from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.trainer import Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    train_dirs: tuple[str, ...] = ()
-    """Folders, files or globs of high-quality training images."""
-    repeat: int = 1
-    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
-    and so fewer DataLoader worker restarts, for small folders."""
+class DataConfig(PhotoFolderConfig):
     crop_size: int = 256
     """HQ crop side in px (a multiple of the degradation scale; the LQ is crop_size / scale)."""
     degradation: str = "realesrgan"
@@ -129,7 +124,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     seed_everything(train.seed)
     net = load_peer(model_config.init_from) if model_config.init_from else build_peer(model_config.preset)
     module = PreCleanerTraining(PreCleaner(net), configs["loss"])
-    hq = HQFolderDataset(data.train_dirs, crop_size=data.crop_size, seed=train.seed, repeat=data.repeat)
+    hq = data.train_set(data.crop_size, seed=train.seed)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 
     validate = None

@@ -32,7 +32,7 @@ from torch import nn
 from varestorer.archs.srvgg import SRVGGConfig
 from varestorer.checkpoint import read_config
 from varestorer.config import config_from_dict, config_to_dict
-from varestorer.data.datasets import HQFolderDataset, PairedFolderDataset
+from varestorer.data.datasets import PairedFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
 from varestorer.data.transforms import to_uint8
 from varestorer.metrics.fidelity import psnr
@@ -41,7 +41,7 @@ from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
-from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy, token_kl
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.model import NextScaleTransformer
@@ -80,11 +80,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    train_dirs: tuple[str, ...] = ()
-    repeat: int = 1
-    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
-    and so fewer DataLoader worker restarts, for small folders."""
+class DataConfig(PhotoFolderConfig):
     degradation: str = "mild"
     """Degradation preset name (``mild``, ``realesrgan``, ``bicubic``) or a pipeline config file."""
     hflip: bool = True
@@ -274,9 +270,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     seed_everything(train.seed)
     student, tokenizer, transformer = build_student(model)
     module = StudentDistillation(student, tokenizer, transformer, configs["loss"], use_prompt=model.use_prompt)
-    hq = HQFolderDataset(
-        data.train_dirs, crop_size=model.image_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
-    )
+    hq = data.train_set(model.image_size, seed=train.seed, hflip=data.hflip)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 
     validate = None

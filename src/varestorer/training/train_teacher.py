@@ -36,7 +36,7 @@ from varestorer.models.teacher import Teacher
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
-from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
@@ -63,12 +63,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    train_dirs: tuple[str, ...] = ()
-    """Folders (searched recursively), files or globs of training images (+ optional ``stem.txt`` captions)."""
-    repeat: int = 1
-    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
-    and so fewer DataLoader worker restarts, for small folders."""
+class DataConfig(PhotoFolderConfig):
     crop_size: int = 256
     """Side of the random square training crops in px (a multiple of the tokenizer stride)."""
     hflip: bool = True
@@ -258,9 +253,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
             f"text encoder width {text_encoder.dim} != transformer text_dim {teacher.transformer.config.text_dim}"
         )
     module = TeacherTraining(teacher, configs["loss"], text_encoder)
-    dataset = HQFolderDataset(
-        data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
-    )
+    dataset = data.train_set(data.crop_size, seed=train.seed, hflip=data.hflip)
     val_set = None
     if data.val_dir is not None:
         val_set = HQFolderDataset(data.val_dir, crop_size=data.crop_size, random_crop=False, hflip=False)

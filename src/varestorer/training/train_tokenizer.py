@@ -30,7 +30,7 @@ from varestorer.config import config_from_dict, config_to_dict
 from varestorer.data.datasets import HQFolderDataset
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
-from varestorer.training.config import TrainConfig, load_recipe
+from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from varestorer.training.trainer import Trainer, seed_everything
 
@@ -48,12 +48,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    train_dirs: tuple[str, ...] = ()
-    """Folders (searched recursively), files or globs of high-quality training images."""
-    repeat: int = 1
-    """Each training image appears this many times per epoch (own crop each time): fewer epoch ends,
-    and so fewer DataLoader worker restarts, for small folders."""
+class DataConfig(PhotoFolderConfig):
     crop_size: int = 256
     """Side of the random training crops in px (a multiple of the tokenizer stride)."""
     hflip: bool = True
@@ -186,9 +181,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         if size % tokenizer.stride:
             raise ValueError(f"data.{name} = {size} is not a multiple of the tokenizer stride {tokenizer.stride}")
     module = TokenizerTraining(tokenizer, configs["loss"])
-    dataset = HQFolderDataset(
-        data.train_dirs, crop_size=data.crop_size, hflip=data.hflip, seed=train.seed, repeat=data.repeat
-    )
+    dataset = data.train_set(data.crop_size, seed=train.seed, hflip=data.hflip)
 
     validate = None
     if data.val_dir is not None:

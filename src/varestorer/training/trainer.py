@@ -222,10 +222,12 @@ class Trainer:
             return True
         if budget is None:
             return False
-        done = torch.tensor(float(self.time_spent >= budget * 60), device=self.device)
+        done = self.time_spent >= budget * 60
         if self.world_size > 1:  # every process must stop at the same step
-            dist.all_reduce(done, op=dist.ReduceOp.MAX)
-        return bool(done.item())
+            flag = torch.tensor(float(done), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            done = bool(flag.item())
+        return done
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for the forward pass (a no-op when ``mixed_precision = "no"``)."""
