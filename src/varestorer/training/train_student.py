@@ -5,13 +5,14 @@ Recipe sections (see ``recipes/student_small.toml``)::
     [train]  TrainConfig (optimiser, schedule, precision, accumulation, EMA, checkpoints, logging)
     [model]  teacher folder, LoRA rank/alpha/targets, attention full|causal, working size, pre-cleaner
     [data]   HQ training folders, degradation preset, paired validation folders
-    [loss]   lambda_kl / lambda_perceptual / lambda_mse, KL temperature
+    [loss]   lambda_kl / lambda_perceptual / lambda_mse / lambda_dists, KL temperature
 
 Per step, on a batch of HQ crops ``gt`` (B, 3, S, S) degraded on the fly into ``lq`` (B, 3, S/s, S/s)::
 
     teacher (frozen, no grad):  GT -> tokenizer -> GT pyramid -> one block-causal pass -> p_T(r_k | r_<k)
     student:                    LQ -> one full-attention pass -> p_S(r_k | LQ), bits -> f_hat -> sr
     loss = lambda_kl * KL(p_T || p_S) + lambda_perc * LPIPS-VGG(sr, gt) + lambda_mse * ||sr - gt||^2
+           [+ lambda_dists * DISTS(sr, gt), off by default: not in the paper]
 
 The image terms reach the logits through the straight-through bits of ``Student.logits_to_f_hat``.
 Ablations (paper Table 3) are recipe settings: ``loss.lambda_kl = 0`` (no_kl), ``model.attention =
@@ -95,8 +96,11 @@ class LossConfig:
     lambda_perceptual: float = 0.25
     lambda_mse: float = 0.5
     kl_temperature: float = 1.0
+    lambda_dists: float = 0.0
+    """Weight of a DISTS term (Ding et al. 2020, who propose it as an optimisation objective) on the same
+    crop as LPIPS. Not in the paper; DISTS rewards texture statistics that LPIPS and MSE alone flatten."""
     perceptual_crop: int | None = None
-    """Compute LPIPS on one random crop of this side (same place in SR and GT) instead of the whole image:
+    """Compute LPIPS (and DISTS) on one random crop of this side (same place in SR and GT) instead of the whole image:
     VGG16 dominates a CPU step, a 128 px crop of a 256 px output costs a quarter."""
 
 
@@ -151,8 +155,14 @@ def _perceptual_loss() -> nn.Module:
     return LPIPS(net="vgg").requires_grad_(False).eval()
 
 
+def _dists_loss() -> nn.Module:
+    from varestorer.metrics.dists import DISTS  # needs the cached VGG/DISTS assets
+
+    return DISTS().requires_grad_(False).eval()
+
+
 class StudentDistillation(nn.Module):
-    """Student + frozen teacher + LPIPS; ``forward(batch, step) -> (loss, logs)``."""
+    """Student + frozen teacher + LPIPS (+ DISTS); ``forward(batch, step) -> (loss, logs)``."""
 
     def __init__(
         self,
@@ -170,10 +180,11 @@ class StudentDistillation(nn.Module):
         self.teacher_transformer = transformer
         self.loss_config = loss
         self.perceptual = _perceptual_loss() if loss.lambda_perceptual > 0 else None
+        self.dists = _dists_loss() if loss.lambda_dists > 0 else None
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)
-        for frozen in (self.teacher_tokenizer, self.teacher_transformer, self.perceptual):
+        for frozen in (self.teacher_tokenizer, self.teacher_transformer, self.perceptual, self.dists):
             if frozen is not None:
                 frozen.eval()
         return self
@@ -206,11 +217,15 @@ class StudentDistillation(nn.Module):
             kl = token_kl(self.teacher_logits(gt, text), out.logits, temperature=weights.kl_temperature)
             loss = loss + weights.lambda_kl * kl
             logs["kl"] = kl.detach()
+        sr_crop, gt_crop = random_crop_pair(sr, gt, weights.perceptual_crop)
         if self.perceptual is not None:
-            sr_crop, gt_crop = random_crop_pair(sr, gt, weights.perceptual_crop)
             perceptual = self.perceptual(sr_crop * 2 - 1, gt_crop * 2 - 1).mean()
             loss = loss + weights.lambda_perceptual * perceptual
             logs["lpips"] = perceptual.detach()
+        if self.dists is not None:
+            dists = self.dists(sr_crop.clamp(0, 1), gt_crop).mean()
+            loss = loss + weights.lambda_dists * dists
+            logs["dists"] = dists.detach()
         return loss, logs
 
     def conditioned_cross_entropy(
