@@ -217,7 +217,8 @@ class StudentDistillation(nn.Module):
             kl = token_kl(self.teacher_logits(gt, text), out.logits, temperature=weights.kl_temperature)
             loss = loss + weights.lambda_kl * kl
             logs["kl"] = kl.detach()
-        sr_crop, gt_crop = random_crop_pair(sr, gt, weights.perceptual_crop)
+        if self.perceptual is not None or self.dists is not None:  # one crop, shared by both terms
+            sr_crop, gt_crop = random_crop_pair(sr, gt, weights.perceptual_crop)
         if self.perceptual is not None:
             perceptual = self.perceptual(sr_crop * 2 - 1, gt_crop * 2 - 1).mean()
             loss = loss + weights.lambda_perceptual * perceptual
