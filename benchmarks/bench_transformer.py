@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from varestorer.inference.sampler import sample_scales
 from varestorer.tokenizer.quantizer import BitwiseQuantizer
 from varestorer.tokenizer.scales import infinity_schedule, token_count
 from varestorer.transformer.config import transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.sampler import sample_scales
 from varestorer.transformer.text import TextCondition
 
 

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from varestorer.archs.registry import load_peer
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.foreign.peers import load_peer
 from varestorer.inference.restorer import Restorer
 
 

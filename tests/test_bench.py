@@ -9,7 +9,7 @@ import torch
 
 from varestorer.benchmark.analytic import transformer_flops
 from varestorer.benchmark.bench import format_table, run_bench
-from varestorer.benchmark.presets import BENCH_PRESETS, build_student, parse_schedule, preset_schedule
+from varestorer.benchmark.presets import bench_presets, build_student, parse_schedule, preset_schedule
 from varestorer.benchmark.timing import count_flops, measure
 from varestorer.cli.main import main
 from varestorer.tokenizer.scales import infinity_schedule, token_count
@@ -87,8 +87,8 @@ def test_analytic_flops_match_counter_with_caption_and_research_figure() -> None
 
 
 def test_presets_and_schedules() -> None:
-    assert set(BENCH_PRESETS) >= {"tiny", "small", "infinity-2b"}
-    assert token_count(preset_schedule(BENCH_PRESETS["infinity-2b"], 512)) == 2521
+    assert set(bench_presets()) >= {"tiny", "small", "infinity-2b"}
+    assert token_count(preset_schedule(bench_presets()["infinity-2b"], 512)) == 2521
     assert parse_schedule("1,2,4,8") == ((1, 1), (2, 2), (4, 4), (8, 8))
     assert parse_schedule("1x1, 2x3") == ((1, 1), (2, 3))
     for bad in ("1,,2", "a", "1x2x3", "0,1"):
@@ -205,6 +205,7 @@ def test_cli_bench_writes_json_and_refuses_to_overwrite(tmp_path, capsys) -> Non
     assert "unknown peer" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter running the GPU-check script: ~10 s
 def test_gpu_check_entry_runs_on_cpu_without_optional_packages(tmp_path) -> None:
     """benchmarks/gpu_check.py with a tiny preset on the CPU, as on a bare machine: PIL, OpenCV, tqdm,
     scipy and transformers cannot be imported."""

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from test_ncnn import write_srvgg_ncnn
-from varestorer.archs.registry import build_peer
 from varestorer.cli.baseline import resize_array
 from varestorer.cli.main import main
+from varestorer.foreign.peers import build_peer
 from varestorer.io.images import read_image, write_image
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from varestorer.cli.inspect import MODEL_FAMILIES, resolve_preset
+from varestorer.cli.inspect import resolve_preset
 from varestorer.cli.main import main
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 
@@ -39,7 +39,7 @@ def test_bad_preset_names_are_one_line_errors(capsys) -> None:
     assert main(["inspect", "vae:tiny"]) == 2
     assert "unknown model family 'vae'" in capsys.readouterr().err
     assert resolve_preset("tokenizer:infinity-d16") == ("tokenizer", "infinity-d16")
-    assert "tokenizer" in MODEL_FAMILIES
+    assert resolve_preset("realesrgan-x4plus") == ("rrdbnet", "realesrgan-x4plus")  # peer presets too
 
 
 def test_checkpoint_folder_and_foreign_file(tmp_path, capsys) -> None:

@@ -1,4 +1,5 @@
-"""The import DAG of STYLE.md §9: model code never imports training, data, metrics or CLI code."""
+"""The import DAG (STYLE.md §9, adapted): model code never imports training, data, metrics or CLI code,
+each layer imports only the layers below it, and no module imports itself back through others."""
 
 from __future__ import annotations
 
@@ -9,43 +10,51 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 
-MODEL_SIDE = {
-    "varestorer.config",
+# The layer order, bottom up (a package may import only the packages listed for it, and itself):
+#   0  config, io                       plain data, files
+#   1  checkpoint, families             weights on disk; the one registry of model families (strings only)
+#   2  nn                               shared layers (attention, LoRA)
+#   3  tokenizer                        images <-> multi-scale token pyramids
+#   4  transformer                      the next-scale transformer and its sampler (transformer/sampler.py)
+#   5  archs                            peer architectures: pure modules
+#   6  models                           teacher, student, ablation, pre-cleaner: compositions of 3-5
+#   7  foreign                          reading other projects' weight files (.pth, ncnn) into 5-6
+#   8  inference                        the Restorer (tiling, colour fix) around any restorable model
+#   -  degradation, data, metrics, assets   data side, beside the model side
+#   9  training, benchmark; 10 cli, demo
+BASE = {"varestorer.config", "varestorer.io"}
+MODEL_SIDE = BASE | {
     "varestorer.checkpoint",
+    "varestorer.families",
     "varestorer.nn",
-    "varestorer.io",
     "varestorer.tokenizer",
     "varestorer.transformer",
     "varestorer.archs",
+    "varestorer.models",
+    "varestorer.foreign",
 }
 # package prefix -> prefixes it may import inside varestorer (itself always allowed).
 ALLOWED: dict[str, set[str]] = {
     "varestorer.config": set(),
     "varestorer.io": {"varestorer.config"},
-    "varestorer.checkpoint": {"varestorer.config", "varestorer.io", "varestorer"},
-    "varestorer.nn": {"varestorer.config", "varestorer.checkpoint"},
-    "varestorer.tokenizer": {"varestorer.config", "varestorer.checkpoint", "varestorer.nn", "varestorer.io"},
-    "varestorer.transformer": MODEL_SIDE - {"varestorer.archs"},
-    "varestorer.archs": {"varestorer.config", "varestorer.checkpoint", "varestorer.nn", "varestorer.io"},
-    "varestorer.degradation": {"varestorer.config", "varestorer.io"},
-    "varestorer.assets": {"varestorer.config", "varestorer.io", "varestorer.checkpoint", "varestorer.archs"},
-    "varestorer.models": MODEL_SIDE | {"varestorer.inference.sampler"},
-    "varestorer.inference.sampler": MODEL_SIDE,
+    "varestorer.checkpoint": BASE | {"varestorer"},
+    "varestorer.families": BASE | {"varestorer.checkpoint"},
+    "varestorer.nn": BASE | {"varestorer.checkpoint"},
+    "varestorer.tokenizer": BASE | {"varestorer.checkpoint", "varestorer.nn"},
+    "varestorer.transformer": BASE | {"varestorer.checkpoint", "varestorer.nn", "varestorer.tokenizer"},
+    "varestorer.archs": BASE | {"varestorer.checkpoint", "varestorer.nn"},
+    "varestorer.models": MODEL_SIDE - {"varestorer.foreign", "varestorer.families"},
+    "varestorer.foreign": MODEL_SIDE,
     "varestorer.inference.tiling": set(),
-    "varestorer.inference": MODEL_SIDE | {"varestorer.models", "varestorer.inference"},
-    "varestorer.data": {"varestorer.config", "varestorer.io", "varestorer.degradation"},
-    "varestorer.metrics": {
-        "varestorer.config",
-        "varestorer.io",
-        "varestorer.assets",
-        "varestorer.data",
-        "varestorer.checkpoint",
-    },
+    "varestorer.inference": MODEL_SIDE | {"varestorer.inference"},
+    "varestorer.degradation": BASE,
+    "varestorer.assets": BASE | {"varestorer.checkpoint", "varestorer.archs", "varestorer.foreign"},
+    "varestorer.data": BASE | {"varestorer.degradation"},
+    "varestorer.metrics": BASE | {"varestorer.assets", "varestorer.data", "varestorer.checkpoint"},
 }
 # Layers 4-5 may import anything except the CLI/demo (training, benchmark) or anything (cli, demo).
 TOP = {"varestorer.training", "varestorer.benchmark"}
 NO_DISTRIBUTED = MODEL_SIDE | {
-    "varestorer.models",
     "varestorer.inference",
     "varestorer.degradation",
     "varestorer.metrics",
@@ -133,3 +142,51 @@ def test_import_varestorer_is_light() -> None:
         env={"PYTHONPATH": str(SRC.parent), "PATH": ""},
     )
     assert out.stdout.strip() == "[]"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the varestorer modules it imports (top-level and deferred imports alike)."""
+    modules = {_module_name(p): p for p in FILES}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            if imported in modules:
+                targets.add(imported)
+            elif imported.rsplit(".", 1)[0] in modules:  # "from package import name": the package
+                targets.add(imported.rsplit(".", 1)[0])
+        graph[name] = targets - {name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle (a list of modules, first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_circle_anywhere() -> None:
+    cycle = _cycle(_module_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_circle_check_can_fail() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from varestorer.archs.ncnn import TAG_FP16, ncnn_to_state_dict, parse_param, read_ncnn
-from varestorer.archs.registry import load_peer
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.foreign.ncnn import TAG_FP16, ncnn_to_state_dict, parse_param, read_ncnn
+from varestorer.foreign.peers import load_peer
 
 
 def _tagged(values: np.ndarray, storage: str) -> bytes:

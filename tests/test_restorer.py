@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from varestorer.archs.precleaner import PreCleaner
-from varestorer.archs.registry import build_peer
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.foreign.peers import build_peer
 from varestorer.inference.color import adain_color_fix, wavelet_color_fix, wavelet_low_frequency
 from varestorer.inference.restorer import OneStepSR, Restorer
+from varestorer.models.precleaner import PreCleaner
 
 
 @pytest.fixture

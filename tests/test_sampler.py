@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from varestorer.inference.sampler import sample_scales, sample_scales_detailed, sample_top_p
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.transformer.config import TRANSFORMER_PRESETS
 from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.sampler import sample_scales, sample_scales_detailed, sample_top_p
 from varestorer.transformer.text import TextCondition
 
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4))

@@ -8,6 +8,7 @@ import torch
 
 from varestorer.models.student import Student, bits_to_codes_straight_through
 from varestorer.models.student_config import StudentConfig
+from varestorer.models.teacher import Teacher
 from varestorer.nn.lora import lora_parameters
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
@@ -28,7 +29,7 @@ def _teacher() -> tuple[MultiScaleTokenizer, NextScaleTransformer]:
 def _student(attention: str = "full", **kw) -> tuple[Student, MultiScaleTokenizer, NextScaleTransformer]:
     tokenizer, transformer = _teacher()
     config = StudentConfig(image_size=64, scale=4, attention=attention, lora_rank=2, **kw)
-    return Student.from_teacher(tokenizer, transformer, config), tokenizer, transformer
+    return Student.from_teacher(Teacher(tokenizer, transformer), config), tokenizer, transformer
 
 
 def _perturb_adapters(student: Student) -> None:
@@ -41,8 +42,7 @@ def _saved_adapter_student(tmp_path: Path) -> Student:
     """A tiny student with non-zero adapters, saved as tmp_path/student next to its teacher tmp_path/teacher."""
     student, tokenizer, transformer = _student()
     _perturb_adapters(student)
-    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
-    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    Teacher(tokenizer, transformer).save_pretrained(tmp_path / "teacher")
     student.config = replace(student.config, teacher=str(tmp_path / "teacher"))
     student.save_pretrained(tmp_path / "student")
     return student
@@ -113,8 +113,7 @@ def test_merged_forward_equals_adapter_forward_and_round_trips(tmp_path) -> None
     merged.save_pretrained(tmp_path / "export")
     assert torch.allclose(Student.from_pretrained(tmp_path / "export")(lq), student(lq), atol=1e-5)
     # adapter checkpoint: stores only trainable tensors and rebuilds from the teacher folder
-    tokenizer.save_pretrained(tmp_path / "teacher" / "tokenizer")
-    transformer.save_pretrained(tmp_path / "teacher" / "transformer")
+    Teacher(tokenizer, transformer).save_pretrained(tmp_path / "teacher")
     student.config = replace(student.config, teacher="../teacher")
     student.save_pretrained(tmp_path / "student")
     again = Student.from_pretrained(tmp_path / "student")
@@ -184,7 +183,7 @@ def test_lq_conditioned_var_starts_as_the_teacher_and_sampling_matches_teacher_f
 
     tokenizer, transformer = _teacher()
     config = StudentConfig(image_size=64, scale=4, lora_rank=2)
-    model = LQConditionedVAR.from_teacher(tokenizer, transformer, config).eval()
+    model = LQConditionedVAR.from_teacher(Teacher(tokenizer, transformer), config).eval()
     with torch.no_grad():
         for layer in model.control_zero:
             layer.weight.normal_(0, 0.05)

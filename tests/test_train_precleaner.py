@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from varestorer.archs.precleaner import PreCleaner, load_precleaner
-from varestorer.archs.registry import build_peer
 from varestorer.cli.main import main
+from varestorer.foreign.peers import build_peer, load_precleaner
+from varestorer.models.precleaner import PreCleaner
 from varestorer.training.train_precleaner import LossConfig, PreCleanerTraining, clean_target
 
 RECIPE = Path(__file__).parent / "data" / "precleaner_tiny.toml"

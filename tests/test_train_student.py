@@ -111,6 +111,7 @@ def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale
     assert any(p.abs().sum() > 0 for p in model.control_zero.parameters())
 
 
+@pytest.mark.slow  # two torchrun workers importing torch: ~20-35 s on the 2-core box
 def test_two_processes_on_cpu_with_torchrun(setup) -> None:
     """The distillation job under torchrun (gloo): DDP over the student's adapters/encoder/pre-cleaner works
     (every trainable tensor receives a gradient, else DDP would fail) and rank 0 exports a loadable model.

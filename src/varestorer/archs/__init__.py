@@ -1,2 +1,2 @@
 """Peer super-resolution architectures written in this project (Real-ESRGAN's RRDBNet and
-SRVGGNetCompact), an ncnn weight reader, and the literal registry of peer archs."""
+SRVGGNetCompact): pure modules. Reading foreign weight files lives in :mod:`varestorer.foreign`."""

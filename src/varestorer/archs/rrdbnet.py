@@ -34,6 +34,10 @@ class RRDBNetConfig:
     """Native scale factor: 1, 2 or 4."""
 
 
+RRDBNET_PRESETS: dict[str, RRDBNetConfig] = {"realesrgan-x4plus": RRDBNetConfig()}
+"""Named RRDBNet shapes (random weights): Real-ESRGAN's RealESRGAN_x4plus generator."""
+
+
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convolutions; the output is scaled by 0.2 and added to the input."""
 

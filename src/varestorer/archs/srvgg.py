@@ -34,6 +34,15 @@ class SRVGGConfig:
     """Activation after every convolution but the last."""
 
 
+SRVGG_PRESETS: dict[str, SRVGGConfig] = {
+    # Real-ESRGAN's realesr-general-x4v3 (64 features, 32 convolutions, x4).
+    "realesr-general-x4v3": SRVGGConfig(),
+    # Our light same-size pre-cleaner for `varestorer train precleaner` (about 75k parameters).
+    "precleaner-1x": SRVGGConfig(num_feat=32, num_conv=8, upscale=1),
+}
+"""Named SRVGGNetCompact shapes (random weights)."""
+
+
 def _activation(kind: str, num_feat: int) -> nn.Module:
     if kind == "prelu":
         return nn.PReLU(num_parameters=num_feat)

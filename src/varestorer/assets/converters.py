@@ -136,8 +136,8 @@ def convert_brisque_model(files: dict[str, Path]) -> dict[str, torch.Tensor]:
 def convert_realesrgan_x4plus(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     """ncnn fp16 Real-ESRGAN x4plus -> float32 RRDBNet state dict (via ``varestorer.archs``, imported lazily)."""
     try:
-        from varestorer.archs.ncnn import ncnn_to_state_dict
         from varestorer.archs.rrdbnet import RRDBNet
+        from varestorer.foreign.ncnn import ncnn_to_state_dict
     except ImportError as error:
         raise RuntimeError(f"converting Real-ESRGAN needs varestorer.archs (ncnn reader, RRDBNet): {error}") from None
     return ncnn_to_state_dict(files["param"], files["bin"], RRDBNet())

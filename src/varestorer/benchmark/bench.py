@@ -32,12 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from varestorer.archs.registry import PEER_ARCHS, build_peer
 from varestorer.benchmark.presets import build_student
 from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
-from varestorer.inference.sampler import sample_scales_detailed
+from varestorer.foreign.peers import build_peer, peer_presets
 from varestorer.models.student import Student
 from varestorer.tokenizer.scales import Schedule, token_count
+from varestorer.transformer.sampler import sample_scales_detailed
 from varestorer.transformer.text import TextCondition
 
 PEERS: tuple[str, ...] = ("bicubic", "realesrgan-x4plus", "realesr-general-x4v3")
@@ -92,7 +92,7 @@ def bench_peer(
         def fn() -> torch.Tensor:
             return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
-    elif name in PEER_ARCHS and name in PEERS:
+    elif name in PEERS and name in peer_presets():
         with torch.device(device):
             net = _half_weights(build_peer(name).eval(), device, dtype)
 
@@ -133,7 +133,7 @@ def run_bench(
     """Benchmark a student (preset or checkpoint folder) on one device; see the module docstring.
 
     Args:
-        model: ``BENCH_PRESETS`` name or student checkpoint folder.
+        model: ``bench_presets()`` name or student checkpoint folder.
         size: HQ size in px (LQ = size / scale); ``None``: the preset's / checkpoint's own.
         schedule: token schedule override (ends at the latent grid).
         dtype: ``fp32``, or ``bf16``/``fp16`` autocast (on a GPU the weights are stored in it too).

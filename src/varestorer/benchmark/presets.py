@@ -1,49 +1,29 @@
-"""What ``varestorer bench`` can measure: named student shapes with random weights, or a checkpoint folder.
+"""What ``varestorer bench`` can measure: a student preset with random weights, or a checkpoint folder.
 
-Speed does not depend on the weights' values, so a preset (tokenizer preset + transformer preset,
-random initialisation, LoRA folded in as a deployed student has it) is a valid benchmark target.
+Speed does not depend on the weights' values, so a preset of the student family (``varestorer.families``:
+``STUDENT_PRESETS``, random initialisation, LoRA folded in as a deployed student has it) is a valid
+benchmark target.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 
-from varestorer.archs.registry import PEER_ARCHS
+from varestorer.families import family
+from varestorer.foreign.peers import peer_presets
 from varestorer.models.student import Student
 from varestorer.models.student_config import StudentConfig
-from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.tokenizer.scales import Schedule, infinity_schedule, schedule_for_grid
-from varestorer.transformer.config import transformer_preset
 
 
-@dataclass(frozen=True)
-class BenchPreset:
-    """A student shape to benchmark with random weights."""
-
-    tokenizer: str
-    """``TOKENIZER_PRESETS`` name."""
-    transformer: str
-    """``TRANSFORMER_PRESETS`` name."""
-    schedule: Literal["tokenizer", "infinity"] = "tokenizer"
-    """Default schedule for a size: the tokenizer's ``schedule_for_grid`` or Infinity's template (pn from size)."""
-    size: int = 512
-    """Default HQ size in px (the LQ is ``size / 4``)."""
-
-
-BENCH_PRESETS: dict[str, BenchPreset] = {
-    # Unit tests: milliseconds.
-    "tiny": BenchPreset("tiny", "tiny", size=64),
-    # The embedded CPU default.
-    "small": BenchPreset("small", "small"),
-    # Infinity-shaped students (research/infinity_var.md §2): the 2B is the paper's.
-    "infinity-125m": BenchPreset("infinity-d32", "infinity-125m", schedule="infinity"),
-    "infinity-2b": BenchPreset("infinity-d32", "infinity-2b", schedule="infinity"),
-}
-"""Named benchmark targets (random weights)."""
+def bench_presets() -> dict[str, StudentConfig]:
+    """Named benchmark targets (random weights): the presets of the student family."""
+    presets: dict[str, Any] = family("Student").preset_table()
+    return presets
 
 
 def parse_schedule(text: str) -> Schedule:
@@ -57,11 +37,18 @@ def parse_schedule(text: str) -> Schedule:
     return tuple(grids)
 
 
-def preset_schedule(preset: BenchPreset, size: int) -> Schedule:
-    """The preset's default schedule for a ``size`` x ``size`` HQ image."""
-    stride = tokenizer_preset(preset.tokenizer).stride
-    if preset.schedule == "infinity":
+def preset_schedule(preset: StudentConfig, size: int) -> Schedule:
+    """The preset's schedule for a ``size`` x ``size`` HQ image.
+
+    A preset that fixes Infinity's scale template (``infinity_schedule``) keeps that template at any size;
+    the others use the tokenizer's ``schedule_for_grid`` (their fixed schedule only at their own size).
+    """
+    square = (preset.image_size, preset.image_size)
+    if preset.schedule is not None and tuple(preset.schedule) == infinity_schedule(*square):
         return infinity_schedule(size, size)
+    if preset.schedule is not None and size == preset.image_size:
+        return tuple(preset.schedule)
+    stride = preset.tokenizer.stride
     return schedule_for_grid(size // stride, size // stride)
 
 
@@ -76,31 +63,31 @@ def build_student(
     """A student in eval mode on ``device``, LoRA merged.
 
     Args:
-        model: a ``BENCH_PRESETS`` name (random weights) or a student checkpoint folder.
-        size: HQ size in px (presets: default ``preset.size``; checkpoints: must match their own size).
+        model: a :func:`bench_presets` name (random weights) or a student checkpoint folder.
+        size: HQ size in px (presets: default ``preset.image_size``; checkpoints: must match their own size).
         schedule: override the token schedule (must end at the latent grid of ``size``).
         precleaner: presets only: add the ``precleaner-1x`` pre-cleaner.
         device: weights are initialised directly there (fast for the 2B on a GPU).
     """
     device = torch.device(device)
-    if model in BENCH_PRESETS:
-        preset = BENCH_PRESETS[model]
-        size = preset.size if size is None else size
-        config = StudentConfig(
-            tokenizer=tokenizer_preset(preset.tokenizer),
-            transformer=transformer_preset(preset.transformer),
+    presets = bench_presets()
+    if model in presets:
+        preset = presets[model]
+        size = preset.image_size if size is None else size
+        config = replace(
+            preset,
             image_size=size,
             schedule=schedule or preset_schedule(preset, size),
             lora_rank=0,
             merged=True,
-            precleaner=PEER_ARCHS["precleaner-1x"][1] if precleaner else None,
+            precleaner=peer_presets()["precleaner-1x"][1] if precleaner else None,
         )
         with torch.device(device):
             student = Student(config)
         return student.eval()
     path = Path(model)
     if not path.is_dir():
-        raise ValueError(f"--model {model!r} is neither a preset ({', '.join(BENCH_PRESETS)}) nor a checkpoint folder")
+        raise ValueError(f"--model {model!r} is neither a preset ({', '.join(presets)}) nor a checkpoint folder")
     student = Student.from_pretrained(path, device=device)
     if size is not None and size != student.config.image_size:
         raise ValueError(f"{path} works at {student.config.image_size} px, not {size}")

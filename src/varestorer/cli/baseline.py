@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     if args.method in ("bicubic", "lanczos"):
         return run_batch(args, lambda array: resize_array(array, args.scale, args.method), verb=args.method)
-    from varestorer.archs.registry import load_peer
+    from varestorer.foreign.peers import load_peer
     from varestorer.inference.restorer import Restorer
 
     restorer = Restorer(load_peer(_weights(args), arch=args.method), **restorer_options(args))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from varestorer.models.student import Student
+from varestorer.families import load_pretrained
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     source, target = Path(args.student).resolve(), Path(args.output).resolve()
     if source == target:
         raise ValueError("the output folder must differ from the student folder")
-    student = Student.from_pretrained(source)
+    student = load_pretrained(source, require="exportable", what="an exportable model")
     merged = student if student.config.merged else student.merged()
     if args.color_fix is not None:
         merged.config = replace(merged.config, color_fix=args.color_fix)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,24 +13,7 @@ from torch import nn
 
 from varestorer.checkpoint import load_state_dict, load_weights, read_config
 from varestorer.config import config_from_dict, config_to_dict
-
-# family -> ("module:PRESETS_DICT", "module:ModelClass"). One literal table: a new model family adds one
-# line. Its presets are then reachable as "family:name", or as "name" alone when no other family has it.
-# The model class is built as ``ModelClass(PRESETS_DICT[name])``.
-MODEL_FAMILIES: dict[str, tuple[str, str]] = {
-    "tokenizer": (
-        "varestorer.tokenizer.config:TOKENIZER_PRESETS",
-        "varestorer.tokenizer.autoencoder:MultiScaleTokenizer",
-    ),
-    "transformer": (
-        "varestorer.transformer.config:TRANSFORMER_PRESETS",
-        "varestorer.transformer.model:NextScaleTransformer",
-    ),
-    "student": ("varestorer.models.student_config:STUDENT_PRESETS", "varestorer.models.student:Student"),
-}
-
-# Families whose presets reuse the backbone names (student:infinity-2b): reachable only as FAMILY:NAME.
-QUALIFIED_ONLY = {"student"}
+from varestorer.families import FAMILIES, Family, family_named
 
 EPILOG = """\
 TARGET is one of:
@@ -45,7 +27,7 @@ TARGET is one of:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG.format(families=", ".join(MODEL_FAMILIES))
+    parser.epilog = EPILOG.format(families=", ".join(f.name for f in _with_presets()))
     parser.add_argument("target", help="a checkpoint folder or file, or a preset name (see below)")
     parser.add_argument("--json", action="store_true", help="print JSON: {params, trainable, tensors}")
     parser.add_argument("--depth", type=int, default=3, help="module-tree depth shown (default 3)")
@@ -54,55 +36,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _attribute(spec: str) -> Any:
-    module_name, name = spec.split(":")
-    return getattr(importlib.import_module(module_name), name)
-
-
-def _family(name: str) -> tuple[dict[str, Any], type]:
-    presets, model_class = MODEL_FAMILIES[name]
-    return _attribute(presets), _attribute(model_class)
+def _with_presets() -> list[Family]:
+    """The registry's families that have presets (``varestorer.families``), in registry order."""
+    return [entry for entry in FAMILIES.values() if entry.presets]
 
 
 def resolve_preset(target: str) -> tuple[str, str]:
-    """``FAMILY:NAME`` or an unambiguous ``NAME`` -> (family, name).
+    """``FAMILY:NAME`` or an unambiguous ``NAME`` -> (family name, preset name).
 
     Raises:
         ValueError: unknown family or preset, or a name several families share.
     """
     if ":" in target:
-        family, name = target.split(":", 1)
-        if family not in MODEL_FAMILIES:
-            raise ValueError(f"unknown model family {family!r}; choose from {', '.join(MODEL_FAMILIES)}")
-        presets, _ = _family(family)
-        if name not in presets:
-            raise ValueError(f"unknown {family} preset {name!r}; choose from {', '.join(presets)}")
-        return family, name
-    matches = [family for family in MODEL_FAMILIES if family not in QUALIFIED_ONLY and target in _family(family)[0]]
+        name, preset = target.split(":", 1)
+        _, entry = family_named(name)
+        presets = entry.preset_table()
+        if preset not in presets:
+            raise ValueError(f"unknown {name} preset {preset!r}; choose from {', '.join(presets) or 'none'}")
+        return name, preset
+    matches = [f.name for f in _with_presets() if not f.qualified_only and target in f.preset_table()]
     if len(matches) > 1:
         raise ValueError(f"{target!r} is ambiguous: write one of {', '.join(f'{f}:{target}' for f in matches)}")
     if not matches:
-        known = ", ".join(f"{f}:{n}" for f in MODEL_FAMILIES for n in _family(f)[0])
+        known = ", ".join(f"{f.name}:{n}" for f in _with_presets() for n in f.preset_table())
         raise ValueError(f"{target!r} is neither a file/folder nor a preset; presets: {known}")
     return matches[0], target
 
 
 def build_on_meta(family: str, name: str, **changes: Any) -> nn.Module:
     """The preset's model with meta tensors (shapes only, no memory, no init cost)."""
-    presets, cls = _family(family)
-    config = replace(presets[name], **changes) if changes else presets[name]
+    _, entry = family_named(family)
+    preset = entry.preset_table()[name]
+    config = replace(preset, **changes) if changes else preset
     with torch.device("meta"):
-        return cls(config)
+        return entry.model_class()(config)
 
 
 def _model_for_config(meta: dict[str, Any]) -> nn.Module | None:
     """A meta-device model for a checkpoint folder's config.json, when its model_type is a known family."""
-    for _, model_class in MODEL_FAMILIES.values():
-        if model_class.rsplit(":", 1)[-1] == meta["model_type"]:
-            cls = _attribute(model_class)
-            with torch.device("meta"):
-                return cls(config_from_dict(cls.config_class, meta["config"]))
-    return None
+    entry = FAMILIES.get(meta["model_type"])
+    if entry is None:
+        return None
+    config = config_from_dict(entry.config_class(), meta["config"])
+    with torch.device("meta"):
+        try:
+            return entry.model_class()(config)
+        except TypeError:  # a composite (Teacher) is built from its parts, not from its config alone
+            return None
 
 
 def module_tree(model: nn.Module, depth: int) -> list[str]:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precleaner == "default":
         raise ValueError("no default pre-cleaner is bundled yet; pass --precleaner PATH (e.g. realesr-general-x4v3)")
     if args.precleaner != "none":
-        from varestorer.archs.precleaner import load_precleaner
+        from varestorer.foreign.peers import load_precleaner
 
         precleaner = load_precleaner(args.precleaner)
     restorer = Restorer.from_pretrained(

@@ -8,7 +8,6 @@ optional pre-cleaner and colour fix, and the exact output size for any float sca
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from pathlib import Path
@@ -20,10 +19,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from varestorer.checkpoint import CONFIG_NAME, read_config
+from varestorer.checkpoint import CONFIG_NAME
+from varestorer.families import load_pretrained
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
+from varestorer.models.precleaner import PreCleaner, with_precleaner
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ class OneStepSR(Protocol):
 
     def __call__(self, lq_B3HW: torch.Tensor) -> torch.Tensor: ...
 
-
-# config.json model_type -> "module:Class" with a ``from_pretrained(folder)`` classmethod. One
-# literal table (classes are imported only when their checkpoint is loaded).
-RESTORER_MODELS: dict[str, str] = {
-    "Student": "varestorer.models.student:Student",
-    "LQConditionedVAR": "varestorer.models.lq_conditioned:LQConditionedVAR",
-    "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
-    "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
-}
 
 # Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
 EMBEDDED_MODELS: dict[str, str] = {"default": "default"}
@@ -90,13 +82,8 @@ def _load_model(path_or_name: str | Path) -> nn.Module:
         names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
         raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        model_type = read_config(path)["model_type"]
-        if model_type not in RESTORER_MODELS:
-            raise ValueError(f"{path} holds a {model_type}; restorable types: {', '.join(RESTORER_MODELS)}")
-        module_name, class_name = RESTORER_MODELS[model_type].split(":")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls.from_pretrained(path)
-    from varestorer.archs.registry import load_peer  # .pth / .safetensors / ncnn files of peer archs
+        return load_pretrained(path, require="restorable", what="a restorable model")
+    from varestorer.foreign.peers import load_peer  # .pth / .safetensors / ncnn files of peer archs
 
     return load_peer(path)
 
@@ -114,7 +101,8 @@ class Restorer:
             fixed-size models, else 32).
         color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
             model's own recommendation (its ``default_color_fix`` attribute, else "none").
-        precleaner: an optional module ``(B,3,h,w) -> (B,3,h,w)`` run on each LQ tile first.
+        precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
+            pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice.
         window: blending weights, "gaussian" or "linear".
     """
 
@@ -128,7 +116,7 @@ class Restorer:
         tile_overlap: int | None = None,
         batch_size: int = 1,
         color_fix: ColorFix | None = None,
-        precleaner: nn.Module | None = None,
+        precleaner: PreCleaner | None = None,
         window: BlendWindow = "gaussian",
     ) -> None:
         for name in ("scale", "input_size", "size_multiple"):
@@ -140,8 +128,9 @@ class Restorer:
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
             dtype = getattr(torch, dtype)
         self.dtype = dtype or default_dtype(self.device)
+        if precleaner is not None:
+            model = with_precleaner(model, precleaner)
         self.model = model.to(self.device, self.dtype).eval()
-        self.precleaner = precleaner.to(self.device, self.dtype).eval() if precleaner is not None else None
         self.scale = int(model.scale)
         self.input_size: int | None = model.input_size
         self.size_multiple = int(model.size_multiple)
@@ -156,7 +145,8 @@ class Restorer:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
-        """Load a checkpoint folder (dispatch on config.json ``model_type`` via ``RESTORER_MODELS``),
+        """Load a checkpoint folder (dispatch on config.json ``model_type``: a restorable family of
+        ``varestorer.families``),
         a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name (default: the embedded
         default model, shipped in the package); kwargs go to ``__init__``."""
         return cls(_load_model(path_or_name), **kwargs)
@@ -199,8 +189,6 @@ class Restorer:
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
             lq = tiles.to(self.device, self.dtype)
-            if self.precleaner is not None:
-                lq = self.precleaner(lq)
             if prompt is None:
                 sr = self.model(lq)
             else:

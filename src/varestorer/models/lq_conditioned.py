@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from varestorer.inference.sampler import sample_top_p
 from varestorer.models.student import Student, StudentOutput
 from varestorer.models.student_config import StudentConfig
 from varestorer.nn.attention import KVCache
+from varestorer.transformer.sampler import sample_top_p
 from varestorer.transformer.text import TextCondition
 
 
@@ -38,9 +38,9 @@ class LQConditionedVAR(Student):
         self.control_zero.requires_grad_(True)
 
     @classmethod
-    def from_teacher(cls, tokenizer, transformer, config: StudentConfig) -> LQConditionedVAR:  # type: ignore[override]
-        model = super().from_teacher(tokenizer, transformer, config)
-        model.control_embed.load_state_dict(transformer.word_embed.state_dict())
+    def from_teacher(cls, teacher, config: StudentConfig) -> LQConditionedVAR:  # type: ignore[override]
+        model = super().from_teacher(teacher, config)
+        model.control_embed.load_state_dict(teacher.transformer.word_embed.state_dict())
         return model  # type: ignore[return-value]
 
     def control(self, lq_inputs_BLd: Tensor) -> list[Tensor]:

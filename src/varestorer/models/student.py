@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from varestorer.archs.precleaner import PreCleaner
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.checkpoint import load_weights, read_config, save_pretrained
 from varestorer.config import config_from_dict
+from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
+from varestorer.models.teacher import Teacher
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
@@ -98,10 +99,12 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------------------------ building
     @classmethod
-    def from_teacher(
-        cls, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, config: StudentConfig
-    ) -> Student:
-        """A fresh student whose weights are the teacher's (adapters at zero, so it starts as the teacher)."""
+    def from_teacher(cls, teacher: Teacher, config: StudentConfig) -> Student:
+        """A fresh student whose weights are the teacher's (adapters at zero, so it starts as the teacher).
+
+        The shapes (tokenizer, transformer) come from the teacher; the rest of ``config`` is kept.
+        """
+        tokenizer, transformer = teacher.tokenizer, teacher.transformer
         config = replace(config, tokenizer=tokenizer.config, transformer=transformer.config, merged=False)
         student = cls(config)
         student.encoder.load_state_dict(tokenizer.encoder.state_dict())
@@ -250,10 +253,9 @@ class Student(nn.Module):
         if config.teacher is None:
             raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
         teacher = Path(config.teacher)
-        teacher = teacher if teacher.is_absolute() else (directory / teacher)
-        tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
-        transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
-        student = cls.from_teacher(tokenizer, transformer, config)
+        student = cls.from_teacher(
+            Teacher.from_pretrained(teacher if teacher.is_absolute() else directory / teacher), config
+        )
         expected = student.trainable_state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))

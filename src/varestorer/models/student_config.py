@@ -7,6 +7,7 @@ from typing import Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.tokenizer.scales import infinity_schedule
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
 
 # Infinity's attention projections. Its blocks read these weights through F.linear, which is why LoRA
@@ -73,12 +74,20 @@ def _student(tokenizer: str, transformer: str, **kwargs: object) -> StudentConfi
     )
 
 
+_INFINITY_512 = infinity_schedule(512, 512)  # Infinity's scale template at 512 px (10 scales, 2521 tokens)
+
 STUDENT_PRESETS: dict[str, StudentConfig] = {
     # Tests: 64 px working size, 16 px LQ, milliseconds.
     "tiny": _student("tiny", "tiny", image_size=64, lora_rank=2, lora_alpha=2.0),
-    # The embedded default's shape: 128 px LQ -> 512 px, small tokenizer and transformer.
+    # A CPU-sized student: 128 px LQ -> 512 px, small tokenizer (stride 16) and transformer. (The embedded
+    # default, src/varestorer/weights/default/config.json, is a stride-8 variant of it at 256 px.)
     "small": _student("small", "small", image_size=512, lora_rank=16, lora_alpha=16.0),
+    # An Infinity-125M-shaped student on the d32 tokenizer (for `varestorer bench`).
+    "infinity-125m": _student("infinity-d32", "infinity-125m", image_size=512, schedule=_INFINITY_512),
     # The paper's model: Infinity-2B + the d32 tokenizer at 512 px, LoRA rank 32 (paper §4.1).
-    "infinity-2b": _student("infinity-d32", "infinity-2b", image_size=512, lora_rank=32, lora_alpha=32.0),
+    "infinity-2b": _student(
+        "infinity-d32", "infinity-2b", image_size=512, lora_rank=32, lora_alpha=32.0, schedule=_INFINITY_512
+    ),
 }
-"""Named student shapes (random teacher weights until ``Student.from_teacher`` fills them)."""
+"""Named student shapes (random teacher weights until ``Student.from_teacher`` fills them); ``varestorer
+bench`` measures them and ``varestorer inspect student:NAME`` prints them."""

@@ -15,12 +15,12 @@ from torch import Tensor, nn
 import varestorer.checkpoint as checkpoint
 from varestorer.checkpoint import CONFIG_NAME, read_config
 from varestorer.config import config_from_dict, config_to_dict
-from varestorer.inference.sampler import check_compatible, sample_scales
 from varestorer.io.atomic import atomic_directory
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.sampler import check_compatible, sample_scales
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
 
 

@@ -3,7 +3,7 @@
 Recipe sections (see ``recipes/precleaner_small.toml``)::
 
     [train]  TrainConfig
-    [model]  preset (a PEER_ARCHS name, default ``precleaner-1x``) or init_from (peer weights by
+    [model]  preset (a peer preset name, default ``precleaner-1x``) or init_from (peer weights by
              path: folder, .pth/.safetensors or ncnn, e.g. realesr-general-x4v3 to fine-tune)
     [data]   HQ training folders, crop size, degradation preset, validation folder
     [loss]   L1 / MSE weights
@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varestorer.archs.precleaner import PreCleaner
-from varestorer.archs.registry import build_peer, load_peer
 from varestorer.config import config_to_dict
 from varestorer.data.datasets import HQFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
+from varestorer.foreign.peers import build_peer, load_peer
+from varestorer.models.precleaner import PreCleaner
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.trainer import Trainer, seed_everything
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "precleaner-1x"
-    """A ``PEER_ARCHS`` name, randomly initialised."""
+    """A peer preset name (``varestorer.foreign.peers.peer_presets``), randomly initialised."""
     init_from: str | None = None
     """Peer weights to fine-tune instead (folder, .pth/.safetensors, ncnn .param)."""
 

@@ -22,7 +22,7 @@ Ablations (paper Table 3) are recipe settings: ``loss.lambda_kl = 0`` (no_kl), `
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varestorer.archs.srvgg import SRVGGConfig
-from varestorer.checkpoint import read_config
-from varestorer.config import config_from_dict, config_to_dict
+from varestorer.archs.srvgg import SRVGG_PRESETS
+from varestorer.config import config_to_dict
 from varestorer.data.datasets import PairedFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
 from varestorer.data.transforms import to_uint8
+from varestorer.families import families
 from varestorer.metrics.fidelity import psnr
 from varestorer.models.lq_conditioned import LQConditionedVAR
 from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
-from varestorer.models.teacher_config import TeacherConfig
+from varestorer.models.teacher import Teacher
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy, token_kl
@@ -111,21 +111,19 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     """Student + the frozen teacher parts it is distilled from."""
     if not model.teacher:
         raise ValueError("[model] teacher must name a teacher folder (with tokenizer/ and transformer/)")
-    teacher = Path(model.teacher)
-    teacher_config = config_from_dict(TeacherConfig, read_config(teacher)["config"])
-    tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
-    transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
+    teacher = Teacher.from_pretrained(model.teacher)
+    tokenizer, transformer = teacher.tokenizer, teacher.transformer
     if model.attention not in ("full", "causal"):
         raise ValueError(f"[model] attention must be 'full' or 'causal', got {model.attention!r}")
     precleaner = (
-        SRVGGConfig(num_feat=model.precleaner_features, num_conv=model.precleaner_convs, upscale=1)
+        replace(SRVGG_PRESETS["precleaner-1x"], num_feat=model.precleaner_features, num_conv=model.precleaner_convs)
         if model.precleaner
         else None
     )
     config = StudentConfig(
         tokenizer=tokenizer.config,
         transformer=transformer.config,
-        teacher=str(teacher.resolve()),
+        teacher=str(Path(model.teacher).resolve()),
         scale=model.scale,
         image_size=model.image_size,
         attention=model.attention,  # type: ignore[arg-type]
@@ -135,14 +133,14 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         train_encoder=model.train_encoder,
         train_decoder=model.train_decoder,
         precleaner=precleaner,
-        text_encoder=teacher_config.text_encoder,
+        text_encoder=teacher.config.text_encoder,
     )
-    kinds = {"student": Student, "lq_conditioned_var": LQConditionedVAR}
+    kinds = {entry.name: entry.model_class for entry in families(trains="student").values()}  # varestorer.families
     if model.kind not in kinds:
         raise ValueError(f"[model] kind must be one of {', '.join(kinds)}, got {model.kind!r}")
-    student = kinds[model.kind].from_teacher(tokenizer, transformer, config)
+    student = kinds[model.kind]().from_teacher(teacher, config)
     if model.init_from:
-        previous = kinds[model.kind].from_pretrained(model.init_from)
+        previous = kinds[model.kind]().from_pretrained(model.init_from)
         student.load_state_dict(previous.trainable_state_dict(), strict=False)
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()

@@ -217,7 +217,7 @@ def validate_teacher(
             captions = [str(dataset[i % len(dataset)]["caption"]) or "." for i in range(cfg.num_samples)]
         teacher = module.teacher
         text = module.encode_text(captions)[0] if captions else None
-        from varestorer.inference.sampler import sample_scales
+        from varestorer.transformer.sampler import sample_scales
 
         schedule = teacher.schedule()
         generator = torch.Generator(device=device).manual_seed(0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from varestorer.archs.precleaner import PreCleaner, load_precleaner
-from varestorer.archs.registry import PEER_ARCHS, arch_from_state_dict, build_peer, load_peer
 from varestorer.archs.rrdbnet import RRDBNet, RRDBNetConfig
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.foreign.peers import arch_from_state_dict, build_peer, load_peer, load_precleaner, peer_presets
+from varestorer.models.precleaner import PreCleaner
 
 
 def test_srvgg_shapes_keys_and_residual() -> None:
@@ -31,7 +31,7 @@ def test_default_presets_match_published_sizes() -> None:
     plus = RRDBNet(RRDBNetConfig())
     assert sum(p.numel() for p in plus.parameters()) == 16_697_987  # RRDBNet x4plus
     assert {"conv_first.weight", "body.22.rdb3.conv5.bias", "conv_up2.weight", "conv_hr.bias"} <= set(plus.state_dict())
-    assert set(PEER_ARCHS) >= {"realesrgan-x4plus", "realesr-general-x4v3", "precleaner-1x"}
+    assert set(peer_presets()) >= {"realesrgan-x4plus", "realesr-general-x4v3", "precleaner-1x"}
 
 
 @pytest.mark.parametrize("scale", [1, 2, 4])

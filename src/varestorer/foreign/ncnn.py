@@ -280,14 +280,14 @@ def _convert(layer: NcnnLayer, name: str, module: nn.Module) -> dict[str, torch.
     return out
 
 
-def ncnn_to_state_dict(param_path: str | Path, bin_path: str | Path, arch: nn.Module | str) -> dict[str, torch.Tensor]:
+def ncnn_to_state_dict(param_path: str | Path, bin_path: str | Path, arch: nn.Module) -> dict[str, torch.Tensor]:
     """Convert an ncnn model into a float32 state dict with the keys of the torch ``arch``.
 
     Args:
         param_path: the ``.param`` text file.
         bin_path: the ``.bin`` weights.
-        arch: a torch module of the same architecture (its weights are not modified), or a name in
-            ``varestorer.archs.registry.PEER_ARCHS``.
+        arch: a torch module of the same architecture (its weights are not modified); build one from a
+            preset name with ``varestorer.foreign.peers.build_peer``.
 
     Returns:
         ``{key: float32 tensor}`` loadable with ``load_state_dict(strict=True)`` into ``arch``.
@@ -295,10 +295,6 @@ def ncnn_to_state_dict(param_path: str | Path, bin_path: str | Path, arch: nn.Mo
     Raises:
         ValueError: layer count, layer type or any shape differs, or the files are malformed.
     """
-    if isinstance(arch, str):
-        from varestorer.archs.registry import build_peer
-
-        arch = build_peer(arch)
     graph = read_ncnn(param_path, bin_path)
     layers = graph.weighted_layers
     modules = _weighted_modules(arch)

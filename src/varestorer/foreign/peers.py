@@ -1,4 +1,4 @@
-"""The literal registry of peer architectures, and loading peer weights from any file we accept.
+"""Loading peer weights from any file we accept (the classes are pure modules in ``varestorer.archs``).
 
 Accepted weights: a checkpoint folder written by ``save_pretrained`` (``config.json`` +
 ``model.safetensors`` or its shards), Real-ESRGAN ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` /
@@ -17,25 +17,26 @@ from torch import nn
 
 from varestorer.archs.rrdbnet import RRDBNet, RRDBNetConfig
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
-from varestorer.checkpoint import CONFIG_NAME, load_state_dict, load_strict, read_config
+from varestorer.checkpoint import CONFIG_NAME, load_state_dict, load_strict
+from varestorer.families import families, load_pretrained
+from varestorer.models.precleaner import PreCleaner
 
-# name -> (class, config). Presets of published peers plus our pre-cleaner variant.
-PEER_ARCHS: dict[str, tuple[type[nn.Module], Any]] = {
-    "realesrgan-x4plus": (RRDBNet, RRDBNetConfig()),
-    "realesr-general-x4v3": (SRVGGNetCompact, SRVGGConfig()),
-    # A light 1x cleaner for `varestorer train precleaner` (about 75k parameters).
-    "precleaner-1x": (SRVGGNetCompact, SRVGGConfig(num_feat=32, num_conv=8, upscale=1)),
-}
 
-# config.json model_type -> class, for checkpoint folders of peer archs.
-PEER_MODEL_TYPES: dict[str, type[nn.Module]] = {"SRVGGNetCompact": SRVGGNetCompact, "RRDBNet": RRDBNet}
+def peer_presets() -> dict[str, tuple[type[nn.Module], Any]]:
+    """Preset name -> (class, config) over every peer family of the registry (``varestorer.families``)."""
+    out: dict[str, tuple[type[nn.Module], Any]] = {}
+    for entry in families(peer=True).values():
+        cls = entry.model_class()
+        out.update({name: (cls, config) for name, config in entry.preset_table().items()})
+    return out
 
 
 def build_peer(name: str) -> nn.Module:
     """A randomly initialised peer arch from its preset name."""
-    if name not in PEER_ARCHS:
-        raise ValueError(f"unknown peer arch {name!r}; choose from: {', '.join(PEER_ARCHS)}")
-    cls, config = PEER_ARCHS[name]
+    presets = peer_presets()
+    if name not in presets:
+        raise ValueError(f"unknown peer arch {name!r}; choose from: {', '.join(presets)}")
+    cls, config = presets[name]
     return cls(config)
 
 
@@ -78,7 +79,7 @@ def arch_from_state_dict(state: dict[str, torch.Tensor]) -> nn.Module:
 
 def arch_from_ncnn(param_path: str | Path) -> nn.Module:
     """Build the (untrained) arch that an ncnn ``.param`` describes (SRVGG or RRDBNet layouts)."""
-    from varestorer.archs.ncnn import parse_param
+    from varestorer.foreign.ncnn import parse_param
 
     layers = parse_param(Path(param_path).read_text(encoding="utf-8"), where=str(param_path))
     convs = [layer for layer in layers if layer.type == "Convolution"]
@@ -106,7 +107,7 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
     """Load peer weights from a folder, a ``.pth``/``.safetensors`` file, or an ncnn pair.
 
     For ncnn, ``path`` may name the ``.param`` or the ``.bin``; the other is found beside it.
-    ``arch`` (a ``PEER_ARCHS`` name) overrides the detected architecture.
+    ``arch`` (a :func:`peer_presets` name) overrides the detected architecture.
 
     Returns:
         The model in eval mode on the CPU, float32.
@@ -117,13 +118,9 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
     """
     path = Path(path)
     if path.is_dir():
-        meta = read_config(path)
-        cls = PEER_MODEL_TYPES.get(meta["model_type"])
-        if cls is None:
-            raise ValueError(f"{path} holds a {meta['model_type']}, not a peer arch ({', '.join(PEER_MODEL_TYPES)})")
-        return cls.from_pretrained(path)  # type: ignore[attr-defined]
+        return load_pretrained(path, require="peer", what="a peer arch")
     if path.suffix in (".param", ".bin") and not (path.parent / CONFIG_NAME).exists():
-        from varestorer.archs.ncnn import ncnn_to_state_dict
+        from varestorer.foreign.ncnn import ncnn_to_state_dict
 
         param_path, bin_path = path.with_suffix(".param"), path.with_suffix(".bin")
         if not param_path.is_file() or not bin_path.is_file():
@@ -135,3 +132,8 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
     model = build_peer(arch) if arch else arch_from_state_dict(state)
     load_strict(model, state, what=str(path))
     return model.eval()
+
+
+def load_precleaner(path: str | Path) -> PreCleaner:
+    """A pre-cleaner from peer weights (folder, ``.pth``/``.safetensors`` or ncnn ``.param``/``.bin``)."""
+    return PreCleaner(load_peer(path)).eval()

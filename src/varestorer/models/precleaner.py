@@ -1,0 +1,69 @@
+"""The light pre-cleaner run on the LQ image before the restorer (the paper's role for SwinIR).
+
+Design decision: the pre-cleaner keeps the LQ size, because the one-step restorer takes the LQ at
+its own resolution. Two variants share one wrapper:
+
+- a same-size network (the ``precleaner-1x`` preset of ``archs/srvgg.py``: SRVGGNetCompact, 32 features,
+  8 convolutions, upscale 1), trained with ``varestorer train precleaner``; and
+- a published x4 restorer (realesr-general-x4v3, loaded by path from ncnn or ``.pth``): it cleans
+  and upsamples x4, and the result is resized back to the LQ size with antialiased bicubic, which
+  keeps its denoising and deblurring while discarding the invented detail.
+
+It has one slot: the ``precleaner`` of the model that runs it (``Student.precleaner``, trained with it,
+or the one of a :class:`PreCleaned` around a model without its own); never both.
+``varestorer.foreign.peers.load_precleaner`` reads one from peer weight files.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PreCleaner(nn.Module):
+    """``forward(lq_B3HW in [0, 1]) -> cleaned_B3HW`` in [0, 1], same size as the input."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.scale = int(getattr(net, "scale", 1))
+
+    def forward(self, lq_B3HW: torch.Tensor) -> torch.Tensor:
+        height, width = lq_B3HW.shape[-2:]
+        out = self.net(lq_B3HW)
+        if out.shape[-2:] != (height, width):
+            out = F.interpolate(out, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        return out.clamp(0, 1)
+
+
+class PreCleaned(nn.Module):
+    """A one-step restorer (``OneStepSR``) with a pre-cleaner in front: ``model(precleaner(lq))``.
+
+    Attributes mirror the inner model's (``encode_prompts`` too, when it has one).
+    """
+
+    def __init__(self, model: nn.Module, precleaner: PreCleaner) -> None:
+        super().__init__()
+        self.model = model
+        self.precleaner = precleaner
+        self.scale = model.scale
+        self.input_size = model.input_size
+        self.size_multiple = model.size_multiple
+        self.default_color_fix = getattr(model, "default_color_fix", "none")
+        if callable(getattr(model, "encode_prompts", None)):
+            self.encode_prompts = model.encode_prompts
+
+    def forward(self, lq_B3HW: torch.Tensor, *args: object) -> torch.Tensor:
+        return self.model(self.precleaner(lq_B3HW), *args)
+
+
+def with_precleaner(model: nn.Module, precleaner: PreCleaner) -> nn.Module:
+    """``model`` with ``precleaner`` in front (a :class:`PreCleaned`; the model itself is not changed).
+
+    Raises:
+        ValueError: the model already carries its own pre-cleaner (running both would clean twice).
+    """
+    if getattr(model, "precleaner", None) is not None:
+        raise ValueError(f"this {type(model).__name__} already has its own pre-cleaner; omit --precleaner")
+    return PreCleaned(model, precleaner)
