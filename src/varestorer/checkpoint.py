@@ -91,7 +91,7 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Any], *, what: str =
 
 def _unshared(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors that share memory (tied weights): clone the repeats."""
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, Any]] = set()
     out = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach()
@@ -286,7 +286,7 @@ class PretrainedMixin:
         meta = read_config(directory)
         if meta["model_type"] != cls.__name__:
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
-        config = config_from_dict(cls.config_class, meta["config"])
+        config: Any = config_from_dict(cls.config_class, meta["config"])
         model = cls(config)  # type: ignore[call-arg]
         assert isinstance(model, nn.Module)
         load_strict(model, load_weights(directory), what=str(directory))

@@ -122,13 +122,13 @@ def extract(archive: Path, asset: Asset, folder: Path) -> dict[str, Path]:
                         found[key] = target
     else:
         with _open_tar(archive) as bundle:
-            for info in bundle:
-                if not info.isfile():
+            for member in bundle:
+                if not member.isfile():
                     continue
                 for key, spec in asset.files.items():
-                    if key not in found and _match(info.name, spec.member):
+                    if key not in found and _match(member.name, spec.member):
                         target = folder / key.replace("/", "_")
-                        handle = bundle.extractfile(info)
+                        handle = bundle.extractfile(member)
                         target.write_bytes(handle.read() if handle else b"")
                         found[key] = target
     missing = [asset.files[key].member for key in asset.files if key not in found]

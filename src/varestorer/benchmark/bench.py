@@ -162,7 +162,7 @@ def run_bench(
     _half_weights(student, device, dtype)
     if device.type == "cuda":  # the conv nets take channels-last activations; give cuDNN matching weights
         for module in (student.encoder, student.decoder):
-            module.to(memory_format=torch.channels_last)
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # real kwarg, absent from the stubs
     config = student.config
     S, s = config.image_size, config.scale
     lq = torch.rand(batch_size, 3, S // s, S // s, generator=generator).to(device)

@@ -112,7 +112,8 @@ def _student_summary(model: nn.Module) -> str:
     """Trainable parameters of a student and their share (LoRA of the transformer; encoder; pre-cleaner)."""
     total = sum(p.numel() for p in model.parameters())
     lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
-    base = sum(p.numel() for n, p in model.transformer.named_parameters() if ".lora_" not in n)  # type: ignore[union-attr]
+    transformer: Any = model.transformer
+    base = sum(p.numel() for n, p in transformer.named_parameters() if ".lora_" not in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return (
         f"student: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%); "
@@ -146,7 +147,11 @@ def run(args: argparse.Namespace) -> int:
         tensors = dict(model.state_dict())
         params = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    report = {"params": params, "trainable": trainable, "tensors": {k: list(t.shape) for k, t in tensors.items()}}
+    report: dict[str, Any] = {
+        "params": params,
+        "trainable": trainable,
+        "tensors": {k: list(t.shape) for k, t in tensors.items()},
+    }
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

@@ -122,7 +122,7 @@ _MILD = DegradationConfig(
     ),
 )
 
-_STABLESR_BLUR = {"generalized_beta_range": (0.5, 2.0), "plateau_beta_range": (1.0, 1.5)}
+_STABLESR_BLUR: dict[str, Any] = {"generalized_beta_range": (0.5, 2.0), "plateau_beta_range": (1.0, 1.5)}
 _STABLESR = dataclasses.replace(
     _MILD,
     sharpen=True,

@@ -105,7 +105,7 @@ def _filter2d_opencv(image_CHW: torch.Tensor, kernel_kk: torch.Tensor) -> torch.
                 oy, ox = ty * _TILE, tx * _TILE
                 # anchor (0, 0): response[y, x] = sum tile[i, j] * padded[y + i, x + j]
                 response = cv2.filter2D(padded, -1, tile, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-                out += response[oy : oy + height, ox : ox + width]
+                out += response[oy : oy + height, ox : ox + width]  # type: ignore[arg-type]  # float32 both
     if out.ndim == 2:
         out = out[..., None]
     return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
@@ -191,7 +191,7 @@ def jpeg(x_B3HW: torch.Tensor, qualities: Sequence[int]) -> torch.Tensor:
         ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise ValueError("OpenCV failed to encode a JPEG")
-        decoded.append(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1])
+        decoded.append(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1])  # type: ignore[index]
     array = np.ascontiguousarray(np.stack(decoded))
     return torch.from_numpy(array).to(x_B3HW.device).permute(0, 3, 1, 2).to(x_B3HW.dtype) / 255.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -71,9 +71,8 @@ def arch_from_state_dict(state: dict[str, torch.Tensor]) -> nn.Module:
         upscale = math.isqrt(last.shape[0] // in_ch)
         if upscale * upscale * in_ch != last.shape[0]:
             raise ValueError(f"cannot infer the scale of an SRVGGNetCompact from {tuple(last.shape)}")
-        act = "prelu" if "body.1.weight" in state else "relu"
-        config = SRVGGConfig(in_ch, in_ch, first.shape[0], len(conv_ids) - 2, upscale, act)
-        return SRVGGNetCompact(config)
+        act: Literal["prelu", "relu"] = "prelu" if "body.1.weight" in state else "relu"
+        return SRVGGNetCompact(SRVGGConfig(in_ch, in_ch, first.shape[0], len(conv_ids) - 2, upscale, act))
     raise ValueError("unrecognised state dict: expected Real-ESRGAN RRDBNet or SRVGGNetCompact keys")
 
 
@@ -91,7 +90,7 @@ def arch_from_ncnn(param_path: str | Path) -> nn.Module:
     in_ch = int(convs[0].param(6)) // (feat * 9)
     if shuffles or (prelus and len(prelus) == len(convs) - 1):
         upscale = int(shuffles[0].param(0)) if shuffles else 1
-        act = "prelu" if prelus else "relu"
+        act: Literal["prelu", "relu"] = "prelu" if prelus else "relu"
         return SRVGGNetCompact(SRVGGConfig(in_ch, in_ch, feat, len(convs) - 2, upscale, act))
     if (len(convs) - 6) % 15 == 0 and len(convs) > 6:
         scale = {3: 4, 12: 2, 48: 1}.get(in_ch)

@@ -127,13 +127,13 @@ class Restorer:
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
             dtype = getattr(torch, dtype)
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype: torch.dtype = dtype or default_dtype(self.device)  # type: ignore[assignment]
         if precleaner is not None:
             model = with_precleaner(model, precleaner)
         self.model = model.to(self.device, self.dtype).eval()
-        self.scale = int(model.scale)
-        self.input_size: int | None = model.input_size
-        self.size_multiple = int(model.size_multiple)
+        self.scale = int(model.scale)  # type: ignore[arg-type]  # OneStepSR attributes, checked above
+        self.input_size: int | None = model.input_size  # type: ignore[assignment]
+        self.size_multiple = int(model.size_multiple)  # type: ignore[arg-type]
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
@@ -141,7 +141,7 @@ class Restorer:
             color_fix = getattr(model, "default_color_fix", "none")
         self.color_fix: ColorFix = color_fix  # type: ignore[assignment]
         self.window = window
-        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
+        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), self.color_fix)  # validates the name
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
@@ -193,7 +193,7 @@ class Restorer:
                 sr = self.model(lq)
             else:
                 if lq.shape[0] not in conditions:
-                    conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])
+                    conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])  # type: ignore[operator]
                 sr = self.model(lq, conditions[lq.shape[0]])
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)

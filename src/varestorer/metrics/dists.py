@@ -23,6 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class L2Pool(nn.Module):
     """sqrt(blur(x^2)) with a 3x3 Hann window (np.hanning(5)[1:-1] outer product), stride 2, padding 1."""
 
+    window: torch.Tensor  # buffer
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         a = torch.tensor([0.5, 1.0, 0.5])
@@ -37,6 +39,9 @@ class L2Pool(nn.Module):
 
 class DISTS(nn.Module):
     """Deep Image Structure and Texture Similarity; frozen, differentiable w.r.t. inputs in [0, 1]."""
+
+    mean: torch.Tensor  # buffer
+    std: torch.Tensor  # buffer
 
     def __init__(self, *, pretrained: bool = True) -> None:
         super().__init__()
@@ -60,8 +65,8 @@ class DISTS(nn.Module):
         fx = [x_B3HW, *self.features((x_B3HW - self.mean) / self.std)]
         fy = [y_B3HW, *self.features((y_B3HW - self.mean) / self.std)]
         total = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / total, self.channels, dim=1)
-        betas = torch.split(self.beta / total, self.channels, dim=1)
+        alphas = torch.split(self.alpha / total, list(self.channels), dim=1)
+        betas = torch.split(self.beta / total, list(self.channels), dim=1)
         similarity_B = x_B3HW.new_zeros(x_B3HW.shape[0])
         for a, b, alpha, beta in zip(fx, fy, alphas, betas):
             mean_a, mean_b = a.mean(dim=(2, 3), keepdim=True), b.mean(dim=(2, 3), keepdim=True)

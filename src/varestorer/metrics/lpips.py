@@ -9,7 +9,7 @@ Weights: assets ``alexnet-imagenet``/``vgg16-imagenet`` + ``lpips-{alex,vgg}-v0.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -48,13 +48,16 @@ class LPIPS(nn.Module):
         AssetMissingError: the weights were not fetched (the message names the command).
     """
 
+    shift: torch.Tensor  # buffer
+    scale: torch.Tensor  # buffer
+
     def __init__(self, net: Literal["vgg", "alex"] = "vgg", *, normalize: bool = False, pretrained: bool = True):
         super().__init__()
         if net not in BACKBONE_ASSETS:
             raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_ASSETS)}, got {net!r}")
         self.net = net
         self.normalize = normalize
-        self.features = alexnet_features() if net == "alex" else vgg16_features()
+        self.features: Any = alexnet_features() if net == "alex" else vgg16_features()
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.features.channels)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
@@ -62,7 +65,7 @@ class LPIPS(nn.Module):
             self.features.load_converted(load_asset_tensors(BACKBONE_ASSETS[net]))
             heads = load_asset_tensors(f"lpips-{net}-v0.1")
             for index, head in enumerate(self.heads):
-                head.weight.data.copy_(heads[f"lin{index}.weight"])
+                head.weight.data.copy_(heads[f"lin{index}.weight"])  # type: ignore[operator]  # Conv2d
         self.requires_grad_(False)
         self.eval()
 

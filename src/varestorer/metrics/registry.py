@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def _fidelity(name: str, y_channel: bool) -> Callable[[MetricOptions], Scorer]:
     return factory
 
 
-def _torch_pair(build: Callable[[], object]) -> Callable[[MetricOptions], Scorer]:
+def _torch_pair(build: Callable[[], Any]) -> Callable[[MetricOptions], Scorer]:
     def factory(options: MetricOptions) -> Scorer:
         import torch
 

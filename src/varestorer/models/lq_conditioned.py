@@ -32,6 +32,7 @@ class LQConditionedVAR(Student):
         self.control_embed = nn.Linear(config.tokenizer.token_dim, width)
         self.control_zero = nn.ModuleList(nn.Linear(width, width) for _ in self.transformer.block_list())
         for layer in self.control_zero:
+            assert isinstance(layer, nn.Linear)
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.control_embed.requires_grad_(True)
@@ -40,7 +41,7 @@ class LQConditionedVAR(Student):
     @classmethod
     def from_teacher(cls, teacher, config: StudentConfig) -> LQConditionedVAR:  # type: ignore[override]
         model = super().from_teacher(teacher, config)
-        model.control_embed.load_state_dict(teacher.transformer.word_embed.state_dict())
+        model.control_embed.load_state_dict(teacher.transformer.word_embed.state_dict())  # type: ignore[union-attr]
         return model  # type: ignore[return-value]
 
     def control(self, lq_inputs_BLd: Tensor) -> list[Tensor]:

@@ -179,7 +179,8 @@ class Student(nn.Module):
         offset = 0
         for index, (h, w) in enumerate(self.schedule):
             codes_Bld = bits_to_codes_straight_through(
-                logits_BLd2[:, offset : offset + h * w], self.quantizer.bit_values()
+                logits_BLd2[:, offset : offset + h * w],
+                self.quantizer.bit_values(),  # type: ignore[operator]
             )
             codes_Bdhw = codes_Bld.transpose(1, 2).reshape(B, d, h, w)
             f_hat = self.quantizer.add_scale(f_hat, codes_Bdhw, scale_index=index, num_scales=len(self.schedule))

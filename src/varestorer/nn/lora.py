@@ -71,8 +71,8 @@ def inject_lora(model: nn.Module, targets: Iterable[str], *, rank: int, alpha: f
     for name, module in _targets(model, targets):
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError(f"{name}.weight already carries a parametrization (LoRA injected twice?)")
-        out_features, in_features = module.weight.shape
-        adapter = LoRAWeight(out_features, in_features, rank, alpha).to(module.weight.device)
+        out_features, in_features = module.weight.shape  # type: ignore[misc]  # a Linear's 2-D weight
+        adapter = LoRAWeight(out_features, in_features, rank, alpha).to(module.weight.device)  # type: ignore[arg-type]
         parametrize.register_parametrization(module, "weight", adapter)
         names.append(name)
     return names
@@ -93,7 +93,8 @@ def merge_lora(model: nn.Module) -> int:
     merged = 0
     for module in list(model.modules()):
         if parametrize.is_parametrized(module, "weight") and any(
-            isinstance(p, LoRAWeight) for p in module.parametrizations["weight"]
+            isinstance(p, LoRAWeight)
+            for p in module.parametrizations["weight"]  # type: ignore[index]
         ):
             with torch.no_grad():
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)

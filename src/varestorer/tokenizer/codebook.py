@@ -64,7 +64,8 @@ class CodebookQuantizer(MultiScaleQuantizer):
         return self.embedding(labels_Bl).transpose(1, 2).reshape(labels_Bl.shape[0], self.token_dim, *hw)
 
     def add_scale(self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, *, scale_index: int = 0, num_scales: int = 1) -> Tensor:
-        up_BdHW = resize_latent(codes_Bdhw, tuple(f_hat_BdHW.shape[-2:]), self.upsample_mode)
+        H, W = f_hat_BdHW.shape[-2:]
+        up_BdHW = resize_latent(codes_Bdhw, (H, W), self.upsample_mode)
         return f_hat_BdHW + self.phis[self.phi_index(scale_index, num_scales)](up_BdHW)
 
     def _nearest(self, r_Bdhw: Tensor) -> Tensor:
@@ -74,7 +75,7 @@ class CodebookQuantizer(MultiScaleQuantizer):
         distance_BlV = r_Bld.pow(2).sum(-1, keepdim=True) - 2 * r_Bld @ codes_Vd.T + codes_Vd.pow(2).sum(-1)
         return distance_BlV.argmin(dim=-1)
 
-    def quantize(
+    def quantize(  # type: ignore[override]  # no flip_scales: self-correction here is per index
         self,
         f_BdHW: Tensor,
         schedule: Schedule,

@@ -114,7 +114,8 @@ class MultiScaleQuantizer(nn.Module, abc.ABC):
 
     def add_scale(self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, *, scale_index: int = 0, num_scales: int = 1) -> Tensor:
         """f_hat + up(codes) on the full grid (a codebook quantizer applies its phi for ``scale_index``)."""
-        return f_hat_BdHW + resize_latent(codes_Bdhw, tuple(f_hat_BdHW.shape[-2:]), self.upsample_mode)
+        H, W = f_hat_BdHW.shape[-2:]
+        return f_hat_BdHW + resize_latent(codes_Bdhw, (H, W), self.upsample_mode)
 
     def next_input(self, f_hat_BdHW: Tensor, hw_next: tuple[int, int]) -> Tensor:
         """Accumulated f_hat resized to the next scale, flattened row-major: (B, h*w, d)."""

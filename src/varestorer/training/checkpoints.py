@@ -42,7 +42,8 @@ def checkpoint_name(step: int) -> str:
 
 def capture_rng() -> dict[str, Any]:
     """The torch, CUDA, numpy and Python RNG states as tensors/ints/lists (loadable with weights_only)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]  # a 5-tuple
+    assert not isinstance(keys, str)
     version, py_state, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),

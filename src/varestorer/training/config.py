@@ -186,7 +186,7 @@ def load_recipe(
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [{section}] is not a table")
         table[key] = value
-    out = {}
+    out: dict[str, Any] = {}
     for name, cls in sections.items():
         table = tables.get(name, {})
         if not isinstance(table, dict):

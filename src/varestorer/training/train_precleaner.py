@@ -132,10 +132,10 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         val_hq = HQFolderDataset(data.val_dir, crop_size=data.val_crop_size, random_crop=False, hflip=False)
         val_set = DegradedPairDataset(val_hq, data.degradation, seed=1234)
 
-        def validate(module: nn.Module) -> dict[str, Any]:
+        def validate(module: Any) -> dict[str, Any]:  # the job's module
             return evaluate(module.precleaner, val_set, data.max_val_images)
 
-    def export(module: nn.Module, directory: Path) -> None:
+    def export(module: Any, directory: Path) -> None:
         module.precleaner.net.save_pretrained(directory)
 
     recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}

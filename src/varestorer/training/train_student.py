@@ -233,7 +233,7 @@ class StudentDistillation(nn.Module):
         """no_distill: the teacher's next-scale CE on the GT bits, conditioned on the whole LQ pyramid."""
         with torch.no_grad():
             tokens = self.teacher_tokenizer.tokenize(gt * 2 - 1, self.student.schedule)
-        logits = self.student.teacher_forced_logits(tokens.inputs, lq, text)
+        logits = self.student.teacher_forced_logits(tokens.inputs, lq, text)  # type: ignore[operator]
         uniform_L = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
         loss, accuracy = bitwise_cross_entropy(logits, torch.cat(tokens.labels, dim=1), uniform_L)
         return loss, {"cross_entropy": loss.detach(), "bit_accuracy": accuracy.detach()}
@@ -258,7 +258,7 @@ def validate_student(student: Student, dataset: PairedFolderDataset, limit: int)
     size, scale = student.config.image_size, student.scale
     values, grid = [], None
     for index in range(min(limit, len(dataset))):
-        item = dataset[index]
+        item: dict[str, Any] = dataset[index]
         gt = item["gt"][None, :, :size, :size].to(device)
         lq = item["lq"][None, :, : size // scale, : size // scale].to(device)
         if gt.shape[-2:] != (size, size) or lq.shape[-2:] != (size // scale, size // scale):
@@ -291,10 +291,10 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     if data.val_lq_dir and data.val_gt_dir:
         val_set = PairedFolderDataset(data.val_lq_dir, data.val_gt_dir)
 
-        def validate(module: nn.Module) -> dict[str, Any]:
+        def validate(module: Any) -> dict[str, Any]:  # the job's module
             return validate_student(module.student, val_set, data.max_val_images)
 
-    def export(module: nn.Module, directory: Path) -> None:
+    def export(module: Any, directory: Path) -> None:
         module.student.save_pretrained(directory)
 
     recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}

@@ -187,11 +187,11 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     if data.val_dir is not None:
         val_set = HQFolderDataset(data.val_dir, crop_size=data.val_crop_size, random_crop=False, hflip=False)
 
-        def validate(module: nn.Module) -> dict[str, Any]:
+        def validate(module: Any) -> dict[str, Any]:  # the job's module
             value, shown = evaluate_reconstruction(module.tokenizer, val_set, limit=data.max_val_images)
             return {"psnr": value, "reconstructions": shown}
 
-    def export(module: nn.Module, directory: Path) -> None:
+    def export(module: Any, directory: Path) -> None:
         module.tokenizer.save_pretrained(directory)
 
     recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}

@@ -200,7 +200,7 @@ class Trainer:
             for batch in loader:
                 self._batch_in_epoch += 1
                 last_micro = self._micro == self.config.grad_accum_steps - 1
-                sync = contextlib.nullcontext()
+                sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
                 if isinstance(self.model, DistributedDataParallel) and not last_micro:
                     sync = self.model.no_sync()  # all-reduce only on the last micro-batch
                 with sync:
@@ -349,7 +349,7 @@ class Trainer:
 
     # ----- checkpoints ------------------------------------------------------------------------
     def _trainable_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        tensors: dict[str, torch.Tensor] = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
         tensors.update(dict(self.module.named_buffers()))
         return tensors
 

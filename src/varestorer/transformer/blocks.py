@@ -42,6 +42,8 @@ class SelfAttention(nn.Module):
     (a learned per-head temperature, initialised to 4) and the softmax scale is 1.
     """
 
+    zero_k_bias: torch.Tensor  # buffer
+
     def __init__(self, width: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, width // num_heads
@@ -88,6 +90,8 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention from image tokens to (projected) text tokens; plain 1/sqrt(c) scale."""
 
+    zero_k_bias: torch.Tensor  # buffer
+
     def __init__(self, width: int, kv_dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, width // num_heads
@@ -110,6 +114,8 @@ class CrossAttention(nn.Module):
 
 class AttentivePoolAttention(nn.Module):
     """Cross-attention with a learned query (``mat_q`` (1, heads, c)) that pools text into one vector."""
+
+    zero_k_bias: torch.Tensor  # buffer
 
     def __init__(self, text_dim: int, out_dim: int, head_dim: int) -> None:
         super().__init__()

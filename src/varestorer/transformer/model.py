@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -118,8 +118,8 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
         self.cfg_uncond.div_(math.sqrt(D))
         nn.init.trunc_normal_(self.pos_start, std=std, a=-2 * std, b=2 * std, generator=generator)
         self.head.weight.mul_(0.02)  # head starts near 50/50 on every bit
-        self.head_nm.ada_lin[1].weight.mul_(0.5)
-        ada = self.shared_ada_lin[1]
+        self.head_nm.ada_lin[1].weight.mul_(0.5)  # type: ignore[operator]  # Sequential(SiLU, Linear)
+        ada: Any = self.shared_ada_lin[1]
         ada.weight.mul_(0.5)
         ada.weight[: 2 * C].mul_(1e-2)  # the gammas: residual branches start small
         for block in self.block_list():

@@ -88,9 +88,8 @@ class TextEncoder(nn.Module):
     @property
     def dim(self) -> int:
         """D, the width of the features."""
-        return int(
-            self.model.config.d_model if hasattr(self.model.config, "d_model") else self.model.config.hidden_size
-        )
+        config: Any = self.model.config
+        return int(config.d_model if hasattr(config, "d_model") else config.hidden_size)
 
     @torch.no_grad()
     def forward(self, prompts: Sequence[str]) -> TextCondition:
@@ -128,7 +127,7 @@ class TextEncoder(nn.Module):
             model = transformers.AutoModel.from_pretrained(path, dtype=dtype)
             if getattr(config, "is_encoder_decoder", False):
                 model = model.get_encoder()
-        return cls(model.to(device).eval().requires_grad_(False), tokenizer, max_length)
+        return cls(model.to(device).eval().requires_grad_(False), tokenizer, max_length)  # type: ignore[arg-type]
 
 
 def load_text_encoder(
