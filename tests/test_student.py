@@ -185,12 +185,31 @@ def test_lq_conditioned_var_starts_as_the_teacher_and_sampling_matches_teacher_f
     config = StudentConfig(image_size=64, scale=4, lora_rank=2)
     model = LQConditionedVAR.from_teacher(Teacher(tokenizer, transformer), config).eval()
     with torch.no_grad():
-        for layer in model.control_zero:
+        for layer in model.control.zero:
             layer.weight.normal_(0, 0.05)
         lq = torch.rand(2, 3, 16, 16)
         out = model.restore(lq)
         # teacher-forcing the sampled bits reproduces the logits of the KV-cached loop
         bits = [chunk.argmax(-1) for chunk in out.logits.split([h * w for h, w in model.schedule], dim=1)]
-        inputs = model.quantizer.teacher_forcing_inputs(bits, model.schedule, model.schedule[-1])
+        inputs = model.base.quantizer.teacher_forcing_inputs(bits, model.schedule, model.schedule[-1])
         forced = model.teacher_forced_logits(inputs, lq)
     assert torch.allclose(forced, out.logits, atol=1e-4)
+    assert not isinstance(model, Student)  # a composition: model.base is the student-shaped LQ path
+
+
+def test_lq_conditioned_var_round_trips_and_reads_the_subclass_layout(tmp_path) -> None:
+    from varestorer.models.lq_conditioned import LQConditionedVAR, _legacy_keys
+
+    tokenizer, transformer = _teacher()
+    config = StudentConfig(image_size=64, scale=4, lora_rank=2)
+    model = LQConditionedVAR.from_teacher(Teacher(tokenizer, transformer), config).eval()
+    lq = torch.rand(1, 3, 16, 16)
+    merged = model.merged()
+    merged.save_pretrained(tmp_path / "merged")
+    assert torch.allclose(LQConditionedVAR.from_pretrained(tmp_path / "merged")(lq), model(lq), atol=1e-5)
+    # the keys of the earlier LQConditionedVAR(Student) checkpoints map onto this layout
+    old = {
+        k.replace("control.embed.", "control_embed.").replace("control.zero.", "control_zero.").removeprefix("base."): v
+        for k, v in merged.state_dict().items()
+    }
+    assert set(_legacy_keys(old)) == set(merged.state_dict())

@@ -108,7 +108,7 @@ def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale
     out = model.restore(lq)
     assert out.sr.shape == (1, 3, 64, 64) and torch.equal(out.sr, model(lq))  # greedy: deterministic
     # the control branch starts at zero; training moved it, so the LQ changes the first scale's logits
-    assert any(p.abs().sum() > 0 for p in model.control_zero.parameters())
+    assert any(p.abs().sum() > 0 for p in model.control.zero.parameters())
 
 
 @pytest.mark.slow  # two torchrun workers importing torch: ~20-35 s on the 2-core box

@@ -15,7 +15,8 @@ from varestorer.training.discriminator import PatchDiscriminator, hinge_discrimi
 
 pytest.importorskip("varestorer.tokenizer.autoencoder", reason="needs the tokenizer package (branch tok)")
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer  # noqa: E402
-from varestorer.training.train_tokenizer import LossConfig, TokenizerTraining, psnr  # noqa: E402
+from varestorer.training.losses import batch_psnr as psnr  # noqa: E402
+from varestorer.training.train_tokenizer import LossConfig, TokenizerTraining  # noqa: E402
 
 RECIPE = Path(__file__).parent / "data" / "tokenizer_tiny.toml"
 

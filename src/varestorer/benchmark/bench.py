@@ -170,7 +170,7 @@ def run_bench(
     # Each stage reads the previous stage's output from `state`.
     state: dict[str, Any] = {"precleaner": lq}
     steps: dict[str, Callable[[], Any]] = {
-        "encoder_quantize": lambda: _encode_quantize(student, state["precleaner"]),
+        "encoder_quantize": lambda: student.encode_lq(state["precleaner"]),
         "transformer": lambda: student.transformer(state["encoder_quantize"], student.schedule, None, mask="full"),
         "latent": lambda: student.logits_to_f_hat(state["transformer"]),
         "decoder": lambda: student.decoder(state["latent"].to(decoder_dtype)),
@@ -249,14 +249,6 @@ def run_bench(
         "speedup_vs_peers": {name: r["ms"] / total_ms for name, r in peer_results.items()},  # type: ignore[operator]
     }
     return result
-
-
-def _encode_quantize(student: Student, lq: torch.Tensor) -> torch.Tensor:
-    """Everything of ``Student.lq_to_inputs`` after the pre-cleaner."""
-    size = (student.config.image_size,) * 2
-    x = lq if tuple(lq.shape[-2:]) == size else F.interpolate(lq, size=size, mode="bicubic", align_corners=False)
-    f_BdHW = student.encoder(x.clamp(0, 1) * 2 - 1)
-    return student.quantizer.quantize(f_BdHW, student.schedule, with_norms=False).inputs
 
 
 def _bench_multi_step(

@@ -1,67 +1,141 @@
 """The ``no_distill`` ablation (paper Table 3): a multi-step VAR conditioned on the LQ image.
 
 Instead of one full-attention pass, this model keeps the teacher's block-causal next-scale
-generation and injects the LQ image ControlNet-style (Zhang et al. 2023): the LQ token pyramid
-(the same teacher-forcing-format inputs the student reads) is embedded by a trainable copy of the
-teacher's ``word_embed`` and added before every block through a zero-initialised linear layer, so
-training starts exactly at the teacher. It is trained with the teacher's per-bit cross-entropy on the
-GT tokens (no distillation) and restores by sampling the scales autoregressively with a KV cache.
+generation and injects the LQ image ControlNet-style (Zhang et al. 2023, arXiv:2302.05543): the LQ
+token pyramid (the same teacher-forcing-format inputs the student reads) is embedded by a trainable
+copy of the teacher's ``word_embed`` and added before every block through a zero-initialised linear
+layer, so training starts exactly at the teacher. It is trained with the teacher's per-bit
+cross-entropy on the GT tokens (no distillation) and restores by sampling the scales with the one
+sampler (``transformer/sampler.py``: KV cache, optional CFG).
 
-It shares everything else with :class:`~varestorer.models.student.Student` (pre-cleaner, trainable
-encoder copy, LoRA on the attention projections, checkpoints); only the transformer pass differs.
+It is a composition, not a subclass: ``self.base`` is a :class:`~varestorer.models.student.Student`
+built from the teacher (its pre-cleaner, trainable encoder copy, LoRA'd transformer, decoder and
+quantizer), and ``self.control`` is the :class:`ControlBranch`. Only the transformer pass differs.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
-from varestorer.models.student import Student, StudentOutput
+from varestorer.models.student import Student, StudentOutput, load_adapter_checkpoint, save_adapter_checkpoint
 from varestorer.models.student_config import StudentConfig
-from varestorer.nn.attention import KVCache
-from varestorer.transformer.sampler import sample_top_p
+from varestorer.models.teacher import Teacher
+from varestorer.tokenizer.scales import Schedule
+from varestorer.transformer.sampler import sample_scales_detailed
 from varestorer.transformer.text import TextCondition
 
 
-class LQConditionedVAR(Student):
-    """Multi-step LQ-conditioned next-scale model; ``forward(lq)`` samples every scale in turn."""
+class ControlBranch(nn.Module):
+    """LQ pyramid inputs (B, L - 1, d) -> one zero-initialised addition (B, L, C) per transformer block."""
 
-    def __init__(self, config: StudentConfig) -> None:
-        super().__init__(config)
-        width = config.transformer.width
-        self.control_embed = nn.Linear(config.tokenizer.token_dim, width)
-        self.control_zero = nn.ModuleList(nn.Linear(width, width) for _ in self.transformer.block_list())
-        for layer in self.control_zero:
+    def __init__(self, token_dim: int, width: int, num_blocks: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(token_dim, width)
+        self.zero = nn.ModuleList(nn.Linear(width, width) for _ in range(num_blocks))
+        for layer in self.zero:
             assert isinstance(layer, nn.Linear)
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.control_embed.requires_grad_(True)
-        self.control_zero.requires_grad_(True)
 
-    @classmethod
-    def from_teacher(cls, teacher, config: StudentConfig) -> LQConditionedVAR:  # type: ignore[override]
-        model = super().from_teacher(teacher, config)
-        model.control_embed.load_state_dict(teacher.transformer.word_embed.state_dict())  # type: ignore[union-attr]
-        return model  # type: ignore[return-value]
-
-    def control(self, lq_inputs_BLd: Tensor) -> list[Tensor]:
-        """Per-block additions (B, L, C) from the LQ pyramid; position 0 (start token) gets none."""
+    def forward(self, lq_inputs_BLd: Tensor) -> list[Tensor]:
+        """Position 0 (the start token) gets no addition."""
         B = lq_inputs_BLd.shape[0]
-        embedded = self.control_embed(lq_inputs_BLd)
+        embedded = self.embed(lq_inputs_BLd)
         c_BLC = torch.cat([embedded.new_zeros(B, 1, embedded.shape[-1]), embedded], dim=1)
-        return [zero(c_BLC) for zero in self.control_zero]
+        return [zero(c_BLC) for zero in self.zero]
 
+
+def _legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Checkpoints of the subclass version (``control_embed.*``, ``encoder.*``...) -> this layout."""
+    if not any(k.startswith("control_embed.") for k in state):
+        return state
+    out = {}
+    for key, value in state.items():
+        if key.startswith("control_embed."):
+            out["control.embed." + key.removeprefix("control_embed.")] = value
+        elif key.startswith("control_zero."):
+            out["control.zero." + key.removeprefix("control_zero.")] = value
+        else:
+            out["base." + key] = value
+    return out
+
+
+class LQConditionedVAR(nn.Module):
+    """Multi-step LQ-conditioned next-scale model; ``forward(lq)`` samples every scale in turn (greedy)."""
+
+    config_class = StudentConfig
+    objective: ClassVar[str] = "cross_entropy"
+    """How ``varestorer train student`` trains it: the teacher's per-bit cross-entropy on the GT tokens."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.base = Student(config)
+        transformer = self.base.transformer
+        self.control = ControlBranch(
+            config.tokenizer.token_dim, config.transformer.width, len(transformer.block_list())
+        )
+
+    @property
+    def config(self) -> StudentConfig:
+        return self.base.config
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.base.schedule
+
+    # ------------------------------------------------------------------------------------ building
+    @classmethod
+    def from_teacher(cls, teacher: Teacher, config: StudentConfig) -> LQConditionedVAR:
+        """The teacher's weights everywhere; the control embedding starts as the teacher's ``word_embed``."""
+        base = Student.from_teacher(teacher, config)
+        model = cls(base.config)
+        model.base = base
+        model.control.embed.load_state_dict(teacher.transformer.word_embed.state_dict())  # type: ignore[union-attr]
+        return model
+
+    # ------------------------------------------------------------------------------------ protocol
+    @property
+    def scale(self) -> int:
+        return self.base.scale
+
+    @property
+    def input_size(self) -> int:
+        return self.base.input_size
+
+    size_multiple = 1
+
+    @property
+    def default_color_fix(self) -> str:
+        return self.base.default_color_fix
+
+    @property
+    def precleaner(self) -> nn.Module | None:
+        return self.base.precleaner
+
+    def encode_prompts(self, prompts: list[str]) -> TextCondition:
+        return self.base.encode_prompts(prompts)
+
+    # ------------------------------------------------------------------------------------- forward
     def teacher_forced_logits(self, gt_inputs_BLd: Tensor, lq: Tensor, text: TextCondition | None = None) -> Tensor:
         """(B, L, d, 2) logits of the GT bits given GT tokens < k and the whole LQ (block-causal)."""
-        control = self.control(self.lq_to_inputs(lq))
-        return self.transformer(gt_inputs_BLd, self.schedule, text, mask="causal", control=control)
+        control = self.control(self.base.lq_to_inputs(lq))
+        return self.base.transformer(gt_inputs_BLd, self.schedule, text, mask="causal", control=control)
+
+    def forward(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> Tensor:
+        return self.restore(lq_B3hw, text).sr
 
     @torch.no_grad()
-    def restore(  # type: ignore[override]
+    def restore(
         self,
         lq_B3hw: Tensor,
         text: TextCondition | None = None,
         *,
+        cfg_scale: float = 1.0,
         temperature: float = 1.0,
         top_p: float = 1.0,
         greedy: bool = True,
@@ -70,28 +144,54 @@ class LQConditionedVAR(Student):
         """Sample the HQ scales one by one (K transformer passes with a KV cache), then decode.
 
         ``greedy`` takes the likelier value of every bit (deterministic); otherwise bits are sampled
-        with ``temperature``/``top_p`` from ``generator``.
+        with ``temperature``/``top_p`` from ``generator``. ``cfg_scale`` guides with ``text``.
         """
-        B = lq_B3hw.shape[0]
-        control = self.control(self.lq_to_inputs(lq_B3hw))
-        cond = self.transformer.encode_condition(text, B)
-        d = self.config.tokenizer.token_dim
-        f_hat = control[0].new_zeros(B, d, *self.schedule[-1])
-        cache: KVCache | None = None
-        inputs: Tensor | None = None
-        all_logits, offset = [], 0
-        for k, (h, w) in enumerate(self.schedule):
-            step_control = [c[:, offset : offset + h * w] for c in control]
-            logits, cache = self.transformer.forward_scale(inputs, self.schedule, k, cond, cache, control=step_control)
-            all_logits.append(logits)
-            if greedy:
-                bits = logits.argmax(-1)
-            else:
-                bits = sample_top_p(logits / temperature, top_p=top_p, generator=generator)
-            codes = self.quantizer.labels_to_codes(bits, (h, w))
-            f_hat = self.quantizer.add_scale(f_hat, codes, scale_index=k, num_scales=len(self.schedule))
-            if k + 1 < len(self.schedule):
-                inputs = self.quantizer.next_input(f_hat, self.schedule[k + 1])
-            offset += h * w
-        sr = ((self.decoder(f_hat) + 1) / 2).clamp(0, 1)
-        return StudentOutput(sr=sr, logits=torch.cat(all_logits, dim=1), f_hat=f_hat)
+        sampled = sample_scales_detailed(
+            self.base.transformer,
+            self.base.quantizer,
+            self.schedule,
+            text,
+            batch_size=lq_B3hw.shape[0],
+            cfg_scale=cfg_scale,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+            greedy=greedy,
+            control=self.control(self.base.lq_to_inputs(lq_B3hw)),
+        )
+        sr = ((self.base.decoder(sampled.f_hat) + 1) / 2).clamp(0, 1)
+        return StudentOutput(sr=sr, logits=torch.cat(sampled.logits, dim=1), f_hat=sampled.f_hat)
+
+    # --------------------------------------------------------------------------------- checkpoints
+    def freeze_teacher_parts(self) -> None:
+        """The student's trainable parts, and the whole control branch."""
+        self.base.freeze_teacher_parts()
+        self.control.requires_grad_(True)
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        state = {f"base.{k}": v for k, v in self.base.trainable_state_dict().items()}
+        return state | {f"control.{k}": v for k, v in self.control.state_dict().items()}
+
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        overwrite: bool = False,
+        dtype: torch.dtype | None = None,
+        max_shard_bytes: int | None = None,
+    ) -> Path:
+        """As :meth:`Student.save_pretrained` (adapter checkpoint, or everything once merged)."""
+        return save_adapter_checkpoint(
+            self, directory, overwrite=overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes
+        )
+
+    def merged(self) -> LQConditionedVAR:
+        """A self-contained copy with the LoRA adapters folded in (``export --merge``)."""
+        model = type(self)(replace(self.config, merged=True, teacher=None))
+        model.base = self.base.merged()
+        model.control.load_state_dict(self.control.state_dict())
+        return model.train(self.training)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> LQConditionedVAR:
+        return load_adapter_checkpoint(cls, directory, device=device, remap=_legacy_keys)

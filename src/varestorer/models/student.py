@@ -16,8 +16,10 @@ decoder and quantizer are the teacher tokenizer's, frozen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,8 @@ class Student(nn.Module):
     """
 
     config_class = StudentConfig
+    objective: ClassVar[str] = "distill"
+    """How ``varestorer train student`` trains it: distilled from the teacher (token KL + image losses)."""
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
@@ -159,9 +163,10 @@ class Student(nn.Module):
         """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
         if lq_B3hw.ndim != 4 or lq_B3hw.shape[1] != 3:
             raise ValueError(f"expected LQ images (B, 3, h, w) in [0, 1], got shape {tuple(lq_B3hw.shape)}")
-        x = lq_B3hw
-        if self.precleaner is not None:
-            x = self.precleaner(x)
+        return self.encode_lq(self.precleaner(lq_B3hw) if self.precleaner is not None else lq_B3hw)
+
+    def encode_lq(self, x: Tensor) -> Tensor:
+        """The LQ path after the pre-cleaner: resize to the working size, encode, quantise -> (B, L - 1, d)."""
         size = (self.config.image_size, self.config.image_size)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
@@ -174,18 +179,13 @@ class Student(nn.Module):
             raise ValueError("the student's relaxation is defined for bitwise quantizers")
         B = logits_BLd2.shape[0]
         d = self.config.tokenizer.token_dim
-        grid = self.schedule[-1]
-        f_hat = logits_BLd2.new_zeros(B, d, *grid)
-        offset = 0
-        for index, (h, w) in enumerate(self.schedule):
-            codes_Bld = bits_to_codes_straight_through(
-                logits_BLd2[:, offset : offset + h * w],
-                self.quantizer.bit_values(),  # type: ignore[operator]
-            )
-            codes_Bdhw = codes_Bld.transpose(1, 2).reshape(B, d, h, w)
-            f_hat = self.quantizer.add_scale(f_hat, codes_Bdhw, scale_index=index, num_scales=len(self.schedule))
+        bit_values = self.quantizer.bit_values()  # type: ignore[operator]
+        codes, offset = [], 0
+        for h, w in self.schedule:
+            codes_Bld = bits_to_codes_straight_through(logits_BLd2[:, offset : offset + h * w], bit_values)
+            codes.append(codes_Bld.transpose(1, 2).reshape(B, d, h, w))
             offset += h * w
-        return f_hat
+        return self.quantizer.accumulate(codes, self.schedule, self.schedule[-1], with_inputs=False)[0]
 
     def forward(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> Tensor:
         """LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S) in [0, 1] (the ``OneStepSR`` contract)."""
@@ -223,11 +223,8 @@ class Student(nn.Module):
         loading copies them back into the float32 model. ``max_shard_bytes`` splits the weights into
         Hugging Face shards no bigger than that (see :func:`varestorer.checkpoint.save_pretrained`).
         """
-        state = self.state_dict() if self.config.merged else self.trainable_state_dict()
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        return save_pretrained(
-            directory, type(self).__name__, self.config, state, overwrite=overwrite, max_shard_bytes=max_shard_bytes
+        return save_adapter_checkpoint(
+            self, directory, overwrite=overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes
         )
 
     def merged(self) -> Student:
@@ -241,31 +238,65 @@ class Student(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Student:
-        directory = Path(directory)
-        meta = read_config(directory)
-        if meta["model_type"] != cls.__name__:
-            raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
-        config = config_from_dict(StudentConfig, meta["config"])
-        state = load_weights(directory)
-        if config.merged:
-            student = cls(config)
-            student.load_state_dict(state, strict=True)
-            return student.to(device).eval()
-        if config.teacher is None:
-            raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
-        teacher = Path(config.teacher)
-        student = cls.from_teacher(
-            Teacher.from_pretrained(teacher if teacher.is_absolute() else directory / teacher), config
+        return load_adapter_checkpoint(cls, directory, device=device)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def save_adapter_checkpoint(
+    model: Any,
+    directory: str | Path,
+    *,
+    overwrite: bool = False,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a student-shaped model (``config``, ``trainable_state_dict()``): its trainable tensors and the
+    teacher reference, or every tensor once ``config.merged``; ``dtype`` converts floating-point tensors."""
+    state = model.state_dict() if model.config.merged else model.trainable_state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return save_pretrained(
+        directory, type(model).__name__, model.config, state, overwrite=overwrite, max_shard_bytes=max_shard_bytes
+    )
+
+
+def load_adapter_checkpoint(
+    cls: type[M],
+    directory: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    remap: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+) -> M:
+    """Rebuild what :func:`save_adapter_checkpoint` wrote: merged checkpoints strictly from their own tensors,
+    adapter checkpoints from ``Teacher.from_pretrained(config.teacher)`` plus their trainable tensors
+    (exactly those, else ``ValueError``). ``remap`` renames the keys of older layouts."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    if meta["model_type"] != cls.__name__:
+        raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
+    config = config_from_dict(StudentConfig, meta["config"])
+    state = load_weights(directory)
+    state = remap(state) if remap is not None else state
+    if config.merged:
+        model: Any = cls(config)  # type: ignore[call-arg]
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+    if config.teacher is None:
+        raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
+    teacher = Path(config.teacher)
+    teacher = teacher if teacher.is_absolute() else directory / teacher
+    model = cls.from_teacher(Teacher.from_pretrained(teacher), config)  # type: ignore[attr-defined]
+    expected = model.trainable_state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory}: adapter checkpoint mismatch; missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
-        expected = student.trainable_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory}: adapter checkpoint mismatch; missing {missing[:8]}, unexpected {unexpected[:8]}"
-            )
-        student.load_state_dict(state, strict=False)
-        return student.to(device).eval()
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval()
 
 
 __all__ = ["STUDENT_PRESETS", "Student", "StudentConfig", "StudentOutput", "bits_to_codes_straight_through"]

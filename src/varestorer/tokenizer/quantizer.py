@@ -121,34 +121,47 @@ class MultiScaleQuantizer(nn.Module, abc.ABC):
         """Accumulated f_hat resized to the next scale, flattened row-major: (B, h*w, d)."""
         return resize_latent(f_hat_BdHW, hw_next, self.input_interpolation).flatten(2).transpose(1, 2)
 
+    def step(
+        self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, schedule: Schedule, k: int, *, with_input: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """One step of the per-scale loop (every loop over scales goes through it): f_hat + up(codes of scale
+        ``k``), and the inputs (B, h*w, d) of scale ``k + 1`` (None after the last scale or without ``with_input``)."""
+        f_hat_BdHW = self.add_scale(f_hat_BdHW, codes_Bdhw, scale_index=k, num_scales=len(schedule))
+        if not with_input or k + 1 >= len(schedule):
+            return f_hat_BdHW, None
+        return f_hat_BdHW, self.next_input(f_hat_BdHW, schedule[k + 1])
+
+    def accumulate(
+        self, codes: list[Tensor], schedule: Schedule, grid_hw: tuple[int, int], *, with_inputs: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Code maps (B, d, h_k, w_k) of the first ``len(codes)`` scales -> (f_hat (B, d, *grid_hw), the
+        teacher-forcing inputs (B, L - h1*w1, d) of the scales after the first, or None without ``with_inputs``)."""
+        if len(codes) > len(schedule) or not codes:
+            raise ValueError(f"got codes for {len(codes)} scales, schedule has {len(schedule)}")
+        check_schedule(schedule, grid_hw)
+        f_hat = codes[0].new_zeros(codes[0].shape[0], codes[0].shape[1], *grid_hw)
+        rows: list[Tensor] = []
+        for k, codes_Bdhw in enumerate(codes):
+            f_hat, inputs = self.step(f_hat, codes_Bdhw, schedule, k, with_input=with_inputs)
+            if inputs is not None:
+                rows.append(inputs)
+        if not with_inputs:
+            return f_hat, None
+        return f_hat, torch.cat(rows, dim=1) if rows else f_hat.new_zeros(f_hat.shape[0], 0, f_hat.shape[1])
+
     def labels_to_f_hat(self, labels: list[Tensor], schedule: Schedule, grid_hw: tuple[int, int]) -> Tensor:
         """Labels of the first ``len(labels)`` scales -> f_hat (B, d, *grid_hw)."""
         if len(labels) > len(schedule) or not labels:
             raise ValueError(f"got labels for {len(labels)} scales, schedule has {len(schedule)}")
-        check_schedule(schedule, grid_hw)
-        f_hat = None
-        for k, (labels_Bl, hw) in enumerate(zip(labels, schedule)):
-            codes = self.labels_to_codes(labels_Bl, hw)
-            if f_hat is None:
-                f_hat = codes.new_zeros(codes.shape[0], codes.shape[1], *grid_hw)
-            f_hat = self.add_scale(f_hat, codes, scale_index=k, num_scales=len(schedule))
-        assert f_hat is not None
-        return f_hat
+        codes = [self.labels_to_codes(labels_Bl, hw) for labels_Bl, hw in zip(labels, schedule)]
+        return self.accumulate(codes, schedule, grid_hw, with_inputs=False)[0]
 
     def teacher_forcing_inputs(self, labels: list[Tensor], schedule: Schedule, grid_hw: tuple[int, int]) -> Tensor:
         """(B, L - h1*w1, d) inputs of scales 2..K rebuilt from labels (no flips)."""
-        check_schedule(schedule, grid_hw)
-        rows: list[Tensor] = []
-        f_hat = None
-        for k, (labels_Bl, hw) in enumerate(zip(labels, schedule)):
-            codes = self.labels_to_codes(labels_Bl, hw)
-            if f_hat is None:
-                f_hat = codes.new_zeros(codes.shape[0], codes.shape[1], *grid_hw)
-            f_hat = self.add_scale(f_hat, codes, scale_index=k, num_scales=len(schedule))
-            if k + 1 < len(schedule):
-                rows.append(self.next_input(f_hat, schedule[k + 1]))
-        assert f_hat is not None
-        return torch.cat(rows, dim=1) if rows else f_hat.new_zeros(f_hat.shape[0], 0, f_hat.shape[1])
+        codes = [self.labels_to_codes(labels_Bl, hw) for labels_Bl, hw in zip(labels, schedule)]
+        inputs = self.accumulate(codes, schedule, grid_hw)[1]
+        assert inputs is not None
+        return inputs
 
 
 def infinity_bit_mask(token_dim: int) -> Tensor:

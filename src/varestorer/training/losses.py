@@ -51,3 +51,12 @@ def bitwise_cross_entropy(logits_BLd2: Tensor, labels_BLd: Tensor, weights_L: Te
     loss = (ce_BLd.view(B, L, d).mean(-1) * weights_L.to(ce_BLd.device)).sum(1).mean()
     accuracy = (logits_BLd2.argmax(-1) == labels_BLd).float().mean()
     return loss, accuracy
+
+
+def batch_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of (B, C, H, W) images in [0, 1] (RGB, no border crop): the training-time check.
+
+    ``varestorer.metrics.fidelity.psnr`` is the evaluation one (8-bit, Y channel, border crop).
+    """
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
+    return -10.0 * torch.log10(mse)

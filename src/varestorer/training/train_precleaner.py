@@ -33,6 +33,7 @@ from varestorer.data.pairs import DegradedPairDataset
 from varestorer.foreign.peers import build_peer, load_peer
 from varestorer.models.precleaner import PreCleaner
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
+from varestorer.training.losses import batch_psnr
 from varestorer.training.trainer import Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -73,12 +74,6 @@ def clean_target(gt_B3HW: torch.Tensor, lq_B3hw: torch.Tensor) -> torch.Tensor:
     return target.clamp(0, 1)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of (B, 3, H, W) images in [0, 1]."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
-    return -10.0 * torch.log10(mse)
-
-
 class PreCleanerTraining(nn.Module):
     """``forward({"lq", "gt"}, step) -> (loss, logs)`` for a :class:`PreCleaner`."""
 
@@ -108,8 +103,8 @@ def evaluate(precleaner: PreCleaner, dataset: DegradedPairDataset, limit: int) -
         item = dataset[index]
         lq, gt = item["lq"][None].to(device), item["gt"][None].to(device)
         target = clean_target(gt, lq)
-        cleaned.append(psnr(precleaner(lq), target))
-        raw.append(psnr(lq, target))
+        cleaned.append(batch_psnr(precleaner(lq), target))
+        raw.append(batch_psnr(lq, target))
     return {"psnr": float(torch.cat(cleaned).mean()), "psnr_lq": float(torch.cat(raw).mean())}
 
 

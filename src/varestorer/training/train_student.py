@@ -37,7 +37,6 @@ from varestorer.data.pairs import DegradedPairDataset
 from varestorer.data.transforms import to_uint8
 from varestorer.families import families
 from varestorer.metrics.fidelity import psnr
-from varestorer.models.lq_conditioned import LQConditionedVAR
 from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher import Teacher
@@ -204,7 +203,7 @@ class StudentDistillation(nn.Module):
         weights = self.loss_config
         gt, lq = batch["gt"], batch["lq"]
         text = self.captions(batch)
-        if isinstance(self.student, LQConditionedVAR):
+        if self.student.objective == "cross_entropy":  # the model says how it learns (no_distill ablation)
             return self.conditioned_cross_entropy(gt, lq, text)
         out = self.student.restore(lq, text)
         sr = out.sr.float()

@@ -32,6 +32,7 @@ from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
+from varestorer.training.losses import batch_psnr
 from varestorer.training.trainer import Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -145,12 +146,6 @@ class TokenizerTraining(nn.Module):
         return loss, logs
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of (B, 3, H, W) images in [0, 1] (RGB, no border crop)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
-    return -10.0 * torch.log10(mse)
-
-
 @torch.no_grad()
 def evaluate_reconstruction(
     tokenizer: MultiScaleTokenizer, dataset: HQFolderDataset, *, batch_size: int = 4, limit: int | None = None
@@ -162,7 +157,7 @@ def evaluate_reconstruction(
     for start in range(0, count, batch_size):
         gt = torch.stack([dataset[i]["gt"] for i in range(start, min(count, start + batch_size))]).to(device)  # type: ignore[misc]
         rec = (tokenizer.decode(tokenizer.tokenize(gt * 2 - 1).f_hat) + 1) / 2
-        values.append(psnr(rec, gt).cpu())
+        values.append(batch_psnr(rec, gt).cpu())
         if shown is None:
             shown = torch.cat([gt, rec]).cpu()
     return float(torch.cat(values).mean()), shown  # type: ignore[return-value]

@@ -26,9 +26,10 @@ from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin
 from varestorer.nn.attention import KVCache
+from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.blocks import AdaLNBeforeHead, BlockChunk, CrossAttnBlock, RMSNorm, TextAttentivePool
 from varestorer.transformer.config import TRANSFORMER_PRESETS, TransformerConfig
-from varestorer.transformer.rope import Schedule, rope_extent, rope_table, scale_positions
+from varestorer.transformer.rope import rope_extent, rope_table, scale_positions
 from varestorer.transformer.text import TextCondition
 
 MaskMode = Literal["causal", "full"]

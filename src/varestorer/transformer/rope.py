@@ -14,9 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from varestorer.tokenizer.scales import INFINITY_TEMPLATES, nearest_template_ratio
-
-Schedule = tuple[tuple[int, int], ...]
+from varestorer.tokenizer.scales import INFINITY_TEMPLATES, Schedule, nearest_template_ratio
 
 
 def rope_extent(schedule: Schedule, mode: Literal["infinity", "last"] = "infinity") -> tuple[int, int]:

@@ -11,6 +11,7 @@ For each scale k of the schedule (research/infinity_var.md §2.9):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,8 @@ from torch import Tensor
 
 from varestorer.nn.attention import KVCache
 from varestorer.tokenizer.quantizer import MultiScaleQuantizer
+from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
-from varestorer.transformer.rope import Schedule
 from varestorer.transformer.text import TextCondition
 
 
@@ -89,8 +90,15 @@ def sample_scales_detailed(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    greedy: bool = False,
+    control: Sequence[Tensor] | None = None,
 ) -> SampledScales:
-    """Generate every scale of ``schedule`` autoregressively; see :func:`sample_scales`."""
+    """Generate every scale of ``schedule`` autoregressively; see :func:`sample_scales`.
+
+    ``greedy`` takes the likelier label of every bit (argmax; temperature and top-p are then unused).
+    ``control``: per-block additions (B, L, C) over the whole sequence (a ControlNet-style branch,
+    ``models/lq_conditioned.py``); each scale gets its slice, repeated for the unconditional half with CFG.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if text is None and batch_size is None:
@@ -111,24 +119,31 @@ def sample_scales_detailed(
     cache: KVCache | None = None
     f_hat: Tensor | None = None
     inputs_Bld: Tensor | None = None
+    offset = 0
     for k, hw in enumerate(schedule):
         # 1. one scale through the transformer, attending to the cached earlier scales
         step_inputs = torch.cat([inputs_Bld, inputs_Bld]) if guided and inputs_Bld is not None else inputs_Bld
-        logits, cache = transformer.forward_scale(step_inputs, schedule, k, cond, cache)
+        step_control = None
+        if control is not None:
+            step_control = [c[:, offset : offset + hw[0] * hw[1]] for c in control]
+            step_control = [torch.cat([c, c]) for c in step_control] if guided else step_control
+        offset += hw[0] * hw[1]
+        logits, cache = transformer.forward_scale(step_inputs, schedule, k, cond, cache, control=step_control)
         # 2. classifier-free guidance on the logits
         if guided:
             logits = cfg_scale * logits[:B] + (1.0 - cfg_scale) * logits[B:]
         logits_per_scale.append(logits)
         # 3. temperature and top-p, independently for every bit
-        labels_k = sample_top_p(logits / temperature, top_p=top_p, generator=generator)
+        if greedy:
+            labels_k = logits.argmax(-1)
+        else:
+            labels_k = sample_top_p(logits / temperature, top_p=top_p, generator=generator)
         labels.append(labels_k)
         # 4. accumulate the codes and build the next scale's inputs
         codes = quantizer.labels_to_codes(labels_k, hw)
         if f_hat is None:
             f_hat = codes.new_zeros(B, codes.shape[1], *schedule[-1])
-        f_hat = quantizer.add_scale(f_hat, codes, scale_index=k, num_scales=len(schedule))
-        if k + 1 < len(schedule):
-            inputs_Bld = quantizer.next_input(f_hat, schedule[k + 1])
+        f_hat, inputs_Bld = quantizer.step(f_hat, codes, schedule, k)
     assert f_hat is not None and cache is not None
     return SampledScales(labels=labels, logits=logits_per_scale, f_hat=f_hat, cache=cache)
 
