@@ -77,7 +77,7 @@ def test_analytic_flops_match_counter_with_caption_and_research_figure() -> None
     with torch.inference_mode():
         counted = count_flops(lambda: student.transformer(inputs, schedule, caption, mask="full"))
     assert counted == transformer_flops(student.transformer.config, schedule, text_tokens=caption.tokens.shape[1])
-    # Infinity-2B at 512 px: the linear layers are 4737 GMAC (research/infinity_var.md §5.2).
+    # Infinity-2B at 512 px: the linear layers are 4737 GMAC (docs/sources.md: our arithmetic).
     from varestorer.transformer.config import transformer_preset
 
     config = transformer_preset("infinity-2b")

@@ -1,6 +1,6 @@
 """Official Infinity BSQ-VAE checkpoints: key names/shapes, both naming schemes, strict errors.
 
-The expected names are written here from research/infinity_var.md §1.2 (independently of the model code).
+The expected names are written here from Infinity `flux_vqgan.py` (docs/sources.md), not from our model code.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from varestorer.transformer.config import TRANSFORMER_PRESETS
 from varestorer.transformer.infinity import load_infinity_transformer
 from varestorer.transformer.model import NextScaleTransformer
 
-# research/infinity_var.md §2.10, the 2B checkpoint's global tensors.
+# Infinity-2B's global tensors (Infinity `infinity/models/infinity.py`, docs/sources.md).
 GLOBAL_2B = {
     "cfg_uncond": (512, 2048),
     "text_norm.weight": (2048,),

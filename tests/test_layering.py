@@ -1,4 +1,4 @@
-"""The import DAG (STYLE.md §9, adapted): model code never imports training, data, metrics or CLI code,
+"""The import DAG: model code never imports training, data, metrics or CLI code,
 each layer imports only the layers below it, and no module imports itself back through others."""
 
 from __future__ import annotations

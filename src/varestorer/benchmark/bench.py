@@ -43,7 +43,7 @@ from varestorer.transformer.text import TextCondition
 PEERS: tuple[str, ...] = ("bicubic", "realesrgan-x4plus", "realesr-general-x4v3")
 """Peers that can run beside the student: plain bicubic and Real-ESRGAN archs (random weights)."""
 
-# Infinity-2B's sampling settings (research/infinity_var.md §2.9) for the multi-step reference.
+# Infinity-2B's sampling settings (Infinity `tools/run_infinity.py`, docs/sources.md) for the multi-step reference.
 CFG_SCALE, TEMPERATURE, TOP_P, CAPTION_TOKENS = 3.0, 0.5, 0.97, 32
 
 

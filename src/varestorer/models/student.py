@@ -1,11 +1,11 @@
 """The VARestorer student: LQ image -> LQ token pyramid -> one transformer pass -> HQ image.
 
-One step (paper §3.2, DESIGN.md §2 "Student"):
+One step (paper §3.2):
 
     lq (B, 3, S/s, S/s) in [0, 1]
       -> optional pre-cleaner (same size)
       -> bicubic resize to the working size S
-      -> student encoder (a trainable copy of the tokenizer encoder) -> f_LQ (B, d, S/16, S/16)
+      -> student encoder (a trainable copy of the tokenizer encoder) -> f_LQ (B, d, S/p, S/p), p = its stride (8)
       -> multi-scale bitwise quantisation -> teacher-forcing inputs of the LQ pyramid (B, L-1, d)
       -> ONE transformer pass, full attention across all scales -> logits of every HQ token (B, L, d, 2)
       -> bits -> codes -> f_hat = sum_k up(codes_k) -> frozen decoder -> sr (B, 3, S, S) in [0, 1]
@@ -45,13 +45,13 @@ class StudentOutput:
     logits: Tensor
     """(B, L, d, 2) float32 logits of every HQ bit, coarse scale first."""
     f_hat: Tensor
-    """(B, d, S/16, S/16) the latent that was decoded."""
+    """(B, d, S/stride, S/stride) the latent that was decoded."""
 
 
 def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float, float]) -> Tensor:
     """Hard codes forward, sigmoid-weighted (expected) codes backward.
 
-    The relaxation (say it plainly, DESIGN.md §2 "Losses"): the forward value is the code of the
+    The relaxation (our choice; the paper does not specify one): the forward value is the code of the
     argmax bit, ``v1`` if P(bit=1) > 0.5 else ``v0``; the backward pass differentiates the expected
     code ``P(1) * v1 + (1 - P(1)) * v0``. Without gradient it is exactly the hard decision.
 

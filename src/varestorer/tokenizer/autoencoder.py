@@ -1,6 +1,6 @@
-"""``MultiScaleTokenizer``: image <-> multi-scale token pyramid (Infinity's BSQ-VAE, research/infinity_var.md §1).
+"""``MultiScaleTokenizer``: image <-> multi-scale token pyramid (Infinity's BSQ-VAE, docs/sources.md).
 
-    x (B, 3, H, W) in [-1, 1] --encoder--> f (B, d, H/16, W/16) --quantizer--> labels per scale, f_hat
+    x (B, 3, H, W) in [-1, 1] --encoder--> f (B, d, H/s, W/s) (s = ``stride``) --quantizer--> labels per scale, f_hat
     f_hat --decoder--> x_rec (B, 3, H, W) in [-1, 1]
 
 State-dict names follow Infinity (``encoder.*``, ``decoder.*``; with ``infinity_buffers`` also
@@ -127,7 +127,7 @@ class MultiScaleTokenizer(PretrainedMixin, nn.Module):
         return self.quantizer.labels_to_f_hat(labels, schedule, schedule[-1])
 
     def labels_to_image(self, labels: list[Tensor], schedule: Schedule) -> Tensor:
-        """Per-scale labels -> images (B, 3, 16*h_K, 16*w_K) in [-1, 1]."""
+        """Per-scale labels -> images (B, 3, stride*h_K, stride*w_K) in [-1, 1]."""
         return self.decode(self.labels_to_f_hat(labels, schedule))
 
 

@@ -1,4 +1,4 @@
-"""FLUX-style conv encoder and decoder with Infinity's BSQ-VAE module names (research/infinity_var.md §1.2).
+"""FLUX-style conv encoder and decoder with Infinity's BSQ-VAE module names (docs/sources.md).
 
 Every conv sits in a ``Conv`` wrapper (``.conv``) and every GroupNorm in a ``Normalize`` wrapper
 (``.norm``), so the state-dict names are exactly Infinity's ``encoder.down.0.block.0.conv1.conv.weight``.

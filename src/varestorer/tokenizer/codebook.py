@@ -1,6 +1,6 @@
 """VAR's multi-scale codebook quantizer behind the same interface as the bitwise one.
 
-Facts (research/infinity_var.md §3.1): V codes of d channels (VAR: 4096 x 32), nearest code by L2
+Facts (VAR `models/quant.py`, docs/sources.md): V codes of d channels (VAR: 4096 x 32), nearest code by L2
 distance; per scale the residual is area-downsampled, quantized, the code map is upsampled **bicubically**
 to the full grid and passed through a phi conv, phi(h) = 0.5 * h + 0.5 * conv3x3(h); 4 partially shared phis
 with ticks linspace(1/12, 11/12, 4), scale k using the one nearest to k / (K - 1). Teacher-forcing inputs

@@ -55,14 +55,14 @@ def _infinity(bits: int) -> TokenizerConfig:
 
 
 TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
-    # Unit tests: stride 16 like the real ones, ~40k parameters, milliseconds at 64x64.
+    # Unit tests: stride 16 like Infinity's (the embedded default is stride 8), ~40k parameters, milliseconds at 64x64.
     "tiny": TokenizerConfig(token_dim=8, base_channels=8, channel_multipliers=(1, 2, 2, 2, 2), num_res_blocks=1),
     # The embedded default, sized for CPU: encode + 10-scale quantize + decode of one 512x512 image costs
     # ~1.5 CPU-seconds with 2 torch threads (~0.75 s wall on an idle 2-core box; 9.6 GMAC, 1.0M params).
     # Full-resolution levels dominate, so they stay at 16 channels; d = 32 bits like Infinity-2B's
     # tokenizer (more bits = better fidelity; the extra cost is only the latent convs).
     "small": TokenizerConfig(token_dim=32, base_channels=16, channel_multipliers=(1, 1, 2, 4, 4), num_res_blocks=1),
-    # Infinity's released tokenizers (research/infinity_var.md §1.1-1.2); -d32 is Infinity-2B's.
+    # Infinity's released tokenizers (Infinity `bsq_vae/vae.py`, docs/sources.md); -d32 is Infinity-2B's.
     "infinity-d16": _infinity(16),
     "infinity-d24": _infinity(24),
     "infinity-d32": _infinity(32),

@@ -1,6 +1,6 @@
 """Load Infinity's official BSQ-VAE weights (``infinity_vae_d32reg.pth`` etc.) strictly.
 
-Facts (research/infinity_var.md §1.1): the ``.pth`` holds the state dict under ``"vae"`` (``"ema"`` for
+Facts (Infinity `bsq_vae/vae.py`, docs/sources.md): the ``.pth`` holds the state dict under ``"vae"`` (``"ema"`` for
 the EMA copy) and is read with ``weights_only=True``. Convs and norms may be named plainly
 (``encoder.conv_in.weight``, ``norm1.weight``) or through Infinity's wrappers (``encoder.conv_in.conv.weight``,
 ``norm1.norm.weight``); both are normalised to this package's (wrapped) names before a strict load.

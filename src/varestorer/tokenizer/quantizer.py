@@ -2,7 +2,7 @@
 
 ``MultiScaleQuantizer`` is the interface the decoder path, the transformer and the token KL use; they never
 ask which quantizer it is beyond ``bitwise`` / ``num_classes``. ``BitwiseQuantizer`` is Infinity's BSQ
-(research/infinity_var.md §1.3-1.4, §1.6):
+(Infinity `infinity/models/bsq_vae/multiscale_bsq.py`, docs/sources.md):
 
     rest = f, f_hat = 0
     for each scale (h, w):
@@ -243,7 +243,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
     ) -> MultiScaleTokens:
         """Residual BSQ of ``f`` over ``schedule``.
 
-        Bitwise self-correction (Infinity §3.3; research/infinity_var.md §1.6) when ``flip_probability > 0``:
+        Bitwise self-correction (Infinity `bitwise_self_correction.py`) when ``flip_probability > 0``:
         on each of the first ``flip_scales`` scales (all when None) a strength p is drawn uniformly from
         {0, 0.01, ..., flip_probability} (or p = flip_probability when ``random_strength`` is False), each bit
         flips with probability p, and the flipped bits are re-quantised into the codes that enter f_hat,

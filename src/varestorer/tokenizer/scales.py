@@ -1,6 +1,6 @@
 """Scale schedules: the (h, w) token grids of a next-scale pyramid, coarse to fine. Pure Python.
 
-Facts (research/infinity_var.md §1.5, §3.2): Infinity lists 13 grids per aspect ratio h/w (inverse ratios
+Facts (Infinity `dynamic_resolution.py`, docs/sources.md): Infinity lists 13 grids per aspect ratio h/w (inverse ratios
 swap h and w); a "pn" keeps the first 7 / 10 / 12 / 13 of them (0.06M / 0.25M / 0.60M / 1M, i.e. 256 / 512 /
 768 / 1024 px at 1:1 with a stride-16 tokenizer: 521 / 2521 / 6425 / 10521 tokens). VAR uses square
 ``patch_nums`` lists. Images always have one frame (Infinity's t is 1).

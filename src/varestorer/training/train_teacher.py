@@ -8,7 +8,7 @@ Recipe sections (see ``recipes/teacher_small.toml``)::
     [data]   training folders, crop size, validation folder
     [loss]   per-scale reweighting, bitwise self-correction, caption dropout, sample-grid settings
 
-Per step (research/infinity_var.md §1.6, §2.8): HQ crops in [0, 1] -> x in [-1, 1] -> frozen tokenizer
+Per step (Infinity `trainer.py`, docs/sources.md): HQ crops in [0, 1] -> x in [-1, 1] -> frozen tokenizer
 encoder -> multi-scale bitwise quantisation over the crop's schedule (with bitwise self-correction:
 random bit flips re-quantised into the inputs of later scales) -> teacher-forcing inputs and labels ->
 one block-causal pass -> per-bit cross-entropy, averaged over bits, weighted over tokens (uniform
@@ -104,7 +104,7 @@ def scale_weights(schedule: Schedule, reweight: bool) -> Tensor:
     return weights / weights.sum()
 
 
-# Infinity keeps these out of weight decay (research/infinity_var.md §2.8), besides 1-D parameters.
+# Infinity keeps these out of weight decay (Infinity `trainer.py`, docs/sources.md), besides 1-D parameters.
 _NO_DECAY = ("cfg_uncond", "pos_start", "lvl_embed", "ada_gss", "scale_mul", "text_proj_for_sos.ca.mat_q")
 
 

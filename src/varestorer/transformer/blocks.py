@@ -1,6 +1,6 @@
 """Infinity's transformer pieces: self-/cross-attention, FFN, AdaLN block, text pooling, head norm.
 
-Parameter names and shapes follow Infinity (research/infinity_var.md §2.4, §2.10) so that its
+Parameter names and shapes follow Infinity (Infinity `infinity/models/basic.py`, docs/sources.md) so that its
 checkpoints load unchanged. The attention projections are real ``nn.Linear`` modules whose
 ``.weight`` is read at call time (``F.linear(x, self.mat_qkv.weight, bias)``), never cached: LoRA
 adapters injected as parametrizations of ``.weight`` are therefore always seen.

@@ -1,7 +1,7 @@
 """Load official Infinity transformer weights (``infinity_2b_reg.pth`` or a training checkpoint).
 
-The parameter names of :class:`NextScaleTransformer` are Infinity's own (research/infinity_var.md
-§2.10), so loading is a strict key-for-key copy: only the derived buffers Infinity itself
+The parameter names of :class:`NextScaleTransformer` are Infinity's own
+(docs/sources.md), so loading is a strict key-for-key copy: only the derived buffers Infinity itself
 recomputes are dropped, and every missing, unexpected or mis-shaped tensor is reported.
 """
 

@@ -4,7 +4,7 @@ Every scale of a schedule is spread over one common grid (the *extent*): token (
 (h, w) scale sits at row ``round(i * H / h)`` and column ``round(j * W / w)`` of an H x W extent,
 so a coarse token and the fine tokens it covers get nearby positions. With a head width c, the
 first c/2 channels (c/4 adjacent pairs) rotate by row x theta_k and the last c/2 by column x theta_k,
-theta_k = base^(-4k/c), k = 0 .. c/4 - 1 (research/infinity_var.md §2.5).
+theta_k = base^(-4k/c), k = 0 .. c/4 - 1 (Infinity `infinity/models/basic.py`, docs/sources.md).
 """
 
 from __future__ import annotations

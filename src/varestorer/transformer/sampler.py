@@ -1,6 +1,6 @@
 """The next-scale sampling loop: one scale at a time, an explicit KV cache, CFG on logits.
 
-For each scale k of the schedule (research/infinity_var.md §2.9):
+For each scale k of the schedule (Infinity `autoregressive_infer_cfg`, docs/sources.md):
 1. run the transformer on scale k's inputs (the start token for k = 0) against the cache of
    scales < k, getting logits and the longer cache;
 2. classifier-free guidance: ``cfg * cond + (1 - cfg) * uncond`` on the logits (the batch holds the
