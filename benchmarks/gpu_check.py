@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from varestorer.benchmark.bench import bench_peer, format_table, run_bench  # noqa: E402
-from varestorer.benchmark.presets import build_student  # noqa: E402
+from varestorer.benchmark.presets import bench_student  # noqa: E402
 
 TARGETS = {"one_step_ms": 25.0, "end_to_end_ms": 40.0, "ratio": 7.0}
 
@@ -46,7 +46,7 @@ def sync_check(model: str, size: int, device: str, dtype: str) -> dict[str, obje
     """Run one student step with CUDA's sync debug mode set to error: any host sync raises."""
     if not device.startswith("cuda"):
         return {"checked": False, "reason": "not a CUDA device"}
-    student = build_student(model, size=size, device=device).to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    student = bench_student(model, size=size, device=device).to(torch.bfloat16 if dtype == "bf16" else torch.float32)
     lq = torch.rand(1, 3, size // 4, size // 4, device=device)
     result: dict[str, object] = {"checked": True}
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):

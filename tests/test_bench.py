@@ -9,7 +9,7 @@ import torch
 
 from varestorer.benchmark.analytic import transformer_flops
 from varestorer.benchmark.bench import format_table, run_bench
-from varestorer.benchmark.presets import bench_presets, build_student, parse_schedule, preset_schedule
+from varestorer.benchmark.presets import bench_presets, bench_student, parse_schedule, preset_schedule
 from varestorer.benchmark.timing import count_flops, measure
 from varestorer.cli.main import main
 from varestorer.tokenizer.scales import infinity_schedule, token_count
@@ -60,7 +60,7 @@ def test_run_bench_tiny_cpu_result() -> None:
     assert set(result["peers"]) == {"bicubic", "realesr-general-x4v3"}
     assert result["peers"]["realesr-general-x4v3"]["gflops"] > result["peers"]["bicubic"]["gflops"] == 0
     # Counted FLOPs of the transformer pass equal the closed form; generation (CFG = 2 rows, caption) costs more.
-    student = build_student("tiny")
+    student = bench_student("tiny")
     expected = transformer_flops(student.transformer.config, student.schedule) / 1e9
     assert result["gflops"]["transformer"] == pytest.approx(expected, rel=1e-9)
     assert result["gflops"]["multi_step"] > result["gflops"]["transformer"]
@@ -68,7 +68,7 @@ def test_run_bench_tiny_cpu_result() -> None:
 
 
 def test_analytic_flops_match_counter_with_caption_and_research_figure() -> None:
-    student = build_student("tiny")
+    student = bench_student("tiny")
     schedule = student.schedule
     inputs = torch.randn(1, token_count(schedule) - 1, student.transformer.config.token_dim)
     from varestorer.benchmark.bench import random_caption
@@ -94,10 +94,10 @@ def test_presets_and_schedules() -> None:
     for bad in ("1,,2", "a", "1x2x3", "0,1"):
         with pytest.raises(ValueError, match="bad schedule"):
             parse_schedule(bad)
-    student = build_student("tiny", size=128, schedule=parse_schedule("1,2,8"))
+    student = bench_student("tiny", size=128, schedule=parse_schedule("1,2,8"))
     assert student.schedule == ((1, 1), (2, 2), (8, 8)) and student.config.image_size == 128
     with pytest.raises(ValueError, match="neither a preset"):
-        build_student("no-such-model")
+        bench_student("no-such-model")
 
 
 def test_measure_takes_the_median() -> None:
@@ -110,7 +110,7 @@ def test_measure_takes_the_median() -> None:
 
 # ---------------------------------------------------------------------------------- fast paths
 def _tiny_student_and_lq():
-    student = build_student("tiny")
+    student = bench_student("tiny")
     lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     return student, lq
 
@@ -170,7 +170,7 @@ def test_inductor_compiled_student_matches_eager() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_step_never_synchronises_and_bf16_agrees() -> None:
-    student = build_student("tiny", device="cuda")
+    student = bench_student("tiny", device="cuda")
     lq = torch.rand(2, 3, 16, 16, device="cuda")
     with torch.inference_mode():
         ref = student.restore(lq)
@@ -187,7 +187,7 @@ def test_cuda_step_never_synchronises_and_bf16_agrees() -> None:
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_bench_writes_json_and_refuses_to_overwrite(tmp_path, capsys) -> None:
-    student = build_student("tiny")
+    student = bench_student("tiny")
     folder = student.save_pretrained(tmp_path / "student")
     out = tmp_path / "bench.json"
     args = ["bench", "--model", str(folder), "--runs", "1", "--warmup", "0", "--no-multi-step", "--json", str(out)]

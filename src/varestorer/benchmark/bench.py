@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from varestorer.benchmark.presets import build_student
+from varestorer.benchmark.presets import bench_student
 from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
 from varestorer.foreign.peers import build_peer, peer_presets
 from varestorer.models.student import Student
@@ -158,7 +158,7 @@ def run_bench(
     generator = torch.Generator().manual_seed(seed)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
 
-    student = build_student(model, size=size, schedule=schedule, precleaner=precleaner, device=device)
+    student = bench_student(model, size=size, schedule=schedule, precleaner=precleaner, device=device)
     _half_weights(student, device, dtype)
     if device.type == "cuda":  # the conv nets take channels-last activations; give cuDNN matching weights
         for module in (student.encoder, student.decoder):

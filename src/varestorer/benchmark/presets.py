@@ -52,7 +52,7 @@ def preset_schedule(preset: StudentConfig, size: int) -> Schedule:
     return schedule_for_grid(size // stride, size // stride)
 
 
-def build_student(
+def bench_student(
     model: str,
     *,
     size: int | None = None,

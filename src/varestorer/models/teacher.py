@@ -33,6 +33,8 @@ class Teacher(nn.Module):
         config: text encoder and default sampling knobs.
     """
 
+    config_class = TeacherConfig
+
     def __init__(
         self, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, config: TeacherConfig | None = None
     ) -> None:
