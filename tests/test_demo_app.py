@@ -201,3 +201,8 @@ def test_page_shows_errors_hides_the_prompt_and_queues_one_job(tmp_path, tiny_im
         str(tmp_path / "a.png"), 2.0, 0, "none", "", lambda *a, **k: None
     )
     assert after.shape == before.shape == (16, 20, 3) and read_image(path).shape == (16, 20, 3) and "a_x2.png" in status
+    # A model that reads text gets the prompt box.
+    text_model = SimpleNamespace(encode_prompts=len, config=SimpleNamespace(text_encoder=SimpleNamespace(kind="t5")))
+    text_restorer = SimpleNamespace(model=text_model, scale=4, device="cpu", dtype=restorer.dtype)
+    page = build_app(text_restorer, tmp_path)
+    assert next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "prompt").visible is True
