@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("varestorer.cli.bench", "time the one-step restorer stage by stage vs multi-step generation and peers"),
     "inspect": ("varestorer.cli.inspect", "print the architecture and tensors of a preset or checkpoint"),
     "assets": ("varestorer.cli.assets", "list, fetch and locate metric weights and peer models (offline cache)"),
+    "demo": ("varestorer.cli.demo", "a local web page to restore a photo and compare before/after (gradio)"),
 }
 
 
