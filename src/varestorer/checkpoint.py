@@ -32,8 +32,11 @@ _LIST_LIMIT = 12
 M = TypeVar("M", bound="PretrainedMixin")
 
 
-def load_state_dict(path: str | Path) -> dict[str, Any]:
+def load_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Read tensors from ``.safetensors`` or a torch file (``weights_only=True``), on the CPU.
+
+    ``mmap`` maps a (zip-format) torch file instead of reading it, so tensors converted one at a
+    time never hold the whole file in memory twice (multi-GB checkpoints).
 
     Raises:
         FileNotFoundError: no such file.
@@ -45,7 +48,7 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path, mmap)
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from None
@@ -55,6 +58,16 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return dict(state)
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # a legacy (non-zip) file cannot be mapped: read it instead
+            if "zipfile" not in str(error) and "mmap" not in str(error):
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _names(keys: list[str]) -> str:

@@ -24,6 +24,8 @@ from varestorer.checkpoint import CONFIG_NAME, read_config
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
+from varestorer.models.official_config import MODEL_TYPE as OFFICIAL_MODEL_TYPE
+from varestorer.models.official_config import is_official_folder
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ RESTORER_MODELS: dict[str, str] = {
     "LQConditionedVAR": "varestorer.models.lq_conditioned:LQConditionedVAR",
     "SRVGGNetCompact": "varestorer.archs.srvgg:SRVGGNetCompact",
     "RRDBNet": "varestorer.archs.rrdbnet:RRDBNet",
+    "OfficialVARestorer": "varestorer.models.official:OfficialVARestorer",
 }
 
 # Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
@@ -89,8 +92,8 @@ def _load_model(path_or_name: str | Path) -> nn.Module:
     if not path.exists():
         names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
         raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        model_type = read_config(path)["model_type"]
+    if path.is_dir() and ((path / CONFIG_NAME).is_file() or is_official_folder(path)):
+        model_type = read_config(path)["model_type"] if (path / CONFIG_NAME).is_file() else OFFICIAL_MODEL_TYPE
         if model_type not in RESTORER_MODELS:
             raise ValueError(f"{path} holds a {model_type}; restorable types: {', '.join(RESTORER_MODELS)}")
         module_name, class_name = RESTORER_MODELS[model_type].split(":")
@@ -106,7 +109,8 @@ class Restorer:
 
     Args:
         model: an ``OneStepSR`` module.
-        device, dtype: where and how the model runs; default CUDA bf16, else MPS or CPU float32.
+        device, dtype: where and how the model runs; default the model's ``default_dtype`` if it has
+            one (the official 2B release: bfloat16), else CUDA bf16, MPS or CPU float32.
         tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
             than a tile are split into overlapping tiles whose outputs are blended with feathered
             weights (no seams); at most ``batch_size`` tiles run at once.
@@ -139,7 +143,7 @@ class Restorer:
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
             dtype = getattr(torch, dtype)
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype = dtype or getattr(model, "default_dtype", None) or default_dtype(self.device)
         self.model = model.to(self.device, self.dtype).eval()
         self.precleaner = precleaner.to(self.device, self.dtype).eval() if precleaner is not None else None
         self.scale = int(model.scale)
