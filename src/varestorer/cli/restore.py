@@ -11,7 +11,10 @@ from varestorer.cli._batch import add_device_arguments, add_io_arguments, restor
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     parser.add_argument(
-        "--model", default=None, help="checkpoint folder, .pth/.safetensors or ncnn .param (default: embedded model)"
+        "--model",
+        default=None,
+        help="checkpoint folder, official release folder, .pth/.safetensors, ncnn .param, or a Hugging Face Hub "
+        "id owner/name (EvanEternal/VARestorer: the official release) (default: embedded model)",
     )
     parser.add_argument(
         "--scale", type=float, default=None, help="output/input size ratio, any float (default: native)"

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from varestorer.checkpoint import CONFIG_NAME, read_config
+from varestorer.checkpoint import CONFIG_NAME, hub_snapshot, is_hub_id, read_config
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
 from varestorer.models.official_config import MODEL_TYPE as OFFICIAL_MODEL_TYPE
-from varestorer.models.official_config import is_official_folder
+from varestorer.models.official_config import OFFICIAL_HUB_ID, is_official_folder
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def _load_model(path_or_name: str | Path) -> nn.Module:
     if str(path_or_name) in EMBEDDED_MODELS:
         path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
+    elif str(path_or_name) == OFFICIAL_HUB_ID and not Path(path_or_name).exists():
+        from varestorer.models.official import OfficialVARestorer  # its four files live in four Hub repos
+
+        return OfficialVARestorer.from_hub()
+    elif is_hub_id(path_or_name):
+        path = hub_snapshot(str(path_or_name))  # a Hub repository holding a checkpoint folder
     else:
         path = Path(path_or_name)
     if not path.exists():
@@ -160,9 +166,11 @@ class Restorer:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
-        """Load a checkpoint folder (dispatch on config.json ``model_type`` via ``RESTORER_MODELS``),
-        a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name (default: the embedded
-        default model, shipped in the package); kwargs go to ``__init__``."""
+        """Load a checkpoint folder (dispatch on config.json ``model_type`` via ``RESTORER_MODELS``; a
+        folder of the official release's files), a peer ``.pth``/``.safetensors``/ncnn file, a Hugging
+        Face Hub id ``owner/name`` (needs the ``hub`` extra; ``EvanEternal/VARestorer`` is the official
+        release), or an embedded model name (default: the embedded default model, shipped in the
+        package); kwargs go to ``__init__``."""
         return cls(_load_model(path_or_name), **kwargs)
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:

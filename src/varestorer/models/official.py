@@ -39,10 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.archs.swinir import SwinIR, load_swinir
-from varestorer.checkpoint import CONFIG_NAME, load_state_dict, read_config
+from varestorer.checkpoint import CONFIG_NAME, hub_file, hub_snapshot, load_state_dict, read_config
 from varestorer.inference.sampler import sample_top_p
 from varestorer.models.official_config import (
+    OFFICIAL_HUB_FILES,
     OFFICIAL_LORA_TARGETS,
+    T5_PATTERNS,
     OfficialConfig,
     is_official_folder,
     read_official_config,
@@ -323,6 +325,38 @@ class OfficialVARestorer(nn.Module):
             text.path,
             config=config,
             dtype=dtype,
+        )
+        return model.to(device)
+
+    @classmethod
+    def from_hub(
+        cls,
+        *,
+        config: OfficialConfig | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> OfficialVARestorer:
+        """The release from the Hugging Face Hub (:data:`OFFICIAL_HUB_FILES`; cached by ``huggingface_hub``).
+
+        Raises:
+            FileNotFoundError: one line naming every file that is neither cached nor downloadable.
+        """
+        paths: dict[str, Path] = {}
+        missing: list[str] = []
+        for part, (repo_id, filename) in OFFICIAL_HUB_FILES.items():
+            try:
+                paths[part] = (
+                    hub_file(repo_id, filename) if filename else hub_snapshot(repo_id, allow_patterns=T5_PATTERNS)
+                )
+            except FileNotFoundError:
+                missing.append(f"`hf download {repo_id}{' ' + filename if filename else ''}`")
+        if missing:
+            raise FileNotFoundError(
+                "the official VARestorer files are not in the Hugging Face cache and cannot be downloaded; "
+                f"fetch them with {', '.join(missing)}"
+            )
+        model = cls.from_files(
+            paths["transformer"], paths["tokenizer"], paths["swinir"], paths["text_encoder"], config=config, dtype=dtype
         )
         return model.to(device)
 

@@ -29,6 +29,20 @@ OFFICIAL_FILES: dict[str, str] = {
 }
 """Part -> file (folder for the text encoder) name in a release folder, as ``scripts/infer.sh`` names them."""
 
+OFFICIAL_HUB_ID = "EvanEternal/VARestorer"
+"""``from_pretrained`` / ``--model`` name of the release on the Hugging Face Hub."""
+
+OFFICIAL_HUB_FILES: dict[str, tuple[str, str | None]] = {
+    "transformer": ("EvanEternal/VARestorer", "weights/varestorer.pth"),
+    "tokenizer": ("FoundationVision/Infinity", "infinity_vae_d32reg.pth"),
+    "swinir": ("lxq007/DiffBIR", "general_swinir_v1.ckpt"),
+    "text_encoder": ("google/flan-t5-xl", None),  # the whole folder (config, tokenizer, safetensors weights)
+}
+"""Part -> (Hub repository, file in it) of the official README's download list."""
+
+T5_PATTERNS = ["*.json", "spiece.model", "*.safetensors"]
+"""What of google/flan-t5-xl is fetched: config, tokenizer and the safetensors shards."""
+
 # The official inject_trainable_lora(block_chunks, {"CrossAttention", "SelfAttention"}, r=32) wraps every
 # nn.Linear inside the blocks' attentions (not the text pooling, which sits outside block_chunks).
 OFFICIAL_LORA_TARGETS: tuple[str, ...] = ("sa.mat_qkv", "sa.proj", "ca.mat_q", "ca.mat_kv", "ca.proj")
