@@ -10,11 +10,10 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
+from test_official import release_folder, tiny_config  # noqa: E402
 from varestorer.checkpoint import hub_file, is_hub_id  # noqa: E402
 from varestorer.inference.restorer import Restorer  # noqa: E402
 from varestorer.models.official import OfficialVARestorer  # noqa: E402
-
-from test_official import release_folder, tiny_config  # noqa: E402
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
