@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -125,6 +126,9 @@ class Restorer:
         color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
             model's own recommendation (its ``default_color_fix`` attribute, else "none").
         precleaner: an optional module ``(B,3,h,w) -> (B,3,h,w)`` run on each LQ tile first.
+        captioner: optional ``(B,3,H,W) -> list[str]`` (e.g. :class:`varestorer.models.captioner.Captioner`)
+            for prompt-reading models: without a prompt, each whole LQ image is captioned and the
+            caption is its prompt (the official evaluation mode). Off by default.
         window: blending weights, "gaussian" or "linear".
     """
 
@@ -140,6 +144,7 @@ class Restorer:
         color_fix: ColorFix | None = None,
         precleaner: nn.Module | None = None,
         window: BlendWindow = "gaussian",
+        captioner: Callable[[torch.Tensor], list[str]] | None = None,
     ) -> None:
         for name in ("scale", "input_size", "size_multiple"):
             if not hasattr(model, name):
@@ -162,6 +167,9 @@ class Restorer:
             color_fix = getattr(model, "default_color_fix", "none")
         self.color_fix: ColorFix = color_fix  # type: ignore[assignment]
         self.window = window
+        if captioner is not None and not callable(getattr(model, "encode_prompts", None)):
+            raise ValueError(f"{type(model).__name__} takes no text prompt, so a captioner has no use")
+        self.captioner = captioner
         apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
 
     @classmethod
@@ -204,6 +212,12 @@ class Restorer:
         height, width = lq_B3HW.shape[-2:]
         target = _target_size(height, width, self.scale if scale is None else scale)
         fix = self.color_fix if color_fix is None else color_fix
+        if prompt is None and self.captioner is not None:
+            if lq_B3HW.shape[0] > 1:  # one caption (prompt) per image
+                one = dict(tile=tile, tile_overlap=tile_overlap, color_fix=color_fix)
+                return torch.cat([self.restore_tensor(x[None], scale, **one) for x in lq_B3HW])
+            prompt = self.captioner(lq_B3HW)[0]
+            logger.info("caption: %s", prompt)
         if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):
             raise ValueError(f"{type(self.model).__name__} takes no text prompt")
         conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt
