@@ -28,6 +28,7 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
         "varestorer.transformer.model:NextScaleTransformer",
     ),
     "student": ("varestorer.models.student_config:STUDENT_PRESETS", "varestorer.models.student:Student"),
+    "official": ("varestorer.models.official_config:OFFICIAL_PRESETS", "varestorer.models.official:OfficialVARestorer"),
 }
 
 # Families whose presets reuse the backbone names (student:infinity-2b): reachable only as FAMILY:NAME.

@@ -133,3 +133,7 @@ def write_official_config(folder: str | Path, config: OfficialConfig, *, overwri
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+OFFICIAL_PRESETS: dict[str, OfficialConfig] = {"varestorer-2b": OfficialConfig()}
+"""Named shapes (``varestorer inspect official:varestorer-2b``): the released model."""
