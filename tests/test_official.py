@@ -175,3 +175,12 @@ def test_a_folder_with_the_official_file_is_detected_without_config(tmp_path: Pa
     (folder / "varestorer.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(FileNotFoundError, match="lacks infinity_vae_d32reg.pth, general_swinir_v1.ckpt"):
         Restorer.from_pretrained(folder)
+
+
+def test_a_wrapped_transformer_file_loads_too(tmp_path: Path) -> None:
+    config = tiny_config()
+    folder = release_folder(tmp_path / "release", config)
+    state = torch.load(folder / "varestorer.pth", weights_only=True)
+    torch.save({"infinity": {f"module.{k}": v for k, v in state.items()}}, folder / "varestorer.pth")
+    model = OfficialVARestorer.from_pretrained(folder)
+    assert model.transformer.pos_start.dtype == torch.bfloat16  # loaded in bf16 by default

@@ -111,6 +111,8 @@ def official_transformer_state_dict(
 
     ``W' = W + lora_scale * up @ down`` is computed in float32, one tensor at a time.
     """
+    if isinstance(raw.get("infinity"), Mapping):  # an older save wrapped the state dict as {"infinity": ...}
+        raw = raw["infinity"]
     state = {k.removeprefix("module."): v for k, v in raw.items() if k.removeprefix("module.") not in DERIVED_BUFFERS}
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
