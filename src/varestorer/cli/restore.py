@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
         precleaner = load_precleaner(args.precleaner)
     captioner = None
     if args.caption_model is not None:
+        from varestorer.inference.restorer import default_device
         from varestorer.models.captioner import Captioner
 
-        captioner = Captioner.from_pretrained(args.caption_model, device=args.device or "cpu")
+        captioner = Captioner.from_pretrained(args.caption_model, device=args.device or default_device())
     restorer = Restorer.from_pretrained(
         _model_path(args),
         color_fix=args.color_fix,

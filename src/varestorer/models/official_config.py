@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from varestorer.archs.swinir import SwinIRConfig
+from varestorer.archs.swinir_config import SwinIRConfig
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
