@@ -60,8 +60,6 @@ from varestorer.transformer.text import TextCondition, TextEncoder, load_text_en
 
 logger = logging.getLogger(__name__)
 
-_LORA_SUFFIXES = ("linear.weight", "linear.bias", "lora_down.weight", "lora_up.weight")
-
 
 # ------------------------------------------------------------------------------------------ weights
 def _lora_modules(transformer: NextScaleTransformer) -> list[str]:
@@ -93,8 +91,8 @@ def official_key_shapes(transformer: NextScaleTransformer, rank: int) -> dict[st
 def _check_keys(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], what: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in set(state) & set(expected)
-                   if tuple(state[k].shape) != expected[k])  # fmt: skip
+    common = set(state) & set(expected)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in common if state[k].shape != expected[k])
     problems = [
         f"{len(names)} {label}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
         for label, names in (("missing", missing), ("unexpected", unexpected), ("with wrong shape", wrong))
@@ -105,7 +103,12 @@ def _check_keys(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, .
 
 
 def official_transformer_state_dict(
-    raw: Mapping[str, Any], transformer: NextScaleTransformer, config: OfficialConfig, dtype: torch.dtype
+    raw: Mapping[str, Any],
+    transformer: NextScaleTransformer,
+    config: OfficialConfig,
+    dtype: torch.dtype,
+    *,
+    what: str = "checkpoint",
 ) -> dict[str, Tensor]:
     """Check ``varestorer.pth``'s tensors strictly, fold the adapters in, and return our names in ``dtype``.
 
@@ -116,8 +119,8 @@ def official_transformer_state_dict(
     state = {k.removeprefix("module."): v for k, v in raw.items() if k.removeprefix("module.") not in DERIVED_BUFFERS}
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"checkpoint entries are not tensors: {', '.join(bad[:8])}")
-    _check_keys(state, official_key_shapes(transformer, config.lora_rank), "checkpoint")
+        raise ValueError(f"{what}: entries that are not tensors: {', '.join(bad[:8])}")
+    _check_keys(state, official_key_shapes(transformer, config.lora_rank), what)
     out: dict[str, Tensor] = {}
     lora = set(_lora_modules(transformer)) if config.lora_rank else set()
     for name in lora:
@@ -129,7 +132,7 @@ def official_transformer_state_dict(
     for key, value in state.items():
         out[key] = value.to(dtype) if value.is_floating_point() else value
     if not config.cross_attention_value_bias:
-        for key in [k for k in out if k.endswith("ca.v_bias") and "block" in k]:
+        for key in [k for k in out if k.endswith(".ca.v_bias") and k.startswith(("blocks.", "block_chunks."))]:
             out[key] = torch.zeros_like(out[key])
     return out
 
@@ -282,7 +285,7 @@ class OfficialVARestorer(nn.Module):
         with torch.device("meta"):
             model = cls(config, text_folder=str(text_encoder) if text_encoder is not None else None)
         raw = load_state_dict(transformer, mmap=True)
-        state = official_transformer_state_dict(raw, model.transformer, config, dtype)
+        state = official_transformer_state_dict(raw, model.transformer, config, dtype, what=str(transformer))
         del raw
         model.transformer.load_state_dict(state, strict=True, assign=True)
         vae = load_infinity_tokenizer(tokenizer, config.tokenizer).to(dtype)
