@@ -71,6 +71,8 @@ def shifted_window_mask(H: int, W: int, size: int, shift: int, device: torch.dev
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window, with a learned relative position bias."""
 
+    relative_position_index: Tensor
+
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads, self.window_size = num_heads, window_size
@@ -178,6 +180,8 @@ class SwinIR(nn.Module):
     Any H, W: the input is reflect-padded to a multiple of ``window_size * unshuffle`` and the
     result cropped back (the original pads only to the window size).
     """
+
+    mean: Tensor
 
     def __init__(self, config: SwinIRConfig | None = None) -> None:
         super().__init__()

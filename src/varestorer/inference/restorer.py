@@ -154,7 +154,7 @@ class Restorer:
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
             dtype = getattr(torch, dtype)
-        self.dtype = dtype or getattr(model, "default_dtype", None) or default_dtype(self.device)
+        self.dtype: torch.dtype = dtype or getattr(model, "default_dtype", None) or default_dtype(self.device)
         self.model = model.to(self.device, self.dtype).eval()
         self.precleaner = precleaner.to(self.device, self.dtype).eval() if precleaner is not None else None
         self.scale = int(model.scale)
@@ -214,8 +214,12 @@ class Restorer:
         fix = self.color_fix if color_fix is None else color_fix
         if prompt is None and self.captioner is not None:
             if lq_B3HW.shape[0] > 1:  # one caption (prompt) per image
-                one = dict(tile=tile, tile_overlap=tile_overlap, color_fix=color_fix)
-                return torch.cat([self.restore_tensor(x[None], scale, **one) for x in lq_B3HW])
+                return torch.cat(
+                    [
+                        self.restore_tensor(x[None], scale, tile=tile, tile_overlap=tile_overlap, color_fix=color_fix)
+                        for x in lq_B3HW
+                    ]
+                )
             prompt = self.captioner(lq_B3HW)[0]
             logger.info("caption: %s", prompt)
         if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):

@@ -45,7 +45,7 @@ class Captioner:
         except ImportError:
             raise ValueError(f"captioning needs transformers: {TEXT_EXTRA_HINT}") from None
         processor = transformers.AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-        model = transformers.AutoModelForImageTextToText.from_pretrained(
+        model: Any = transformers.AutoModelForImageTextToText.from_pretrained(
             str(folder), local_files_only=True, dtype=dtype
         )
         return cls(model.to(device).eval(), processor)
