@@ -41,6 +41,7 @@ def test_general_swinir_v1_names_and_shapes() -> None:
     assert shapes["conv_up3.weight"] == (64, 64, 3, 3) and "conv_up4.weight" not in shapes
     assert shapes["conv_last.weight"] == (3, 64, 3, 3)
     assert sum(v.numel() for v in model.state_dict().values()) == 15_792_587
+    assert swinir_config_from_state_dict(model.state_dict()) == SwinIRConfig()  # read back off the shapes
 
 
 def test_loads_diffbir_checkpoint_strictly_and_keeps_the_size(tmp_path: Path) -> None:
