@@ -129,3 +129,45 @@ def test_inspect_lists_every_infinity_2b_tensor(capsys) -> None:
     assert report["tensors"]["block_chunks.7.module.3.ffn.fc2.weight"] == [2048, 8192]
     assert main(["inspect", "transformer:small", "--depth", "1"]) == 0
     assert "NextScaleTransformer" in capsys.readouterr().out
+
+
+# Infinity's TextAttentivePool: text_width / 128 heads that split the transformer width C, keys and
+# values projected from the text width (2048) to C.
+@pytest.mark.parametrize(
+    ("preset", "width", "heads"), [("infinity-125m", 768, 16), ("infinity-2b", 2048, 16), ("infinity-8b", 3584, 16)]
+)
+def test_text_pool_has_the_official_shapes_at_every_width(preset: str, width: int, heads: int) -> None:
+    with torch.device("meta"):
+        model = NextScaleTransformer(TRANSFORMER_PRESETS[preset])
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("text_proj_for_sos.")}
+    assert shapes == {
+        "text_proj_for_sos.ca.mat_q": (1, heads, width // heads),
+        "text_proj_for_sos.ca.mat_kv.weight": (2 * width, 2048),
+        "text_proj_for_sos.ca.v_bias": (width,),
+        "text_proj_for_sos.ca.zero_k_bias": (width,),
+        "text_proj_for_sos.ca.proj.weight": (width, width),
+        "text_proj_for_sos.ca.proj.bias": (width,),
+    }
+
+
+def test_text_pool_at_a_narrow_width_matches_a_reference_pooling() -> None:
+    """C != D: heads of width C / H over keys/values projected to C (written out by hand here)."""
+    from varestorer.transformer.blocks import AttentivePoolAttention
+
+    torch.manual_seed(0)
+    pool = AttentivePoolAttention(text_dim=32, out_dim=24, head_dim=8)  # 4 heads of width 6
+    text = torch.randn(2, 5, 32)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    k, v = (text @ pool.mat_kv.weight.T).split(24, dim=-1)
+    v = v + pool.v_bias
+    outs = []
+    for b in range(2):
+        valid = int(mask[b].sum())
+        heads = []
+        for h in range(4):
+            q = pool.mat_q[0, h]
+            kh, vh = k[b, :valid, 6 * h : 6 * h + 6], v[b, :valid, 6 * h : 6 * h + 6]
+            heads.append(((kh @ q) / 6**0.5).softmax(0) @ vh)
+        outs.append(torch.cat(heads))
+    expected = pool.proj(torch.stack(outs))
+    torch.testing.assert_close(pool(text, mask), expected, rtol=1e-5, atol=1e-6)

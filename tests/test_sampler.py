@@ -91,3 +91,20 @@ def test_a_codebook_transformer_samples_with_the_codebook_quantizer() -> None:
     torch.testing.assert_close(torch.cat(out.logits, 1), forced, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="codebook_size"):
         sample_scales(NextScaleTransformer(TRANSFORMER_PRESETS["tiny"]), quantizer, SCHEDULE, batch_size=1)
+
+
+def test_multinomial_draw_is_infinitys_draw_and_keeps_the_distribution() -> None:
+    """``draw="multinomial"`` is ``torch.multinomial`` over the two outcomes of every bit (Infinity's
+    sampler), so a seed gives Infinity's bits; both draws sample the same distribution."""
+    logits = torch.randn(3, 50, 4, 2, generator=torch.Generator().manual_seed(1))
+    ours = sample_top_p(logits, generator=torch.Generator().manual_seed(7), draw="multinomial")
+    probs = logits.softmax(-1).reshape(-1, 2)
+    reference = torch.multinomial(probs, 1, replacement=True, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(ours, reference.view(3, 50, 4))
+    big = torch.tensor([[0.3, -0.4]]).expand(40000, 2)
+    p1 = float(torch.sigmoid(torch.tensor(-0.7)))
+    for draw in ("inverse_cdf", "multinomial"):
+        rate = sample_top_p(big, generator=torch.Generator().manual_seed(3), draw=draw).float().mean()
+        assert abs(float(rate) - p1) < 0.01
+    with pytest.raises(ValueError, match="draw must be"):
+        sample_top_p(logits, draw="gumbel")  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ lists them.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -32,8 +34,11 @@ _LIST_LIMIT = 12
 M = TypeVar("M", bound="PretrainedMixin")
 
 
-def load_state_dict(path: str | Path) -> dict[str, Any]:
+def load_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Read tensors from ``.safetensors`` or a torch file (``weights_only=True``), on the CPU.
+
+    ``mmap`` maps a (zip-format) torch file instead of reading it, so tensors converted one at a
+    time never hold the whole file in memory twice (multi-GB checkpoints).
 
     Raises:
         FileNotFoundError: no such file.
@@ -45,7 +50,7 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path, mmap)
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from None
@@ -55,6 +60,16 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return dict(state)
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # a legacy (non-zip) file cannot be mapped: read it instead
+            if "zipfile" not in str(error) and "mmap" not in str(error):
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _names(keys: list[str]) -> str:
@@ -291,3 +306,82 @@ class PretrainedMixin:
         assert isinstance(model, nn.Module)
         load_strict(model, load_weights(directory), what=str(directory))
         return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------ Hugging Face Hub
+# The only network access of the package: files of Hub repositories through ``huggingface_hub``
+# (an optional dependency, the ``hub`` extra), into its usual cache. ``HF_HUB_OFFLINE=1`` (or no
+# network) reads the cache only; what is not there is a one-line error naming what to fetch.
+HUB_EXTRA_HINT = "pip install 'varestorer[hub]'"
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".param", ".json", ".toml")
+
+
+def is_hub_id(name: str | Path) -> bool:
+    """True for ``owner/name`` that is no local path: neither it nor a folder ``owner`` exists, and it
+    does not end like a weights file (so a mistyped local path is reported as missing, not fetched)."""
+    text = str(name)
+    if not _HUB_ID.fullmatch(text) or ".." in text or text.lower().endswith(_WEIGHT_SUFFIXES):
+        return False
+    return not Path(text).exists() and not Path(text.split("/")[0]).exists()
+
+
+def _hub_options() -> dict[str, Any]:
+    """Cache folder and offline flag read from the environment at call time (not at import)."""
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return {"cache_dir": cache, "local_files_only": offline}
+
+
+def _huggingface_hub() -> Any:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ValueError(f"loading from the Hugging Face Hub needs huggingface_hub: {HUB_EXTRA_HINT}") from None
+    return huggingface_hub
+
+
+def _fetch_hint(repo_id: str, filename: str | None) -> str:
+    what = f"{repo_id} {filename}" if filename else repo_id
+    return f"fetch it with `hf download {what}` where the network is reachable (it lands in the same cache)"
+
+
+def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
+    """The local path of one file of a Hub repository (downloaded unless cached or offline).
+
+    Raises:
+        ValueError: ``huggingface_hub`` is not installed (the hint names the extra).
+        FileNotFoundError: not cached while offline, unreachable, or no such repository/file.
+    """
+    hub = _huggingface_hub()
+    options = _hub_options()
+    try:
+        return Path(hub.hf_hub_download(repo_id, filename, revision=revision, **options))
+    except Exception as error:  # offline, not cached, HTTP errors: one line, no traceback
+        state = "offline (HF_HUB_OFFLINE=1)" if options["local_files_only"] else type(error).__name__
+        raise FileNotFoundError(
+            f"{repo_id}/{filename} is not in the Hub cache and cannot be downloaded ({state}); "
+            + _fetch_hint(repo_id, filename)
+        ) from None
+
+
+def hub_snapshot(repo_id: str, *, allow_patterns: list[str] | None = None, revision: str | None = None) -> Path:
+    """The local folder of a Hub repository snapshot (the files matching ``allow_patterns``).
+
+    Raises:
+        ValueError: ``huggingface_hub`` is not installed.
+        FileNotFoundError: not cached while offline, unreachable, or no such repository.
+    """
+    hub = _huggingface_hub()
+    options = _hub_options()
+    try:
+        return Path(hub.snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns, **options))
+    except Exception as error:
+        state = "offline (HF_HUB_OFFLINE=1)" if options["local_files_only"] else type(error).__name__
+        raise FileNotFoundError(
+            f"{repo_id} is not in the Hub cache and cannot be downloaded ({state}); " + _fetch_hint(repo_id, None)
+        ) from None

@@ -104,6 +104,14 @@ FAMILIES: dict[str, Family] = {
         trains="student",
         has_tokenizer=True,
     ),
+    "OfficialVARestorer": Family(
+        name="official",
+        model="varestorer.models.official:OfficialVARestorer",
+        config="varestorer.models.official_config:OfficialConfig",
+        presets="varestorer.models.official_config:OFFICIAL_PRESETS",
+        restorable=True,
+        has_tokenizer=True,
+    ),
     "SRVGGNetCompact": Family(
         name="srvgg",
         model="varestorer.archs.srvgg:SRVGGNetCompact",

@@ -29,7 +29,7 @@ def transformer_flops(
     C, D, F, d = config.width, config.text_dim, config.ffn_dim, config.token_dim
     L = token_count(schedule)
     T = config.null_text_length if text_tokens is None else text_tokens
-    condition = _mm(T, D, 2 * D) + 4 * T * D + _mm(1, D, C)  # attentive pooling: kv, 1-query attention, proj
+    condition = _mm(T, D, 2 * C) + 4 * T * C + _mm(1, C, C)  # attentive pooling: kv (to C), 1-query attention, proj
     condition += _mm(T, D, C) + _mm(T, C, C) + _mm(1, C, 6 * C)  # text projection for cross-attention, AdaLN
     block = _mm(L, C, 3 * C) + 4 * L * L * C + _mm(L, C, C)  # self-attention
     block += _mm(L, C, C) + _mm(T, C, 2 * C) + 4 * L * T * C + _mm(L, C, C)  # cross-attention

@@ -11,7 +11,10 @@ from varestorer.cli._batch import add_device_arguments, add_io_arguments, restor
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     parser.add_argument(
-        "--model", default=None, help="checkpoint folder, .pth/.safetensors or ncnn .param (default: embedded model)"
+        "--model",
+        default=None,
+        help="checkpoint folder, official release folder, .pth/.safetensors, ncnn .param, or a Hugging Face Hub "
+        "id owner/name (EvanEternal/VARestorer: the official release) (default: embedded model)",
     )
     parser.add_argument(
         "--scale", type=float, default=None, help="output/input size ratio, any float (default: native)"
@@ -24,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="match the LQ's colours (default: the model's recommendation, e.g. wavelet for the embedded model)",
     )
     parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
+    parser.add_argument(
+        "--caption-model",
+        default=None,
+        metavar="DIR",
+        help="caption each image with this local transformers image-to-text model (e.g. BLIP) when no "
+        "--prompt is given, and use the caption as the prompt (off by default)",
+    )
     parser.add_argument("--precleaner", default="none", help="none, default, or a path to pre-cleaner weights")
 
 
@@ -49,8 +59,18 @@ def run(args: argparse.Namespace) -> int:
         from varestorer.foreign.peers import load_precleaner
 
         precleaner = load_precleaner(args.precleaner)
+    captioner = None
+    if args.caption_model is not None:
+        from varestorer.inference.restorer import default_device
+        from varestorer.models.captioner import Captioner
+
+        captioner = Captioner.from_pretrained(args.caption_model, device=args.device or default_device())
     restorer = Restorer.from_pretrained(
-        _model_path(args), color_fix=args.color_fix, precleaner=precleaner, **restorer_options(args)
+        _model_path(args),
+        color_fix=args.color_fix,
+        precleaner=precleaner,
+        captioner=captioner,
+        **restorer_options(args),
     )
     if args.prompt is not None and not callable(getattr(restorer.model, "encode_prompts", None)):
         raise ValueError(f"{type(restorer.model).__name__} takes no text prompt; drop --prompt")

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from varestorer.checkpoint import CONFIG_NAME
+from varestorer.checkpoint import CONFIG_NAME, hub_snapshot, is_hub_id
 from varestorer.families import load_pretrained
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
+from varestorer.models.official_config import OFFICIAL_HUB_ID, is_official_folder
 from varestorer.models.precleaner import PreCleaner, with_precleaner
 
 logger = logging.getLogger(__name__)
@@ -77,11 +78,21 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def _load_model(path_or_name: str | Path) -> nn.Module:
     if str(path_or_name) in EMBEDDED_MODELS:
         path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
+    elif str(path_or_name) == OFFICIAL_HUB_ID and not Path(path_or_name).exists():
+        from varestorer.models.official import OfficialVARestorer  # its four files live in four Hub repos
+
+        return OfficialVARestorer.from_hub()
+    elif is_hub_id(path_or_name):
+        path = hub_snapshot(str(path_or_name))  # a Hub repository holding a checkpoint folder
     else:
         path = Path(path_or_name)
     if not path.exists():
         names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
         raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
+    if path.is_dir() and is_official_folder(path) and not (path / CONFIG_NAME).is_file():
+        from varestorer.models.official import OfficialVARestorer  # the release's own files, no config.json
+
+        return OfficialVARestorer.from_pretrained(path)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         return load_pretrained(path, require="restorable", what="a restorable model")
     from varestorer.foreign.peers import load_peer  # .pth / .safetensors / ncnn files of peer archs
@@ -94,7 +105,8 @@ class Restorer:
 
     Args:
         model: an ``OneStepSR`` module.
-        device, dtype: where and how the model runs; default CUDA bf16, else MPS or CPU float32.
+        device, dtype: where and how the model runs; default the model's ``default_dtype`` if it has
+            one (the official 2B release: bfloat16), else CUDA bf16, MPS or CPU float32.
         tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
             than a tile are split into overlapping tiles whose outputs are blended with feathered
             weights (no seams); at most ``batch_size`` tiles run at once.
@@ -104,6 +116,9 @@ class Restorer:
             model's own recommendation (its ``default_color_fix`` attribute, else "none").
         precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
             pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice.
+        captioner: optional ``(B,3,H,W) -> list[str]`` (e.g. :class:`varestorer.models.captioner.Captioner`)
+            for prompt-reading models: without a prompt, each whole LQ image is captioned and the
+            caption is its prompt (the official evaluation mode). Off by default.
         window: blending weights, "gaussian" or "linear".
     """
 
@@ -119,6 +134,7 @@ class Restorer:
         color_fix: ColorFix | None = None,
         precleaner: PreCleaner | None = None,
         window: BlendWindow = "gaussian",
+        captioner: Callable[[torch.Tensor], list[str]] | None = None,
     ) -> None:
         for name in ("scale", "input_size", "size_multiple"):
             if not hasattr(model, name):
@@ -128,7 +144,7 @@ class Restorer:
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
             dtype = getattr(torch, dtype)
-        self.dtype: torch.dtype = dtype or default_dtype(self.device)  # type: ignore[assignment]
+        self.dtype: torch.dtype = dtype or getattr(model, "default_dtype", None) or default_dtype(self.device)  # type: ignore[assignment]
         if precleaner is not None:
             model = with_precleaner(model, precleaner)
         self.model = model.to(self.device, self.dtype).eval()
@@ -142,14 +158,18 @@ class Restorer:
             color_fix = getattr(model, "default_color_fix", "none")
         self.color_fix: ColorFix = color_fix  # type: ignore[assignment]
         self.window = window
+        if captioner is not None and not callable(getattr(model, "encode_prompts", None)):
+            raise ValueError(f"{type(model).__name__} takes no text prompt, so a captioner has no use")
+        self.captioner = captioner
         apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), self.color_fix)  # validates the name
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
         """Load a checkpoint folder (dispatch on config.json ``model_type``: a restorable family of
-        ``varestorer.families``),
-        a peer ``.pth``/``.safetensors``/ncnn file, or an embedded model name (default: the embedded
-        default model, shipped in the package); kwargs go to ``__init__``."""
+        ``varestorer.families``; or a folder of the official release's files), a peer
+        ``.pth``/``.safetensors``/ncnn file, a Hugging Face Hub id ``owner/name`` (needs the ``hub``
+        extra; ``EvanEternal/VARestorer`` is the official release), or an embedded model name (default:
+        the embedded default model, shipped in the package); kwargs go to ``__init__``."""
         return cls(_load_model(path_or_name), **kwargs)
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
@@ -187,6 +207,16 @@ class Restorer:
         height, width = lq_B3HW.shape[-2:]
         target = _target_size(height, width, self.scale if scale is None else scale)
         fix = self.color_fix if color_fix is None else color_fix
+        if prompt is None and self.captioner is not None:
+            if lq_B3HW.shape[0] > 1:  # one caption (prompt) per image
+                return torch.cat(
+                    [
+                        self.restore_tensor(x[None], scale, tile=tile, tile_overlap=tile_overlap, color_fix=color_fix)
+                        for x in lq_B3HW
+                    ]
+                )
+            prompt = self.captioner(lq_B3HW)[0]
+            logger.info("caption: %s", prompt)
         if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):
             raise ValueError(f"{type(self.model).__name__} takes no text prompt")
         conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt

@@ -113,27 +113,36 @@ class CrossAttention(nn.Module):
 
 
 class AttentivePoolAttention(nn.Module):
-    """Cross-attention with a learned query (``mat_q`` (1, heads, c)) that pools text into one vector."""
+    """Cross-attention with a learned query (``mat_q`` (1, heads, c)) that pools text into one vector.
+
+    Infinity's layout (``TextAttentivePool``): ``text_dim / head_dim`` heads, but the heads split the
+    *output* width C, so keys/values are projected from the text width D to C and each head is
+    C / heads wide. With C == D (Infinity-2B) that is plain D-wide pooling; the 125M (C = 768) and 8B
+    (C = 3584) widths need the general form.
+    """
 
     zero_k_bias: torch.Tensor  # buffer
 
     def __init__(self, text_dim: int, out_dim: int, head_dim: int) -> None:
         super().__init__()
-        self.num_heads, self.head_dim = text_dim // head_dim, head_dim
-        self.mat_q = nn.Parameter(torch.randn(1, self.num_heads, head_dim) * 0.02)
-        self.mat_kv = nn.Linear(text_dim, 2 * text_dim, bias=False)
-        self.v_bias = nn.Parameter(torch.zeros(text_dim))
-        self.register_buffer("zero_k_bias", torch.zeros(text_dim))
-        self.proj = nn.Linear(text_dim, out_dim)
+        self.num_heads = text_dim // head_dim
+        if out_dim % self.num_heads:
+            raise ValueError(f"pooled width {out_dim} must split into {self.num_heads} heads")
+        self.out_dim, self.head_dim = out_dim, out_dim // self.num_heads
+        self.mat_q = nn.Parameter(torch.randn(1, self.num_heads, self.head_dim) * 0.02)
+        self.mat_kv = nn.Linear(text_dim, 2 * out_dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(out_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(out_dim))
+        self.proj = nn.Linear(out_dim, out_dim)
 
     def forward(self, text_BTD: Tensor, text_mask_BT: Tensor) -> Tensor:
         """(B, T, D) text with a (B, T) validity mask -> (B, out_dim) pooled vector."""
-        B, T, D = text_BTD.shape
+        B, T, _ = text_BTD.shape
         kv = F.linear(text_BTD, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
         k_BHTc, v_BHTc = kv.view(B, T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q_BH1c = self.mat_q.to(text_BTD.dtype).unsqueeze(2).expand(B, -1, -1, -1)
         out_BH1c = attention(q_BH1c, k_BHTc, v_BHTc, text_mask_BT[:, None, None, :])
-        return self.proj(out_BH1c.reshape(B, D))
+        return self.proj(out_BH1c.reshape(B, self.out_dim))
 
 
 class TextAttentivePool(nn.Module):

@@ -34,7 +34,8 @@ class TransformerConfig:
     null_text_length: int = 16
     """How many ``cfg_uncond`` rows stand for "no text" when no caption is given at all."""
     pool_head_dim: int = 128
-    """Head width of the attentive pooling that turns text into the start token (Infinity: 128)."""
+    """The attentive pooling that turns text into the start token has ``text_dim / pool_head_dim`` heads
+    splitting the width C (Infinity: 128 for C <= 4096, else 64)."""
     num_levels: int = 15
     """Rows of the level (scale index) embedding; schedules may have at most this many scales."""
     block_chunks: int = 1
@@ -56,6 +57,8 @@ class TransformerConfig:
             raise ValueError(f"width {self.width} must split into {self.num_heads} heads of a width divisible by 4")
         if self.text_dim % self.pool_head_dim:
             raise ValueError(f"text_dim {self.text_dim} must be a multiple of pool_head_dim {self.pool_head_dim}")
+        if self.width % (self.text_dim // self.pool_head_dim):
+            raise ValueError(f"width {self.width} must split into text_dim / pool_head_dim pooling heads")
         if self.depth % self.block_chunks:
             raise ValueError(f"depth {self.depth} must be a multiple of block_chunks {self.block_chunks}")
         if self.codebook_size is not None and self.codebook_size < 2:
@@ -130,6 +133,17 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
         width=2048,
         depth=32,
         num_heads=16,
+        text_dim=2048,
+        text_max_length=512,
+        block_chunks=8,
+    ),
+    # Infinity-8B's transformer shapes: 40 blocks of 3584, 28 heads; its tokenizer is the d14 one with a
+    # 2x2 spatial patchify, so 4 * 14 = 56 inputs per token (our tokenizers do not patchify: shapes only).
+    "infinity-8b": TransformerConfig(
+        token_dim=56,
+        width=3584,
+        depth=40,
+        num_heads=28,
         text_dim=2048,
         text_max_length=512,
         block_chunks=8,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,7 +42,14 @@ class SampledScales:
     cache: KVCache
 
 
-def sample_top_p(logits: Tensor, *, top_p: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+Draw = Literal["inverse_cdf", "multinomial"]
+"""How one categorical sample is drawn: one uniform number against the CDF (ours), or
+``torch.multinomial`` over the (two) outcomes, as Infinity does; same distribution, other images per seed."""
+
+
+def sample_top_p(
+    logits: Tensor, *, top_p: float = 1.0, generator: torch.Generator | None = None, draw: Draw = "inverse_cdf"
+) -> Tensor:
     """Sample an index along the last axis from softmax(logits), keeping the top-p nucleus.
 
     With two classes (one bit) and ``top_p`` = 0.97, a bit whose likelier value has probability
@@ -50,6 +58,7 @@ def sample_top_p(logits: Tensor, *, top_p: float = 1.0, generator: torch.Generat
     Args:
         logits: (..., V) float logits.
         top_p: in (0, 1]; the smallest set of classes whose probability reaches it is kept.
+        draw: ``inverse_cdf`` or ``multinomial`` (Infinity's draw, for its seeded images).
 
     Returns:
         (...) int64 indices.
@@ -62,6 +71,11 @@ def sample_top_p(logits: Tensor, *, top_p: float = 1.0, generator: torch.Generat
         before = sorted_p.cumsum(-1) - sorted_p  # mass of the likelier classes
         sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    if draw == "multinomial":
+        flat = probs.reshape(-1, probs.shape[-1])
+        return torch.multinomial(flat, 1, replacement=True, generator=generator).view(probs.shape[:-1])
+    if draw != "inverse_cdf":
+        raise ValueError(f"draw must be 'inverse_cdf' or 'multinomial', got {draw!r}")
     cdf = probs.cumsum(-1)
     u = torch.rand(*probs.shape[:-1], 1, generator=generator, device=probs.device) * cdf[..., -1:]
     return (cdf <= u).sum(-1).clamp_(max=probs.shape[-1] - 1)
@@ -92,6 +106,7 @@ def sample_scales_detailed(
     generator: torch.Generator | None = None,
     greedy: bool = False,
     control: Sequence[Tensor] | None = None,
+    draw: Draw = "inverse_cdf",
 ) -> SampledScales:
     """Generate every scale of ``schedule`` autoregressively; see :func:`sample_scales`.
 
@@ -137,7 +152,7 @@ def sample_scales_detailed(
         if greedy:
             labels_k = logits.argmax(-1)
         else:
-            labels_k = sample_top_p(logits / temperature, top_p=top_p, generator=generator)
+            labels_k = sample_top_p(logits / temperature, top_p=top_p, generator=generator, draw=draw)
         labels.append(labels_k)
         # 4. accumulate the codes and build the next scale's inputs
         codes = quantizer.labels_to_codes(labels_k, hw)
@@ -159,6 +174,7 @@ def sample_scales(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    draw: Draw = "inverse_cdf",
 ) -> list[Tensor]:
     """Sample the token maps of every scale, coarse to fine.
 
@@ -171,6 +187,7 @@ def sample_scales(
         temperature: > 0, divides the guided logits (Infinity-2B: 0.5).
         top_p: nucleus per bit (Infinity: 0.97).
         generator: seeds the sampling.
+        draw: ``multinomial`` draws like Infinity (see :data:`Draw`).
 
     Returns:
         per scale (B, h*w, d) int64 bits; ``tokenizer.labels_to_image(labels, schedule)`` decodes them.
@@ -185,4 +202,5 @@ def sample_scales(
         temperature=temperature,
         top_p=top_p,
         generator=generator,
+        draw=draw,
     ).labels

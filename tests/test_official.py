@@ -1,0 +1,186 @@
+"""The official VARestorer release: strict loading by the official key names, the one-step pass, the CLI.
+
+Synthetic files at reduced width (tiny transformer, tokenizer and SwinIR) take the same code path as
+the 2B release; the 2B key names and shapes are checked on the meta device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from varestorer.archs.swinir import SwinIR, SwinIRConfig
+from varestorer.inference.restorer import Restorer
+from varestorer.models.official import OfficialVARestorer, official_key_shapes
+from varestorer.models.official_config import OfficialConfig, write_official_config
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.config import tokenizer_preset
+from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.text import TextCondition
+
+TINY_SWINIR = SwinIRConfig(embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upscale=4, unshuffle=4)
+
+
+def tiny_config(**overrides: object) -> OfficialConfig:
+    config = OfficialConfig(
+        transformer=transformer_preset("tiny", block_chunks=2),
+        tokenizer=tokenizer_preset("tiny"),
+        swinir=TINY_SWINIR,
+        image_size=64,
+        lora_rank=2,
+    )
+    return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+
+
+def official_transformer_file(path: Path, config: OfficialConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A ``varestorer.pth`` with the official key names (``.linear.weight``, ``.lora_down/up.weight``)."""
+    generator = torch.Generator().manual_seed(seed)
+    base = NextScaleTransformer(config.transformer)
+    base.reset_parameters(generator)
+    plain = base.state_dict()
+    state = {}
+    for key, shape in official_key_shapes(base, config.lora_rank).items():
+        if ".lora_" in key:
+            state[key] = torch.randn(shape, generator=generator) * 0.05
+        else:
+            state[key] = plain[key.replace(".linear.", ".")].clone()
+    torch.save(state, path)
+    return state
+
+
+def release_folder(folder: Path, config: OfficialConfig) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    official_transformer_file(folder / "varestorer.pth", config)
+    tokenizer = MultiScaleTokenizer(config.tokenizer)
+    torch.save({"vae": tokenizer.state_dict()}, folder / "infinity_vae_d32reg.pth")
+    torch.manual_seed(0)
+    swinir = SwinIR(config.swinir)
+    state = {f"module.{k}": v for k, v in swinir.state_dict().items()}
+    torch.save({"state_dict": state}, folder / "general_swinir_v1.ckpt")
+    write_official_config(folder, config)
+    return folder
+
+
+def test_2b_release_key_names_and_shapes() -> None:
+    """varestorer.pth of the 2B release: Infinity-2B's tensors, LoRA-wrapped attention linears."""
+    with torch.device("meta"):
+        transformer = NextScaleTransformer(transformer_preset("infinity-2b"))
+    shapes = official_key_shapes(transformer, 32)
+    block = "block_chunks.3.module.2."
+    assert shapes[block + "sa.mat_qkv.linear.weight"] == (6144, 2048)
+    assert shapes[block + "sa.mat_qkv.lora_down.weight"] == (32, 2048)
+    assert shapes[block + "sa.mat_qkv.lora_up.weight"] == (6144, 32)
+    assert shapes[block + "ca.mat_kv.lora_up.weight"] == (4096, 32)
+    assert shapes[block + "ca.mat_q.linear.bias"] == (2048,)
+    assert shapes[block + "sa.q_bias"] == (2048,)
+    assert block + "sa.mat_qkv.weight" not in shapes and block + "ffn.fc1.weight" in shapes
+    assert "text_proj_for_sos.ca.mat_kv.weight" in shapes  # the pooling is not LoRA-wrapped
+    assert sum(".lora_down." in k for k in shapes) == 32 * 5
+
+
+def test_loads_strictly_and_folds_the_adapters(tmp_path: Path) -> None:
+    config = tiny_config()
+    folder = release_folder(tmp_path / "release", config)
+    raw = torch.load(folder / "varestorer.pth", weights_only=True)
+    model = OfficialVARestorer.from_pretrained(folder, dtype=torch.float32)
+    name = "block_chunks.1.module.0.sa.mat_qkv"
+    expected = raw[f"{name}.linear.weight"] + raw[f"{name}.lora_up.weight"] @ raw[f"{name}.lora_down.weight"]
+    torch.testing.assert_close(model.transformer.state_dict()[f"{name}.weight"], expected)
+    # The official LoRA-wrapped cross-attention never adds ca.v_bias.
+    assert not model.transformer.state_dict()["block_chunks.0.module.0.ca.v_bias"].any()
+    assert model.transformer.state_dict()["text_proj_for_sos.ca.v_bias"].shape == (64,)
+    assert model.swinir is not None and model.swinir.config == TINY_SWINIR
+
+
+@pytest.mark.parametrize("problem", ["missing", "unexpected", "shape"])
+def test_a_mismatched_transformer_file_is_refused_with_the_names(tmp_path: Path, problem: str) -> None:
+    config = tiny_config()
+    folder = release_folder(tmp_path / "release", config)
+    state = torch.load(folder / "varestorer.pth", weights_only=True)
+    key = "block_chunks.1.module.0.ca.proj.lora_up.weight"
+    if problem == "missing":
+        del state[key]
+    elif problem == "unexpected":
+        state["block_chunks.1.module.0.ffn.fc1.lora_up.weight"] = torch.zeros(2, 2)
+    else:
+        state[key] = torch.zeros(3, 3)
+    torch.save(state, folder / "varestorer.pth")
+    with pytest.raises(ValueError, match="not the official VARestorer transformer") as info:
+        OfficialVARestorer.from_pretrained(folder)
+    assert ("ffn.fc1.lora_up" if problem == "unexpected" else key) in str(info.value)
+
+
+def test_without_the_extra_block_the_pass_is_the_full_attention_transformer() -> None:
+    """extra_lq_scale=False: exactly our transformer's one-step (mask="full") pass."""
+    torch.manual_seed(0)
+    model = OfficialVARestorer(tiny_config(extra_lq_scale=False)).eval()
+    model.transformer.reset_parameters(torch.Generator().manual_seed(1))
+    inputs = model.lq_to_inputs(torch.rand(2, 3, 16, 16))
+    text = TextCondition(torch.randn(2, 5, 32), torch.tensor([5, 3]))
+    ours = model.logits(inputs, text)
+    reference = model.transformer(inputs, model.schedule, text, mask="full")
+    torch.testing.assert_close(ours, reference)
+
+
+def test_the_extra_block_reads_positions_past_the_schedule_on_infinitys_grid() -> None:
+    from varestorer.tokenizer.scales import INFINITY_TEMPLATES
+    from varestorer.transformer.rope import rope_extent, rope_table, scale_positions
+
+    model = OfficialVARestorer(tiny_config())
+    L = sum(h * w for h, w in model.schedule)  # 1 + 4 + 16
+    table = model._rope(L + 16, torch.device("cpu"))
+    next_scale = INFINITY_TEMPLATES[1.0][len(model.schedule)]  # (6, 6): its first 16 positions
+    positions = scale_positions((next_scale,), rope_extent(model.schedule, "infinity"))[:16]
+    torch.testing.assert_close(table[:, L:], rope_table(positions, model.transformer.config.head_dim))
+    assert model.lq_to_inputs(torch.rand(1, 3, 16, 16)).shape == (1, L - 1 + 16, 8)
+
+
+def test_forward_restores_and_is_seeded(tmp_path: Path) -> None:
+    model = OfficialVARestorer.from_pretrained(release_folder(tmp_path / "r", tiny_config()), dtype=torch.float32)
+    lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first, second = model(lq), model(lq)
+    assert first.shape == (2, 3, 64, 64) and float(first.min()) >= 0 and float(first.max()) <= 1
+    assert torch.equal(first, second)  # the bit draw is reseeded per call
+    model.config = dataclasses.replace(model.config, seed=1)
+    with torch.no_grad():
+        assert not torch.equal(model(lq), first)
+
+
+def test_restorer_and_cli_run_a_release_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from varestorer.cli.main import main
+
+    folder = release_folder(tmp_path / "release", tiny_config())
+    restorer = Restorer.from_pretrained(folder, device="cpu")
+    assert restorer.dtype == torch.bfloat16  # the model's default dtype, also on the CPU
+    image = (np.random.default_rng(0).random((20, 28, 3)) * 255).astype(np.uint8)
+    out = Restorer.from_pretrained(folder, device="cpu", dtype="float32")(image)
+    assert out.shape == (80, 112, 3) and out.dtype == np.uint8
+    Image.fromarray(image).save(tmp_path / "in.png")
+    code = main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(folder)])
+    assert code == 0
+    assert Image.open(tmp_path / "out" / "in.png").size == (112, 80)
+
+
+def test_a_folder_with_the_official_file_is_detected_without_config(tmp_path: Path) -> None:
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "varestorer.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(FileNotFoundError, match="lacks infinity_vae_d32reg.pth, general_swinir_v1.ckpt"):
+        Restorer.from_pretrained(folder)
+
+
+def test_a_wrapped_transformer_file_loads_too(tmp_path: Path) -> None:
+    config = tiny_config()
+    folder = release_folder(tmp_path / "release", config)
+    state = torch.load(folder / "varestorer.pth", weights_only=True)
+    torch.save({"infinity": {f"module.{k}": v for k, v in state.items()}}, folder / "varestorer.pth")
+    model = OfficialVARestorer.from_pretrained(folder)
+    assert model.transformer.pos_start.dtype == torch.bfloat16  # loaded in bf16 by default
