@@ -185,7 +185,7 @@ def restore_upload(
     job = Path(tempfile.mkdtemp(prefix="job-", dir=folder))
     path = write_image(job / output_name(upload.name, scale), restored)
     after = to_preview(restored)
-    before = np.asarray(Image.fromarray(to_preview(upload.array)).resize(after.shape[1::-1], Image.BICUBIC))
+    before = np.asarray(Image.fromarray(to_preview(upload.array)).resize(after.shape[1::-1], Image.Resampling.BICUBIC))
     summary = f"{upload.description} -> {describe(restored)} in {seconds:.1f} s"
     return Result(before=before, after=after, path=path, seconds=seconds, summary=summary)
 
@@ -230,7 +230,14 @@ def build_app(restorer: Restorer, folder: str | Path, *, max_pixels: int = DEFAU
         try:
             upload = load_upload(path, max_pixels=max_pixels)
             result = restore_upload(
-                restorer, upload, folder, scale=scale, tile=tile, color_fix=color_fix, prompt=prompt, progress=tiles
+                restorer,
+                upload,
+                folder,
+                scale=scale,
+                tile=None if tile is None else int(tile),
+                color_fix=color_fix,
+                prompt=prompt,
+                progress=tiles,
             )
         except DemoInputError as error:
             raise gr.Error(str(error)) from None
