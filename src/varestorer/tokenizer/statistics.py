@@ -111,6 +111,20 @@ class TokenStatistics:
                 counts.residual_sum += float(tokens.residual_norms[k]) * grid_positions
                 counts.residual_weight += grid_positions
 
+    def merge(self, other: TokenStatistics) -> None:
+        """Add the counts of ``other`` (e.g. one image's, once it succeeded) to these."""
+        while len(self._scales) < len(other._scales):
+            self._scales.append(_ScaleCounts())
+        for mine, theirs in zip(self._scales, other._scales):
+            mine.grids |= theirs.grids
+            mine.tokens += theirs.tokens
+            if theirs.ones is not None:
+                mine.ones = theirs.ones.clone() if mine.ones is None else mine.ones + theirs.ones
+            mine.flips = [a + b for a, b in zip(mine.flips, theirs.flips)]
+            mine.pairs = [a + b for a, b in zip(mine.pairs, theirs.pairs)]
+            mine.residual_sum += theirs.residual_sum
+            mine.residual_weight += theirs.residual_weight
+
     def result(self) -> list[ScaleStatistics]:
         """One :class:`ScaleStatistics` per scale index seen."""
         out = []
