@@ -132,7 +132,12 @@ def test_teacher_and_student_folders_give_the_teachers_tokenizer(tmp_path) -> No
     loaded, where, caveat = load_tokenizer(tmp_path / "teacher")
     assert _same(loaded, tokenizer) and "teacher" in where and caveat is None
 
-    student = Student.from_teacher(tokenizer, transformer, StudentConfig(image_size=64, scale=4, lora_rank=2))
+    config = StudentConfig(
+        tokenizer=tokenizer.config, transformer=transformer.config, image_size=64, scale=4, lora_rank=2
+    )
+    student = Student(config).eval()
+    for part in ("encoder", "decoder", "quantizer"):
+        getattr(student, part).load_state_dict(getattr(tokenizer, part).state_dict())
     with torch.no_grad():  # a distilled encoder differs from the teacher's
         for param in student.encoder.parameters():
             param.add_(1.0)

@@ -37,9 +37,13 @@ from varestorer.tokenizer.scales import Schedule
 TOKENIZER_MODELS: dict[str, str] = {
     "MultiScaleTokenizer": "varestorer.tokenizer.autoencoder:MultiScaleTokenizer",
 }
-# Folders that hold a tokenizer next to other parts.
+# Folders that hold a tokenizer next to other parts: a teacher (``tokenizer/``) and the students
+# (their teacher's ``tokenizer/``, or for a merged one its own parts).
 TEACHER_TYPES = ("Teacher",)
-STUDENT_TYPES = ("Student", "LQConditionedVAR")
+STUDENT_MODELS: dict[str, str] = {
+    "Student": "varestorer.models.student:Student",
+    "LQConditionedVAR": "varestorer.models.lq_conditioned:LQConditionedVAR",
+}
 
 DEFAULT_TOKENIZER = "default-tokenizer"
 """The embedded tokenizer used when none is named (if the package ships it; else the default model's)."""
@@ -117,7 +121,7 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
     if kind in TEACHER_TYPES:
         loaded = _from_folder(folder / "tokenizer", device)
         return loaded._replace(where=f"the tokenizer of teacher {folder} ({loaded.where})")
-    if kind in STUDENT_TYPES:
+    if kind in STUDENT_MODELS:
         config = meta["config"] if isinstance(meta["config"], dict) else {}
         if not config.get("merged") and config.get("teacher"):
             teacher = Path(config["teacher"])
@@ -133,10 +137,9 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
 
 def _student_tokenizer(folder: Path, kind: str, device: str | torch.device) -> nn.Module:
     """A tokenizer assembled from a self-contained student's encoder, quantizer and decoder."""
-    from varestorer.inference.restorer import RESTORER_MODELS
     from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 
-    student = _load_class(RESTORER_MODELS[kind], folder, "cpu")
+    student = _load_class(STUDENT_MODELS[kind], folder, "cpu")
     tokenizer = MultiScaleTokenizer(student.config.tokenizer)
     for part in ("encoder", "decoder", "quantizer"):
         getattr(tokenizer, part).load_state_dict(getattr(student, part).state_dict(), strict=True)
