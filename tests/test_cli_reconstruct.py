@@ -220,7 +220,13 @@ def test_scales_fit_the_tile_and_scale_with_smaller_grids() -> None:
 
 def test_scales_errors_stop_before_any_output(tmp_path, tokenizer_dir, capsys) -> None:
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
-    for extra in (["--scales", "99"], ["--scales", "2,1"], ["--tile", "50"], ["--scales", "none", "--stats", "s.json"]):
+    for extra in (
+        ["--scales", "99"],
+        ["--scales", "2,1"],
+        ["--tile", "50"],
+        ["--tile-overlap", "512"],
+        ["--scales", "none", "--stats", "s.json"],
+    ):
         code = main(
             ["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", tokenizer_dir, *extra]
         )

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {caveat}", file=sys.stderr)
     stride = int(tokenizer.stride)
     overlap = default_overlap(args.tile, stride) if args.tile_overlap is None else args.tile_overlap
+    if not 0 <= overlap < args.tile:
+        raise ValueError(f"--tile-overlap must be in [0, {args.tile}) for a {args.tile} px tile, got {overlap}")
     total, current, images = TokenStatistics(), [TokenStatistics()], [0]
     model = RoundTrip(tokenizer, scales, args.tile, on_tokens=lambda tokens, schedule: current[0].add(tokens, schedule))
     restorer = Restorer(
