@@ -71,13 +71,13 @@ def default_tokenizer_source() -> str:
     return DEFAULT_TOKENIZER if embedded_folder(DEFAULT_TOKENIZER) is not None else "default"
 
 
-def _load_class(spec: str, folder: Path, device: str | torch.device) -> nn.Module:
+def _load_class(spec: str, folder: Path, device: str | torch.device) -> Any:
     module_name, class_name = spec.split(":")
     return getattr(importlib.import_module(module_name), class_name).from_pretrained(folder, device=device)
 
 
 class LoadedTokenizer(NamedTuple):
-    tokenizer: nn.Module
+    tokenizer: Any
     """In ``eval()`` mode on the requested device."""
     where: str
     """One line: which folder's tokenizer this is."""
@@ -135,7 +135,7 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
     )
 
 
-def _student_tokenizer(folder: Path, kind: str, device: str | torch.device) -> nn.Module:
+def _student_tokenizer(folder: Path, kind: str, device: str | torch.device) -> Any:
     """A tokenizer assembled from a self-contained student's encoder, quantizer and decoder."""
     from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 
@@ -250,10 +250,11 @@ class RoundTrip(nn.Module):
 
     scale = 1
     input_size = None
+    tokenizer: Any  # duck-typed: any tokenizer family with the interface above
 
     def __init__(
         self,
-        tokenizer: nn.Module,
+        tokenizer: Any,
         scales: ScaleSpec,
         tile: int,
         on_tokens: Callable[[MultiScaleTokens, Schedule], None] | None = None,
