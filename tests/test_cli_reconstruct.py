@@ -225,6 +225,7 @@ def test_scales_errors_stop_before_any_output(tmp_path, tokenizer_dir, capsys) -
         ["--scales", "2,1"],
         ["--tile", "50"],
         ["--tile-overlap", "512"],
+        ["--device", "nonsense"],
         ["--scales", "none", "--stats", "s.json"],
     ):
         code = main(

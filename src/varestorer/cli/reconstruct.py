@@ -93,15 +93,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--tile-overlap must be in [0, {args.tile}) for a {args.tile} px tile, got {overlap}")
     total, current, images = TokenStatistics(), [TokenStatistics()], [0]
     model = RoundTrip(tokenizer, scales, args.tile, on_tokens=lambda tokens, schedule: current[0].add(tokens, schedule))
-    restorer = Restorer(
-        model,
-        device=args.device,
-        dtype=args.dtype,
-        tile=args.tile,
-        tile_overlap=overlap,
-        batch_size=args.batch_size,
-        color_fix="none",
-    )
+    try:
+        restorer = Restorer(
+            model,
+            device=args.device,
+            dtype=args.dtype,
+            tile=args.tile,
+            tile_overlap=overlap,
+            batch_size=args.batch_size,
+            color_fix="none",
+        )
+    except (RuntimeError, AssertionError) as error:  # e.g. CUDA asked of a CPU-only torch
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"--device {args.device}: {reason}") from None
     quiet = getattr(args, "quiet", False)
     if not quiet:
         print(
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     def process(array, tiles=None):
         current[0] = TokenStatistics()
         result = restorer(array) if tiles is None else restorer(array, progress=tiles)
-        total.merge(current[0])  # only images that went through count
+        total.merge(current[0])  # only images whose round trip succeeded count
         images[0] += 1
         return result
 
