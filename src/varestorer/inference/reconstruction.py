@@ -250,6 +250,7 @@ class RoundTrip(nn.Module):
 
     scale = 1
     input_size = None
+    edge_context = 0  # a Restorer adds no mirrored border: the tokens are those of the image itself
     tokenizer: Any  # duck-typed: any tokenizer family with the interface above
 
     def __init__(
