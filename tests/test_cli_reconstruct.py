@@ -152,6 +152,13 @@ def test_teacher_and_student_folders_give_the_teachers_tokenizer(tmp_path) -> No
     assert _same(loaded.encoder, student.encoder) and not _same(loaded.encoder, tokenizer.encoder)
     assert _same(loaded.decoder, tokenizer.decoder)  # not trained here: still the teacher's
 
+    # Infinity's layout registers the quantizer twice (quantize.lfq.mask): the student's one fills both.
+    infinity = replace(tokenizer_preset("tiny"), infinity_buffers=True)
+    config = StudentConfig(tokenizer=infinity, transformer=transformer.config, image_size=64, lora_rank=2, merged=True)
+    Student(config).save_pretrained(tmp_path / "infinity")
+    loaded, _, _ = load_tokenizer(tmp_path / "infinity")
+    assert "quantize.lfq.mask" in loaded.state_dict()
+
 
 def test_embedded_tokenizer_is_the_default_when_shipped(tmp_path, monkeypatch) -> None:
     assert default_tokenizer_source() in ("default-tokenizer", "default")

@@ -136,13 +136,27 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
 
 
 def _student_tokenizer(folder: Path, kind: str, device: str | torch.device) -> Any:
-    """A tokenizer assembled from a self-contained student's encoder, quantizer and decoder."""
-    from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+    """A tokenizer of the student's tokenizer config, its weights taken from the student by name.
 
+    The tokenizer class is the ``TOKENIZER_MODELS`` entry whose ``config_class`` is the type of
+    ``student.config.tokenizer``; the student holds its tokenizer's parts under the same names
+    (``encoder.*``, ``decoder.*``, ``quantizer.*``; Infinity's duplicate ``quantize.*`` is the quantizer).
+    """
     student = _load_class(STUDENT_MODELS[kind], folder, "cpu")
-    tokenizer = MultiScaleTokenizer(student.config.tokenizer)
-    for part in ("encoder", "decoder", "quantizer"):
-        getattr(tokenizer, part).load_state_dict(getattr(student, part).state_dict(), strict=True)
+    config = student.config.tokenizer
+    classes = [importlib.import_module(m).__dict__[c] for m, c in (v.split(":") for v in TOKENIZER_MODELS.values())]
+    matching = [cls for cls in classes if getattr(cls, "config_class", None) is type(config)]
+    if not matching:
+        raise ValueError(f"{folder}: no tokenizer family takes a {type(config).__name__}")
+    tokenizer = matching[0](config)
+    state = student.state_dict()
+    wanted = {}
+    for key in tokenizer.state_dict():
+        source = key if key in state else "quantizer." + key.removeprefix("quantize.")
+        if source not in state:
+            raise ValueError(f"{folder}: the student holds no {key} for its tokenizer")
+        wanted[key] = state[source]
+    tokenizer.load_state_dict(wanted, strict=True)
     return tokenizer.to(device).eval()
 
 
