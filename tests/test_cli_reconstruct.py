@@ -289,6 +289,7 @@ def test_stats_json_and_table(tmp_path, tiny_image, tokenizer_dir, capsys) -> No
     assert "flip h" in out and "residual" in out
     report = json.loads(stats.read_text())
     assert report["images"] == 2 and report["tile"] == 64 and report["scales"] == "full"
+    assert report["tile_schedule"] == [[1, 1], [2, 2], [4, 4]]  # the tiny tokenizer's stride is 16
     first = report["per_scale"][0]
     assert first["grid"] == [1, 1] and first["tokens"] == 1 + 2  # one tile for a, two (100 px tall) for b
     assert all(0 <= s["ones_fraction"] <= 1 for s in report["per_scale"])

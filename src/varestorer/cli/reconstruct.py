@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         default_tokenizer_source,
         load_tokenizer,
         parse_scales,
+        schedule_for,
     )
     from varestorer.inference.restorer import Restorer
     from varestorer.io.atomic import atomic_path
@@ -107,10 +108,13 @@ def run(args: argparse.Namespace) -> int:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"--device {args.device}: {reason}") from None
     quiet = getattr(args, "quiet", False)
+    tile_schedule = schedule_for(scales, tokenizer, args.tile, args.tile, args.tile // stride)
+    sides = "none" if tile_schedule is None else ",".join(str(h) for h, _ in tile_schedule)
     if not quiet:
         print(
             f"tokenizer: {where}; stride {stride}, {tokenizer.token_dim} bits per token; tile {args.tile} px "
-            f"(overlap {overlap}); scales {args.scales or 'full'}; on {restorer.device} ({restorer.dtype})",
+            f"(overlap {overlap}); scales {args.scales or 'full'} (a full tile: {sides}); "
+            f"on {restorer.device} ({restorer.dtype})",
             file=sys.stderr,
         )
 
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             "tile": args.tile,
             "tile_overlap": overlap,
             "scales": args.scales or "full",
+            "tile_schedule": [list(hw) for hw in tile_schedule or ()],
             "images": images[0],
             "per_scale": [s.to_dict() for s in stats],
         }
