@@ -84,3 +84,9 @@ def test_schedule_for_grid_matches_infinity_where_it_can() -> None:
     assert [h for h, _ in schedule_for_grid(7, 7)] == [1, 2, 4, 7]
     assert schedule_for_grid(10, 10)[-2:] == ((8, 8), (10, 10))
     assert schedule_for_grid(3, 5) == ((1, 1), (1, 2), (2, 4), (3, 5))
+
+
+@pytest.mark.parametrize("grid", [(1, 2), (2, 1), (3, 1), (1, 3), (2, 3)])
+def test_schedule_for_small_grids_outside_the_templates_ends(grid: tuple[int, int]) -> None:
+    # These once looped forever: the 1.25x extension below the largest square side never grew.
+    assert schedule_for_grid(*grid)[-1] == grid

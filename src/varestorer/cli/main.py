@@ -18,6 +18,7 @@ from varestorer import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("varestorer.cli.restore", "restore images (files, folders, globs) with a one-step model"),
     "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
+    "reconstruct": ("varestorer.cli.reconstruct", "round-trip images through a tokenizer to see how good it is"),
     "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
     "train": ("varestorer.cli.train", "train a tokenizer, teacher, student or pre-cleaner from a recipe"),

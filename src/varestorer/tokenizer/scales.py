@@ -116,7 +116,7 @@ def schedule_for_grid(h: int, w: int) -> Schedule:
             return grids[: grids.index((h, w)) + 1]
     long_side, short_side = max(h, w), min(h, w)
     sides = [s for s in _SQUARE if s < long_side]
-    while sides[-1] * 1.25 < long_side:  # beyond Infinity's largest grid: steps of 1.25x
+    while sides[-1] >= _SQUARE[-1] and sides[-1] * 1.25 < long_side:  # beyond Infinity's largest: 1.25x steps
         sides.append(round(sides[-1] * 1.25))
     while sides and sides[-1] * 1.2 > long_side:
         sides.pop()
