@@ -143,6 +143,7 @@ def test_bf16_autocast_agrees_with_fp32_stage_by_stage() -> None:
     assert out.sr.shape == ref.sr.shape and out.sr.min() >= 0 and out.sr.max() <= 1
 
 
+@pytest.mark.slow  # dynamo tracing of the whole step: ~10 s on the 2-core box
 def test_one_step_has_no_graph_break() -> None:
     """The whole one-step forward traces as one graph: no .item()/.tolist()/host copies inside the step."""
     student, lq = _tiny_student_and_lq()

@@ -51,7 +51,7 @@ def test_main_job_command_on_small_crops(tmp_path, monkeypatch) -> None:
     from varestorer.cli.main import main
 
     args = _main_job_args()
-    stems = _small_examples(tmp_path / "examples", count=2)
+    stems = _small_examples(tmp_path / "examples", count=1)
     monkeypatch.chdir(tmp_path)
     assert main(args) == 0
     if args[0] == "restore":
