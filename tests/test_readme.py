@@ -62,6 +62,7 @@ def test_main_job_command_on_small_crops(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow  # the embedded model on every full-size example on CPU: ~200 s on the 2-core box
+@pytest.mark.timeout(1200)  # the default 300 s is too tight on a loaded box
 def test_main_job_command_runs(tmp_path) -> None:
     command = _block("main-job")
     # The install steps are exercised by CI itself; here run the job with this checkout's code.
