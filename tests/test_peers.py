@@ -91,3 +91,23 @@ def test_precleaner_keeps_size_for_x1_and_x4(tmp_path) -> None:
     cleaner = load_precleaner(tmp_path / "x4")
     out = cleaner(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_a_precleaner_has_one_slot() -> None:
+    from dataclasses import replace
+
+    from varestorer.inference.restorer import Restorer
+    from varestorer.models.precleaner import PreCleaned
+    from varestorer.models.student import Student
+    from varestorer.models.student_config import STUDENT_PRESETS
+
+    cleaner = PreCleaner(build_peer("precleaner-1x")).eval()
+    peer = SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=2)).eval()
+    restorer = Restorer(peer, device="cpu", precleaner=cleaner)
+    assert isinstance(restorer.model, PreCleaned) and restorer.model.model is peer  # the peer itself is unchanged
+    lq = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(restorer.model(lq), peer(cleaner(lq)))
+    student = Student(replace(STUDENT_PRESETS["tiny"], precleaner=SRVGGConfig(num_feat=4, num_conv=1, upscale=1)))
+    with pytest.raises(ValueError, match="already has its own pre-cleaner"):
+        Restorer(student, device="cpu", precleaner=cleaner)

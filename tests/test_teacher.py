@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from PIL import Image
 
-from conftest import subprocess_env
 from varestorer.models.teacher import Teacher
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
@@ -44,14 +40,17 @@ def test_token_dims_must_agree() -> None:
         Teacher(MultiScaleTokenizer.from_preset("tiny"), NextScaleTransformer(transformer_preset("tiny", token_dim=4)))
 
 
-def test_generate_command_writes_images(tmp_path) -> None:
+def test_generate_command_writes_images(tmp_path, capsys) -> None:
+    from varestorer.cli.main import main  # in process: a fresh interpreter costs ~5 s of torch import
+
     tiny_teacher().save_pretrained(tmp_path / "teacher")
-    command = [sys.executable, "-m", "varestorer", "generate", "--model", str(tmp_path / "teacher")]
+    command = ["generate", "--model", str(tmp_path / "teacher")]
     command += ["-n", "3", "--batch-size", "2", "-o", str(tmp_path / "out"), "--size", "32"]
-    done = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert main(command) == 0, capsys.readouterr().err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["000.png", "001.png", "002.png"]
     assert Image.open(tmp_path / "out" / "000.png").size == (32, 32)
-    again = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
-    assert again.returncode == 2 and "exists" in again.stderr and again.stderr.count("\n") == 1
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and err.count("\n") == 1

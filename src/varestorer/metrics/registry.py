@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def _torch_pair(build: Callable[[], Any]) -> Callable[[MetricOptions], Scorer]:
     return factory
 
 
-def _lpips(net: str) -> Callable[[], object]:
+def _lpips(net: Literal["vgg", "alex"]) -> Callable[[], object]:
     def build():
         from varestorer.metrics.lpips import LPIPS
 
