@@ -97,6 +97,9 @@ class TrainConfig:
     """Write TensorBoard event files (needs the ``tensorboard`` package)."""
     progress: bool = True
     """Show a tqdm progress bar on rank 0."""
+    activation_checkpointing: bool = False
+    """Recompute every transformer block's activations in the backward pass instead of storing them
+    (less memory, about one more forward pass of time); same losses and gradients."""
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "grad_accum_steps", "log_every", "ckpt_every")

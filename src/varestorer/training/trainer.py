@@ -94,6 +94,17 @@ def image_grid(images_B3HW: torch.Tensor, columns: int = 4, pad: int = 2) -> tor
     return grid
 
 
+def enable_activation_checkpointing(module: nn.Module) -> int:
+    """Switch on per-block activation checkpointing in every submodule that offers it (an
+    ``activation_checkpointing`` attribute, e.g. ``NextScaleTransformer``); returns how many."""
+    found = [m for m in module.modules() if isinstance(getattr(m, "activation_checkpointing", None), bool)]
+    if not found:
+        raise ValueError("train.activation_checkpointing is on but this job's model has no checkpointable blocks")
+    for submodule in found:
+        submodule.activation_checkpointing = True
+    return len(found)
+
+
 class Trainer:
     """Owns everything about a training run except the model, data and loss (see the module docstring)."""
 
@@ -132,6 +143,8 @@ class Trainer:
         self.checkpoint_root = self.output_dir / "checkpoints"
 
         self.module = module.to(self.device).train()
+        if config.activation_checkpointing:
+            enable_activation_checkpointing(self.module)
         self.model: nn.Module = self.module
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
