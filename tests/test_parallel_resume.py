@@ -153,3 +153,56 @@ def test_sigkill_and_resume_equals_the_uninterrupted_run(tmp_path: Path, world: 
 def test_sharding_needs_a_known_mode() -> None:
     with pytest.raises((ValueError, TypeError)):
         dataclasses.replace(TrainConfig(), sharding="zero9")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # torchrun start-up of two processes: ~1 min on a loaded 2-core CPU
+def test_the_student_job_under_torchrun_with_fsdp_and_checkpointing(tmp_path: Path, tiny_image) -> None:
+    """``varestorer train student`` itself on 2 gloo processes, frozen weights sharded with FSDP2 and blocks
+    checkpointed: it trains, validates on every rank, exports a loadable student, and resumes on 1 process."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import subprocess_env
+    from varestorer.models.teacher import Teacher
+
+    Teacher(
+        MultiScaleTokenizer(tokenizer_preset("tiny")), NextScaleTransformer(transformer_preset("tiny"))
+    ).save_pretrained(tmp_path / "teacher")
+    (tmp_path / "hq").mkdir()
+    for index in range(4):
+        Image.fromarray(tiny_image(80, 96, seed=index)).save(tmp_path / "hq" / f"{index}.png")
+    for sub, size in (("gt", 64), ("lq", 16)):
+        (tmp_path / "val" / sub).mkdir(parents=True)
+        Image.fromarray(tiny_image(size, size, seed=9)).save(tmp_path / "val" / sub / "a.png")
+    recipe = Path(__file__).parent / "data" / "student_tiny.toml"
+    sets = [
+        f"train.output_dir={tmp_path / 'run'}",
+        f"model.teacher={tmp_path / 'teacher'}",
+        f'data.train_dirs=["{tmp_path / "hq"}"]',
+        f"data.val_lq_dir={tmp_path / 'val' / 'lq'}",
+        f"data.val_gt_dir={tmp_path / 'val' / 'gt'}",
+        "train.batch_size=1",
+        "train.sharding=fsdp",
+        "train.activation_checkpointing=true",
+    ]
+    job = ["-m", "varestorer", "train", "student", "--config", str(recipe), "--device", "cpu"]
+    job += [arg for item in sets for arg in ("--set", item)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port())]
+    first = subprocess.run(
+        [*torchrun, *job, "--set", "train.max_steps=2"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 process(es)" in first.stderr
+    resumed = subprocess.run(
+        [sys.executable, *job, "--resume"], capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "from 2 process(es), now 1" in resumed.stderr
+    student = Student.from_pretrained(tmp_path / "run" / "model")
+    assert student(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)

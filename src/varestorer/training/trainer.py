@@ -388,8 +388,12 @@ class Trainer:
         results: dict[str, Any] = {}
         # Sharded weights are gathered collectively: every process runs the validation forward.
         if (self.is_main or self.sharded) and self.validate_fn is not None:
+            if self.sharded:  # the job may call submodules directly, past the root unit's gathering hook
+                self.module.unshard()  # type: ignore[operator]
             with self.eval_module() as module:
                 results = self.validate_fn(module)
+            if self.sharded:
+                self.module.reshard()  # type: ignore[operator]
             self.log(results, prefix="val")
         self._last_validated = self.step
         self._barrier()
