@@ -12,7 +12,7 @@ at entry (weights, optimiser states). On CUDA it reads the caching allocator's o
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -40,6 +40,9 @@ class LiveTensorPeak(TorchDispatchMode):
         self.bytes -= self._live.pop(key, 0)
         self._refs.pop(key, None)
 
+    def _releaser(self, key: int) -> Callable[[Any], None]:
+        return lambda _: self._release(key)
+
     def _track(self, tensor: torch.Tensor) -> None:
         if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
             return
@@ -49,7 +52,7 @@ class LiveTensorPeak(TorchDispatchMode):
             return
         size = storage.nbytes()
         self._live[key] = size
-        self._refs[key] = weakref.ref(storage, lambda _, key=key: self._release(key))
+        self._refs[key] = weakref.ref(storage, self._releaser(key))
         self.bytes += size
         self.peak_bytes = max(self.peak_bytes, self.bytes)
 

@@ -89,7 +89,7 @@ def build_distillation(setting: TrainSetting, device: torch.device | str = "cpu"
 class StageClock:
     """Forward hooks that time the student pass, the teacher pass and the losses of each forward."""
 
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
+    def __init__(self, module: Any, device: torch.device) -> None:
         self.device = device
         self.records: list[dict[str, float]] = []
         self._marks: dict[str, float] = {}

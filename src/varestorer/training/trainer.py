@@ -25,7 +25,11 @@ writes a loadable model into each checkpoint (``checkpoints/step_X/model``) and 
 
 Data-parallel: launch the same command with ``torchrun --nproc_per_node N``; the trainer reads
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and uses gloo on CPU, NCCL on CUDA. This file is the only
-one in the package that touches ``torch.distributed``.
+one in the package that touches ``torch.distributed``. ``train.sharding = "fsdp"`` replaces DDP by
+FSDP2 over the frozen weights (:func:`shard_frozen_weights`); the trainable tensors stay whole and
+their gradients are averaged here, so checkpoints are the same as under DDP. Under sharding every
+process runs the validation (the weights are gathered collectively). ``train.activation_checkpointing``
+switches on per-block recomputation in every submodule that offers it.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ def shard_frozen_weights(module: nn.Module, *, reshard_after_forward: bool = Tru
     from torch.distributed.fsdp import fully_shard
 
     trainable = {p for p in module.parameters() if p.requires_grad}
-    blocks = [b for m in module.modules() if callable(getattr(m, "block_list", None)) for b in m.block_list()]
+    listers: list[Any] = [getattr(m, "block_list", None) for m in module.modules()]
+    blocks: list[nn.Module] = [block for lister in listers if callable(lister) for block in lister()]
     for block in blocks:
         fully_shard(block, reshard_after_forward=reshard_after_forward, ignored_params=trainable)
     fully_shard(module, reshard_after_forward=reshard_after_forward, ignored_params=trainable)
@@ -130,7 +135,7 @@ def enable_activation_checkpointing(module: nn.Module) -> int:
     if not found:
         raise ValueError("train.activation_checkpointing is on but this job's model has no checkpointable blocks")
     for submodule in found:
-        submodule.activation_checkpointing = True
+        setattr(submodule, "activation_checkpointing", True)  # noqa: B010  # a plain attribute, not a tensor
     return len(found)
 
 
