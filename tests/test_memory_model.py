@@ -84,3 +84,13 @@ def test_predict_only_cli_json_keys(tmp_path, capsys) -> None:
     assert result["sharding"] == "fsdp" and result["world_size"] == 2 and result["shared_teacher"] is True
     assert "predicted peak" in capsys.readouterr().out
     assert main(["bench", "--model", "tiny", "--train", "--world-size", "2"]) != 0  # measured: one process
+
+
+def test_measured_cli_run_writes_the_numbers(tmp_path) -> None:
+    out = tmp_path / "m.json"
+    args = ["bench", "--model", "tiny", "--train", "--runs", "1", "--warmup", "0", "--lambda-perceptual", "0"]
+    assert main([*args, "--activation-checkpointing", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["measured_peak_mem_gb"] > 0 and result["samples_per_s"] > 0 and result["steps"] == 1
+    assert result["activation_checkpointing"] is True and result["device"] == "cpu"
+    assert main([*args, "--json", str(out)]) != 0  # never overwrites without --overwrite
