@@ -324,6 +324,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         teacher_dtype=teacher_dtype(model.teacher_dtype),
         captions=caption_cache(student, model) if model.use_prompt else None,
     )
+    del tokenizer, transformer  # a shared-base teacher keeps no copy: let the loaded one go
     hq = data.train_set(model.image_size, seed=train.seed, hflip=data.hflip)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 
