@@ -142,3 +142,19 @@ def test_caption_cache_encodes_each_caption_once_and_matches_the_encoder(tmp_pat
     torch.testing.assert_close(second.tokens[0, : int(second.lengths[0])], first.tokens[1, : int(first.lengths[1])])
     with pytest.raises(ValueError, match="no captions"):
         cache([])
+
+
+def test_the_infinity_2b_recipe_loads_with_the_scale_settings() -> None:
+    from pathlib import Path
+
+    from varestorer.training.config import load_recipe
+
+    recipe = Path(__file__).parents[1] / "recipes" / "student_infinity_2b.toml"
+    configs = load_recipe(recipe, train_student.SECTIONS)
+    train, model = configs["train"], configs["model"]
+    assert train.activation_checkpointing and train.mixed_precision == "bf16" and train.sharding == "ddp"
+    assert model.shared_teacher and model.image_size == 512 and model.lora_rank == 32
+    overridden = load_recipe(recipe, train_student.SECTIONS, ["train.sharding=fsdp"])
+    assert overridden["train"].sharding == "fsdp"
+    with pytest.raises(ValueError, match="sharding"):
+        load_recipe(recipe, train_student.SECTIONS, ["train.sharding=zero3"])
