@@ -8,6 +8,12 @@
 # git-ignored benchmarks/wheels/ are installed offline (--no-deps --no-index); failing that, a stub
 # that only satisfies the import is put on the path (presets with random weights never read or write
 # weight files). Results: OUT_DIR/summary.json, OUT_DIR/<config>.json, OUT_DIR/log.txt.
+#
+# GPU_CHECK_SECTIONS (default "inference") picks the sections: "train" runs the distillation check of
+# issue 19 instead (Infinity-2B student at 512 px, LoRA 32, bf16: batch 1 and 4 with activation
+# checkpointing, batch 4 without; peak memory measured beside the memory model's prediction, each
+# into OUT_DIR/train_<name>.json; about 4-6 minutes, each run capped by GPU_TRAIN_RUN_TIMEOUT=150 s).
+# "inference,train" runs both (over 8 minutes: give it two calls instead).
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [gpu_check.py args]}
 shift
@@ -35,9 +41,28 @@ fi
 
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/log.txt"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/log.txt"
-# 470 s for the measurements leaves time for start-up inside the 8-minute budget.
-timeout --signal=INT --kill-after=15 "${GPU_CHECK_TIMEOUT:-470}" "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
-status=${PIPESTATUS[0]}
+SECTIONS=${GPU_CHECK_SECTIONS:-inference}
+status=0
+if [[ ",$SECTIONS," == *",inference,"* ]]; then
+    # 470 s for the measurements leaves time for start-up inside the 8-minute budget.
+    timeout --signal=INT --kill-after=15 "${GPU_CHECK_TIMEOUT:-470}" "$PY" "$ROOT/benchmarks/gpu_check.py" --out "$OUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
+    status=${PIPESTATUS[0]}
+fi
+if [[ ",$SECTIONS," == *",train,"* ]]; then
+    # Distillation at the paper's scale (docs/training.md, "Memory"): predicted vs measured peak per setting.
+    TRAIN=(--model infinity-2b --size 512 --lora-rank 32 --dtype bf16 --train --device cuda --runs 3 --warmup 1)
+    for run in "b1_ckpt:--batch-size 1 --activation-checkpointing" \
+        "b4_ckpt:--batch-size 4 --activation-checkpointing" \
+        "b4_plain:--batch-size 4"; do
+        name=${run%%:*}
+        # shellcheck disable=SC2086  # the options are words
+        timeout --signal=INT --kill-after=15 "${GPU_TRAIN_RUN_TIMEOUT:-150}" "$PY" -m varestorer bench "${TRAIN[@]}" \
+            ${run#*:} --json "$OUT/train_$name.json" --overwrite 2>&1 | tee -a "$OUT/log.txt"
+        code=${PIPESTATUS[0]}
+        echo "train $name: exit $code" | tee -a "$OUT/log.txt"
+        [[ $code -ne 0 && $status -eq 0 ]] && status=$code
+    done
+fi
 rm -rf "$OUT/.inductor-cache" "$OUT/.shim"
 echo "gpu_check: exit $status; results in $OUT" | tee -a "$OUT/log.txt"
 exit "$status"

@@ -1,4 +1,5 @@
-"""``varestorer bench``: time the one-step restorer stage by stage against multi-step generation and peers."""
+"""``varestorer bench``: time the one-step restorer stage by stage against multi-step generation and peers;
+with ``--train``, a few distillation steps and the memory model (benchmark/train_bench.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-multi-step", action="store_true", help="skip the autoregressive generation reference")
     parser.add_argument("--precleaner", action="store_true", help="presets: add the precleaner-1x stage")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    train = parser.add_argument_group("training (--train)")
+    train.add_argument("--train", action="store_true", help="bench distillation steps (--runs steps after --warmup)")
+    train.add_argument("--predict-only", action="store_true", help="--train: only the memory model (any machine)")
+    train.add_argument("--lora-rank", type=int, default=32)
+    train.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
+    train.add_argument("--separate-teacher", action="store_true", help="a teacher copy instead of the shared base")
+    train.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="float32")
+    train.add_argument("--sharding", choices=("ddp", "fsdp", "fsdp_grad_op"), default="ddp")
+    train.add_argument("--world-size", type=int, default=1, help="processes the prediction assumes (measured: 1)")
+    train.add_argument("--lambda-perceptual", type=float, default=0.25, help="0 drops the LPIPS-VGG term")
+    train.add_argument("--perceptual-crop", type=int, default=None)
+    train.add_argument("--ema", action="store_true", help="count an EMA copy of the trainable weights")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
@@ -32,15 +45,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from varestorer.benchmark.bench import format_table, run_bench
-    from varestorer.benchmark.presets import parse_schedule
-
     if args.json is not None and args.json.exists() and not args.overwrite:
         raise FileExistsError(f"{args.json} exists; pass --overwrite to replace it")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.train or args.predict_only:
+        result = _train_bench(args)
+    else:
+        result = _inference_bench(args)
+    if args.json is not None:
+        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _train_bench(args: argparse.Namespace) -> dict:
+    from varestorer.benchmark.memory_model import TrainSetting
+    from varestorer.benchmark.train_bench import format_train_table, run_train_bench
+
+    if args.dtype == "fp16":
+        raise ValueError("--train supports --dtype fp32 or bf16")
+    setting = TrainSetting(
+        model=args.model,
+        size=args.size,
+        batch_size=args.batch_size,
+        lora_rank=args.lora_rank,
+        precision=args.dtype,
+        activation_checkpointing=args.activation_checkpointing,
+        shared_teacher=not args.separate_teacher,
+        teacher_dtype=args.teacher_dtype,
+        sharding=args.sharding,
+        world_size=args.world_size,
+        lambda_perceptual=args.lambda_perceptual,
+        perceptual_crop=args.perceptual_crop,
+        ema=args.ema,
+    )
+    result = run_train_bench(
+        setting, device=args.device, steps=args.runs, warmup=args.warmup, predict_only=args.predict_only
+    )
+    print(format_train_table(result))
+    return result
+
+
+def _inference_bench(args: argparse.Namespace) -> dict:
+    from varestorer.benchmark.bench import format_table, run_bench
+    from varestorer.benchmark.presets import parse_schedule
+
     result = run_bench(
         args.model,
         size=args.size,
@@ -56,7 +108,4 @@ def run(args: argparse.Namespace) -> int:
         precleaner=args.precleaner,
     )
     print(format_table(result))
-    if args.json is not None:
-        with atomic_path(args.json, overwrite=args.overwrite) as tmp:
-            Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return result

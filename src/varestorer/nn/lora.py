@@ -11,9 +11,10 @@ model computed until training moves ``B``.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -33,9 +34,13 @@ class LoRAWeight(nn.Module):
         self.scaling = alpha / rank
         self.lora_A = nn.Parameter(torch.empty(rank, in_features))
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        self.enabled = True
+        """False (see :func:`lora_disabled`): the base weight itself, unchanged."""
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return weight
         delta = (self.lora_B @ self.lora_A) * self.scaling
         return weight + delta.to(weight.dtype)
 
@@ -86,6 +91,25 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter tensors, keyed by their full names (what a student checkpoint stores)."""
     return {n: p.detach() for n, p in model.named_parameters() if LORA_MARKER in n.rsplit(".", 1)[-1]}
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[int]:
+    """Run ``model`` as its base inside the block: every adapter returns the base weight unchanged.
+
+    A student initialised from its teacher and frozen outside the adapters *is* the teacher with
+    adapters off, so the teacher pass needs no second copy of the weights. Yields how many adapters
+    were switched off; restores each one's previous state afterwards (also on errors).
+    """
+    adapters = [m for m in model.modules() if isinstance(m, LoRAWeight)]
+    previous = [a.enabled for a in adapters]
+    for adapter in adapters:
+        adapter.enabled = False
+    try:
+        yield len(adapters)
+    finally:
+        for adapter, state in zip(adapters, previous):
+            adapter.enabled = state
 
 
 def merge_lora(model: nn.Module) -> int:

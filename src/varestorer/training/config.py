@@ -97,6 +97,15 @@ class TrainConfig:
     """Write TensorBoard event files (needs the ``tensorboard`` package)."""
     progress: bool = True
     """Show a tqdm progress bar on rank 0."""
+    sharding: Literal["ddp", "fsdp", "fsdp_grad_op"] = "ddp"
+    """Several processes: ``ddp`` keeps a full copy of the model on each; ``fsdp`` shards every frozen
+    weight across the processes with PyTorch's FSDP2 (``fully_shard`` per transformer block, gathered one
+    block at a time, ZeRO-3 style); ``fsdp_grad_op`` keeps a block's gathered weights from the forward
+    to the backward (less communication, more memory). Trainable tensors stay whole on every process
+    (their gradients are averaged), so checkpoints resume on any number of processes."""
+    activation_checkpointing: bool = False
+    """Recompute every transformer block's activations in the backward pass instead of storing them
+    (less memory, about one more forward pass of time); same losses and gradients."""
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "grad_accum_steps", "log_every", "ckpt_every")
@@ -106,6 +115,8 @@ class TrainConfig:
         for name in ("warmup_steps", "val_every", "keep_last", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.sharding not in ("ddp", "fsdp", "fsdp_grad_op"):
+            raise ValueError(f"train.sharding must be ddp, fsdp or fsdp_grad_op, got {self.sharding!r}")
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
             raise ValueError(f"train.time_budget_minutes must be > 0 or unset, got {self.time_budget_minutes}")
         if self.learning_rate <= 0:

@@ -41,11 +41,13 @@ from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher import Teacher
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.training.caption_cache import CaptionCache
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy, token_kl
+from varestorer.training.teacher_pass import TeacherPass
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.model import NextScaleTransformer
-from varestorer.transformer.text import TextCondition
+from varestorer.transformer.text import TextCondition, load_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,14 @@ class ModelConfig:
     precleaner_convs: int = 8
     init_from: str | None = None
     """A student folder to continue from (its adapters, encoder and pre-cleaner)."""
+    shared_teacher: bool = True
+    """Run the teacher as the student's own frozen base with the adapters switched off (no second copy of
+    the transformer; training/teacher_pass.py). False keeps a separate frozen teacher copy."""
+    teacher_dtype: str = "float32"
+    """``float32`` or ``bfloat16``: weight dtype of a separate (not shared) teacher transformer."""
+    text_encoder_device: str = "cpu"
+    """Where the caption encoder runs; each distinct caption is encoded once and cached in host memory
+    (training/caption_cache.py), so the encoder need not sit on the training device."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,22 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     return student, tokenizer, transformer
 
 
+TEACHER_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def teacher_dtype(name: str) -> torch.dtype | None:
+    """``[model] teacher_dtype`` -> a dtype (None for float32: the weights stay as loaded)."""
+    if name not in TEACHER_DTYPES:
+        raise ValueError(f"[model] teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {name!r}")
+    return None if name == "float32" else TEACHER_DTYPES[name]
+
+
+def caption_cache(student: Student, model: ModelConfig) -> CaptionCache | None:
+    """A cache over the teacher's text encoder on ``model.text_encoder_device`` (None without an encoder)."""
+    encoder = load_text_encoder(student.config.text_encoder, device=model.text_encoder_device)
+    return None if encoder is None else CaptionCache(encoder)
+
+
 def _perceptual_loss() -> nn.Module:
     from varestorer.metrics.lpips import LPIPS  # needs the cached VGG/LPIPS assets
 
@@ -169,19 +195,24 @@ class StudentDistillation(nn.Module):
         loss: LossConfig,
         *,
         use_prompt: bool = True,
+        shared_teacher: bool = True,
+        teacher_dtype: torch.dtype | None = None,
+        captions: CaptionCache | None = None,
     ) -> None:
         super().__init__()
         self.use_prompt = use_prompt and student.config.text_encoder.kind != "none"
         self.student = student
-        self.teacher_tokenizer = tokenizer
-        self.teacher_transformer = transformer
+        # The no_distill ablation (LQConditionedVAR) wraps a student-shaped ``base``: the teacher pass shares it.
+        backbone: Student = getattr(student, "base", student)
+        self.teacher = TeacherPass(backbone, tokenizer, transformer, shared=shared_teacher, dtype=teacher_dtype)
+        self.caption_cache = captions
         self.loss_config = loss
         self.perceptual = _perceptual_loss() if loss.lambda_perceptual > 0 else None
         self.dists = _dists_loss() if loss.lambda_dists > 0 else None
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)
-        for frozen in (self.teacher_tokenizer, self.teacher_transformer, self.perceptual, self.dists):
+        for frozen in (self.teacher, self.perceptual, self.dists):
             if frozen is not None:
                 frozen.eval()
         return self
@@ -189,14 +220,15 @@ class StudentDistillation(nn.Module):
     @torch.no_grad()
     def teacher_logits(self, gt_B3HW: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
         """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid."""
-        tokens = self.teacher_tokenizer.tokenize(gt_B3HW * 2 - 1, self.student.schedule)
-        return self.teacher_transformer(tokens.inputs, self.student.schedule, text, mask="causal")
+        return self.teacher(gt_B3HW, text, self.student)
 
     @torch.no_grad()
     def captions(self, batch: dict[str, Any]) -> TextCondition | None:
         """The batch's captions through the (frozen) text encoder, or None when prompts are off."""
         if not self.use_prompt:
             return None
+        if self.caption_cache is not None:
+            return self.caption_cache(list(batch["caption"]), batch["gt"].device)
         return self.student.encode_prompts(list(batch["caption"])).to(batch["gt"].device)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -230,8 +262,7 @@ class StudentDistillation(nn.Module):
         self, gt: torch.Tensor, lq: torch.Tensor, text: TextCondition | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """no_distill: the teacher's next-scale CE on the GT bits, conditioned on the whole LQ pyramid."""
-        with torch.no_grad():
-            tokens = self.teacher_tokenizer.tokenize(gt * 2 - 1, self.student.schedule)
+        tokens = self.teacher.tokens(gt, getattr(self.student, "base", self.student))
         logits = self.student.teacher_forced_logits(tokens.inputs, lq, text)  # type: ignore[operator]
         uniform_L = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
         loss, accuracy = bitwise_cross_entropy(logits, torch.cat(tokens.labels, dim=1), uniform_L)
@@ -282,7 +313,17 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         raise ValueError(f"{recipe}: [data] train_dirs is empty")
     seed_everything(train.seed)
     student, tokenizer, transformer = build_student(model)
-    module = StudentDistillation(student, tokenizer, transformer, configs["loss"], use_prompt=model.use_prompt)
+    module = StudentDistillation(
+        student,
+        tokenizer,
+        transformer,
+        configs["loss"],
+        use_prompt=model.use_prompt,
+        shared_teacher=model.shared_teacher,
+        teacher_dtype=teacher_dtype(model.teacher_dtype),
+        captions=caption_cache(student, model) if model.use_prompt else None,
+    )
+    del tokenizer, transformer  # a shared-base teacher keeps no copy: let the loaded one go
     hq = data.train_set(model.image_size, seed=train.seed, hflip=data.hflip)
     dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
 

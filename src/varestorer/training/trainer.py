@@ -25,7 +25,11 @@ writes a loadable model into each checkpoint (``checkpoints/step_X/model``) and 
 
 Data-parallel: launch the same command with ``torchrun --nproc_per_node N``; the trainer reads
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and uses gloo on CPU, NCCL on CUDA. This file is the only
-one in the package that touches ``torch.distributed``.
+one in the package that touches ``torch.distributed``. ``train.sharding = "fsdp"`` replaces DDP by
+FSDP2 over the frozen weights (:func:`shard_frozen_weights`); the trainable tensors stay whole and
+their gradients are averaged here, so checkpoints are the same as under DDP. Under sharding every
+process runs the validation (the weights are gathered collectively). ``train.activation_checkpointing``
+switches on per-block recomputation in every submodule that offers it.
 """
 
 from __future__ import annotations
@@ -94,6 +98,47 @@ def image_grid(images_B3HW: torch.Tensor, columns: int = 4, pad: int = 2) -> tor
     return grid
 
 
+def shard_frozen_weights(module: nn.Module, *, reshard_after_forward: bool = True) -> int:
+    """FSDP2 over ``module``'s frozen weights: one ``fully_shard`` unit per transformer block (any submodule
+    with a ``block_list()``), then the rest; trainable parameters are left out (``ignored_params``) and stay
+    whole on every process. Returns the number of units. Needs an initialised process group."""
+    from torch.distributed.fsdp import fully_shard
+
+    trainable = {p for p in module.parameters() if p.requires_grad}
+    listers: list[Any] = [getattr(m, "block_list", None) for m in module.modules()]
+    blocks: list[nn.Module] = [block for lister in listers if callable(lister) for block in lister()]
+    for block in blocks:
+        fully_shard(block, reshard_after_forward=reshard_after_forward, ignored_params=trainable)
+    fully_shard(module, reshard_after_forward=reshard_after_forward, ignored_params=trainable)
+    return len(blocks) + 1
+
+
+def _average_gradients(params: list[torch.Tensor], world_size: int) -> None:
+    """All-reduce (mean) the gradients of replicated parameters in one flat buffer (what DDP does)."""
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for param in params:
+        count = param.numel()
+        param.grad.copy_(flat[offset : offset + count].view_as(param))  # type: ignore[union-attr]
+        offset += count
+
+
+def enable_activation_checkpointing(module: nn.Module) -> int:
+    """Switch on per-block activation checkpointing in every submodule that offers it (an
+    ``activation_checkpointing`` attribute, e.g. ``NextScaleTransformer``); returns how many."""
+    found = [m for m in module.modules() if isinstance(getattr(m, "activation_checkpointing", None), bool)]
+    if not found:
+        raise ValueError("train.activation_checkpointing is on but this job's model has no checkpointable blocks")
+    for submodule in found:
+        setattr(submodule, "activation_checkpointing", True)  # noqa: B010  # a plain attribute, not a tensor
+    return len(found)
+
+
 class Trainer:
     """Owns everything about a training run except the model, data and loss (see the module docstring)."""
 
@@ -132,8 +177,13 @@ class Trainer:
         self.checkpoint_root = self.output_dir / "checkpoints"
 
         self.module = module.to(self.device).train()
+        if config.activation_checkpointing:
+            enable_activation_checkpointing(self.module)
         self.model: nn.Module = self.module
-        if self.world_size > 1:
+        self.sharded = self.world_size > 1 and config.sharding != "ddp"
+        if self.sharded:
+            shard_frozen_weights(self.module, reshard_after_forward=config.sharding == "fsdp")
+        elif self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.module, device_ids=ids)
         groups, self._lr_scales = build_param_groups(self.module, config, param_groups)
@@ -250,8 +300,10 @@ class Trainer:
         if self._micro < self.config.grad_accum_steps:
             return False
         self._micro = 0
-        self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.sharded:
+            _average_gradients(params, self.world_size)
+        self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or float("inf"))
         self._logs["grad_norm"] = self._logs.get("grad_norm", 0.0) + float(norm) * self.config.grad_accum_steps
         self.scaler.step(self.optimizer)
@@ -339,9 +391,14 @@ class Trainer:
     def run_validation(self) -> dict[str, Any]:
         """Run ``validate`` on rank 0 and log its values under ``val/``; other ranks wait."""
         results: dict[str, Any] = {}
-        if self.is_main and self.validate_fn is not None:
+        # Sharded weights are gathered collectively: every process runs the validation forward.
+        if (self.is_main or self.sharded) and self.validate_fn is not None:
+            if self.sharded:  # the job may call submodules directly, past the root unit's gathering hook
+                self.module.unshard()  # type: ignore[operator]
             with self.eval_module() as module:
                 results = self.validate_fn(module)
+            if self.sharded:
+                self.module.reshard()  # type: ignore[operator]
             self.log(results, prefix="val")
         self._last_validated = self.step
         self._barrier()

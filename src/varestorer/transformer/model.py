@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin
@@ -96,6 +97,9 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             self.blocks = nn.ModuleList(blocks)
         self.head_nm = AdaLNBeforeHead(C, C, config.norm_eps)
         self.head = nn.Linear(C, config.num_outputs)
+        self.activation_checkpointing = False
+        """Recompute each block's activations in the backward pass instead of storing them (a runtime
+        setting, not part of the config: saved models are unchanged). Only when gradients are on."""
         if not self.pos_start.is_meta:  # shapes-only models (inspect, checkpoint loading) skip the init
             self.reset_parameters()
 
@@ -221,7 +225,13 @@ class NextScaleTransformer(PretrainedMixin, nn.Module):
             past = cache.layer(index) if cache is not None else None
             if control is not None:
                 x_BLC = x_BLC + control[index].to(x_BLC.dtype)
-            x_BLC, kv = block(x_BLC, cond.adaln, cond.text, cond.text_mask, rope_2Lp, mask, past)
+            args = (x_BLC, cond.adaln, cond.text, cond.text_mask, rope_2Lp, mask, past)
+            if self.activation_checkpointing and torch.is_grad_enabled() and past is None:
+                # Non-reentrant: gradients reach parameters even when the block input needs none;
+                # the RNG state (drop path) is replayed, so the recompute equals the forward.
+                x_BLC, kv = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x_BLC, kv = block(*args)
             new_layers.append(kv)
         return x_BLC, KVCache(tuple(new_layers))
 

@@ -1,0 +1,80 @@
+"""Peak memory of live tensors on any device: what CUDA's ``max_memory_allocated`` reports, also on a CPU.
+
+A process's resident set (``benchmark/timing.py`` ``PeakMemory`` on a CPU) mixes tensors with the
+allocator's retained pages and everything Python holds, and moves by megabytes on its own: too coarse
+to check a memory model against a tiny preset. :class:`LiveTensorPeak` counts tensor storages
+instead: every storage an ATen op returns (seen through a ``TorchDispatchMode``, which the autograd
+engine's backward thread inherits) is added when it first appears and subtracted when it is freed
+(a weak-reference callback on the storage), on top of the storages of the tensors it is told about
+at entry (weights, optimiser states). On CUDA it reads the caching allocator's own counters.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+class LiveTensorPeak(TorchDispatchMode):
+    """``with LiveTensorPeak(existing=[...]) as peak: ...``; then ``peak.peak_bytes`` and ``peak.bytes``.
+
+    Args:
+        existing: tensors alive at entry (parameters, buffers, optimiser states) counted from the start.
+    """
+
+    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self._live: dict[int, int] = {}
+        self._refs: dict[int, Any] = {}
+        self.bytes = 0
+        self.peak_bytes = 0
+        for tensor in existing:
+            self._track(tensor)
+
+    def _release(self, key: int) -> None:
+        self.bytes -= self._live.pop(key, 0)
+        self._refs.pop(key, None)
+
+    def _releaser(self, key: int) -> Callable[[Any], None]:
+        return lambda _: self._release(key)
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._live:
+            return
+        size = storage.nbytes()
+        self._live[key] = size
+        self._refs[key] = weakref.ref(storage, self._releaser(key))
+        self.bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor):
+                self._track(value)
+        return out
+
+    def reset_peak(self) -> None:
+        """Start a new peak at the current live bytes."""
+        self.peak_bytes = self.bytes
+
+
+def module_tensors(*modules: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+    """Parameters, buffers, gradients and optimiser states: what is alive between steps."""
+    tensors: list[torch.Tensor] = []
+    for module in modules:
+        tensors += list(module.parameters()) + list(module.buffers())
+        tensors += [p.grad for p in module.parameters() if p.grad is not None]
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors

@@ -1,0 +1,230 @@
+"""``varestorer bench --train``: a few distillation steps of a preset, timed and measured, beside the memory model.
+
+The step is the real one: ``StudentDistillation`` (student pass, shared-base or separate teacher pass,
+MSE + KL + LPIPS-VGG) driven by the shared ``Trainer`` (AdamW, clipping, autocast, activation
+checkpointing). Weights are random (speed and memory do not depend on their values; LPIPS too), the
+batch is random HQ crops and their area-downsampled LQ, without captions. Stages are timed with
+forward hooks (synchronised on CUDA): ``student_ms`` from the start of the forward to the end of the
+decoder, ``teacher_ms`` the teacher pass, ``losses_ms`` the rest of the forward, ``backward_step_ms``
+the backward and optimiser step. Peak memory: CUDA ``max_memory_allocated``; on a CPU the live-tensor
+peak of :class:`~varestorer.benchmark.tensor_memory.LiveTensorPeak` (the same quantity).
+
+Result keys: ``predicted_peak_mem_gb``, ``predicted_parts_gb``, ``activations_per_token_per_layer_kb``,
+``measured_peak_mem_gb`` (None when not run), ``samples_per_s``, ``step_ms``, ``stages_ms``, the
+settings (``model``, ``size``, ``batch_size``, ``lora_rank``, ``precision``, ``activation_checkpointing``,
+``shared_teacher``, ``sharding``, ``world_size``), ``device``, ``torch``, ``trainable_params_m``, ``steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from varestorer.benchmark.memory_model import GB, TrainSetting, predict_memory, student_config
+from varestorer.benchmark.tensor_memory import LiveTensorPeak, module_tensors
+from varestorer.benchmark.timing import synchronize
+from varestorer.models.student import Student
+from varestorer.models.teacher import Teacher
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.training import train_student
+from varestorer.training.config import TrainConfig
+from varestorer.training.trainer import Trainer, seed_everything
+from varestorer.transformer.model import NextScaleTransformer
+
+
+class RandomPairs(Dataset):
+    """``count`` random HQ crops (3, S, S) and their area-downsampled LQ, no captions."""
+
+    def __init__(self, size: int, scale: int, count: int) -> None:
+        self.size, self.scale, self.count = size, scale, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        gt = torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(index))
+        lq = F.interpolate(gt[None], scale_factor=1 / self.scale, mode="area")[0]
+        return {"gt": gt, "lq": lq, "caption": ""}
+
+
+def build_distillation(setting: TrainSetting, device: torch.device | str = "cpu") -> nn.Module:
+    """The training module of ``setting`` with random teacher weights (LPIPS-VGG random too)."""
+    config = student_config(setting)
+    with torch.device(device):
+        tokenizer = MultiScaleTokenizer(config.tokenizer)
+        transformer = NextScaleTransformer(config.transformer)
+        student = Student.from_teacher(Teacher(tokenizer, transformer), config)
+    tokenizer.requires_grad_(False).eval()
+    transformer.requires_grad_(False).eval()
+    loss = train_student.LossConfig(
+        lambda_kl=setting.lambda_kl, lambda_perceptual=0.0, perceptual_crop=setting.perceptual_crop
+    )
+    module = train_student.StudentDistillation(
+        student,
+        tokenizer,
+        transformer,
+        loss,
+        use_prompt=False,
+        shared_teacher=setting.shared_teacher,
+        teacher_dtype=train_student.teacher_dtype(setting.teacher_dtype),
+    )
+    if setting.lambda_perceptual > 0:  # random VGG weights: no fetched assets needed to benchmark
+        from varestorer.metrics.lpips import LPIPS
+
+        module.loss_config = dataclasses.replace(loss, lambda_perceptual=setting.lambda_perceptual)
+        with torch.device(device):
+            module.perceptual = LPIPS(net="vgg", pretrained=False)
+    return module
+
+
+class StageClock:
+    """Forward hooks that time the student pass, the teacher pass and the losses of each forward."""
+
+    def __init__(self, module: Any, device: torch.device) -> None:
+        self.device = device
+        self.records: list[dict[str, float]] = []
+        self._marks: dict[str, float] = {}
+        self._handles = [
+            module.register_forward_pre_hook(lambda *_: self._mark("start")),
+            module.register_forward_hook(lambda *_: self._finish()),
+            module.teacher.register_forward_pre_hook(lambda *_: self._mark("teacher_start")),
+            module.teacher.register_forward_hook(lambda *_: self._mark("teacher_end")),
+            module.student.decoder.register_forward_hook(lambda *_: self._mark("student_end")),
+        ]
+
+    def _mark(self, name: str) -> None:
+        synchronize(self.device)
+        self._marks[name] = time.perf_counter()
+
+    def _finish(self) -> None:
+        self._mark("end")
+        m = self._marks
+        teacher = m.get("teacher_end", 0.0) - m.get("teacher_start", 0.0)
+        student = m["student_end"] - m["start"]
+        losses = m["end"] - m["start"] - student - teacher
+        self.records.append({"student_ms": student * 1e3, "teacher_ms": teacher * 1e3, "losses_ms": losses * 1e3})
+        self._marks = {}
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def _peak(device: torch.device, module: nn.Module) -> Iterator[dict[str, float]]:
+    out: dict[str, float] = {}
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield out
+        synchronize(device)
+        out["bytes"] = float(torch.cuda.max_memory_allocated(device))
+        return
+    with LiveTensorPeak(module_tensors(module)) as peak:
+        yield out
+    out["bytes"] = float(peak.peak_bytes)
+
+
+def run_train_bench(
+    setting: TrainSetting,
+    *,
+    device: str = "cpu",
+    steps: int = 3,
+    warmup: int = 1,
+    predict_only: bool = False,
+) -> dict[str, Any]:
+    """Predict, and unless ``predict_only``, run ``warmup + steps`` steps of ``setting`` and measure them."""
+    estimate = predict_memory(setting)
+    result: dict[str, Any] = {
+        **{k: v for k, v in estimate.as_dict().items() if k != "setting"},
+        **{k: getattr(setting, k) for k in ("model", "batch_size", "lora_rank", "precision")},
+        "size": setting.image_size,
+        "activation_checkpointing": setting.activation_checkpointing,
+        "shared_teacher": setting.shared_teacher,
+        "sharding": setting.sharding,
+        "world_size": setting.world_size,
+        "device": device,
+        "torch": torch.__version__,
+        "measured_peak_mem_gb": None,
+        "samples_per_s": None,
+        "step_ms": None,
+        "stages_ms": None,
+        "steps": 0,
+    }
+    if predict_only:
+        return result
+    if setting.world_size != 1:
+        raise ValueError("a measured run is one process; pass --predict-only for --world-size > 1")
+    torch_device = torch.device(device)
+    seed_everything(0)
+    module = build_distillation(setting, torch_device)
+    result["trainable_params_m"] = sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6
+    with tempfile.TemporaryDirectory() as folder:
+        config = TrainConfig(
+            output_dir=folder,
+            max_steps=warmup + steps + 1,  # never reaches the final step: no checkpoint is written
+            batch_size=setting.batch_size,
+            ckpt_every=10**9,
+            log_every=10**9,
+            mixed_precision="bf16" if setting.precision == "bf16" else "no",
+            activation_checkpointing=setting.activation_checkpointing,
+            tensorboard=False,
+            progress=False,
+            device=device,
+        )
+        trainer = Trainer(config, module)
+        loader = trainer.make_loader(RandomPairs(setting.image_size, 4, setting.batch_size * (warmup + steps)))
+        clock = StageClock(module, torch_device)
+        step_times: list[float] = []
+        with _peak(torch_device, module) as peak:
+            for index, batch in enumerate(trainer.batches(loader)):
+                start = time.perf_counter()
+                with trainer.autocast():
+                    loss, logs = trainer.model(batch, trainer.step)
+                backward = time.perf_counter()
+                trainer.backward_step(loss, logs)
+                synchronize(torch_device)
+                end = time.perf_counter()
+                clock.records[-1]["backward_step_ms"] = (end - backward) * 1e3
+                step_times.append(end - start)
+                if index + 1 == warmup + steps:
+                    break
+        clock.close()
+    timed = clock.records[warmup:] or clock.records
+    times = step_times[warmup:] or step_times
+    result["stages_ms"] = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
+    result["step_ms"] = statistics.median(times) * 1e3
+    result["samples_per_s"] = setting.batch_size / statistics.median(times)
+    result["measured_peak_mem_gb"] = peak["bytes"] / GB
+    result["steps"] = len(times)
+    return result
+
+
+def format_train_table(result: dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`run_train_bench`'s result."""
+    lines = [
+        f"{result['model']} at {result['size']} px, batch {result['batch_size']}, LoRA {result['lora_rank']}, "
+        f"{result['precision']}, checkpointing {'on' if result['activation_checkpointing'] else 'off'}, "
+        f"teacher {'shared' if result['shared_teacher'] else 'separate'}, "
+        f"{result['sharding']} x {result['world_size']}",
+        f"predicted peak  {result['predicted_peak_mem_gb']:.3f} GB  "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result["predicted_parts_gb"].items()),
+        f"activations per token per layer  {result['activations_per_token_per_layer_kb']:.1f} KB",
+    ]
+    if result["measured_peak_mem_gb"] is not None:
+        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f} ms" for k, v in result["stages_ms"].items())
+        lines += [
+            f"measured peak   {result['measured_peak_mem_gb']:.3f} GB on {result['device']}",
+            f"step {result['step_ms']:.1f} ms ({result['samples_per_s']:.2f} samples/s): {stages}",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The distillation memory model against live-tensor peaks measured on the CPU, and ``bench --train``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from varestorer.benchmark.memory_model import TrainSetting, predict_memory
+from varestorer.benchmark.tensor_memory import LiveTensorPeak
+from varestorer.benchmark.train_bench import run_train_bench
+from varestorer.cli.main import main
+
+TOLERANCE = 0.15
+"""The prediction is within 15% of the measured peak (measured on the 2-core CPU: 0.92-1.00 of it)."""
+
+
+def test_live_tensor_peak_counts_what_is_alive() -> None:
+    weight = torch.ones(256, 256)  # 256 KB
+    with LiveTensorPeak([weight]) as peak:
+        a = torch.ones(512, 256)  # 512 KB
+        b = a * 2  # 512 KB
+        del a, b
+        c = torch.ones(128, 256)  # 128 KB
+    assert peak.peak_bytes == 256 * 1024 * 5 and peak.bytes == 256 * 1024 + 128 * 1024
+    del c
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        TrainSetting(model="tiny", batch_size=2, lambda_perceptual=0.0),
+        TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0),
+        TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0, activation_checkpointing=True),
+        TrainSetting(model="small", size=64, batch_size=1, lambda_perceptual=0.0, shared_teacher=False),
+    ],
+    ids=["tiny", "small", "small-checkpointing", "small-separate-teacher"],
+)
+def test_prediction_is_within_tolerance_of_the_measured_peak(setting: TrainSetting) -> None:
+    result = run_train_bench(setting, steps=1, warmup=1)
+    measured, predicted = result["measured_peak_mem_gb"], result["predicted_peak_mem_gb"]
+    assert measured > 0 and abs(predicted - measured) <= TOLERANCE * measured, (predicted, measured)
+    assert result["samples_per_s"] > 0 and set(result["stages_ms"]) == {
+        "student_ms",
+        "teacher_ms",
+        "losses_ms",
+        "backward_step_ms",
+    }
+
+
+def test_the_model_sees_checkpointing_the_shared_teacher_and_sharding() -> None:
+    base = TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0)
+    plain = predict_memory(base)
+    parts = plain.parts
+    ckpt = predict_memory(TrainSetting(**{**base.__dict__, "activation_checkpointing": True}))
+    assert ckpt.parts["activations_blocks"] < parts["activations_blocks"] / 3
+    separate = predict_memory(TrainSetting(**{**base.__dict__, "shared_teacher": False}))
+    assert separate.parts["teacher"] > parts["teacher"] + 0.9 * parts["frozen_weights"] * 0.5
+    sharded = predict_memory(TrainSetting(**{**base.__dict__, "sharding": "fsdp", "world_size": 8}))
+    assert sharded.parts["frozen_weights"] < parts["frozen_weights"]
+    ddp = predict_memory(TrainSetting(**{**base.__dict__, "world_size": 8}))
+    assert ddp.parts["trainable_states"] > parts["trainable_states"]  # DDP's gradient buckets
+
+
+def test_predict_only_for_infinity_2b_fits_the_targets(tmp_path) -> None:
+    """Shapes only (fake tensors): ~6 s on the 2-core CPU, no GPU and no weights needed."""
+    out = tmp_path / "b.json"
+    args = ["bench", "--model", "infinity-2b", "--train", "--predict-only", "--dtype", "bf16"]
+    assert main([*args, "--batch-size", "4", "--activation-checkpointing", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["measured_peak_mem_gb"] is None and result["samples_per_s"] is None
+    assert result["activation_checkpointing"] and result["shared_teacher"] and result["sharding"] == "ddp"
+    assert result["predicted_peak_mem_gb"] < 40
+
+
+def test_predict_only_cli_json_keys(tmp_path, capsys) -> None:
+    out = tmp_path / "b.json"
+    args = ["bench", "--model", "tiny", "--train", "--predict-only", "--sharding", "fsdp", "--world-size", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("predicted_peak_mem_gb", "measured_peak_mem_gb", "samples_per_s", "activation_checkpointing"):
+        assert key in result
+    assert result["sharding"] == "fsdp" and result["world_size"] == 2 and result["shared_teacher"] is True
+    assert "predicted peak" in capsys.readouterr().out
+    assert main(["bench", "--model", "tiny", "--train", "--world-size", "2"]) != 0  # measured: one process
+
+
+def test_measured_cli_run_writes_the_numbers(tmp_path) -> None:
+    out = tmp_path / "m.json"
+    args = ["bench", "--model", "tiny", "--train", "--runs", "1", "--warmup", "0", "--lambda-perceptual", "0"]
+    assert main([*args, "--activation-checkpointing", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["measured_peak_mem_gb"] > 0 and result["samples_per_s"] > 0 and result["steps"] == 1
+    assert result["activation_checkpointing"] is True and result["device"] == "cpu"
+    assert main([*args, "--json", str(out)]) != 0  # never overwrites without --overwrite
