@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from varestorer.cli._progress import Progress
 from varestorer.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -36,6 +37,9 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs (decompression bombs)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, else a line per file)"
     )
 
 
@@ -69,28 +73,36 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[
     return pairs, failures
 
 
-def run_batch(args: argparse.Namespace, process: Callable[[np.ndarray], np.ndarray], *, verb: str = "restored") -> int:
-    """Apply ``process`` to every planned input and write the results; print failures and a summary."""
-    from tqdm import tqdm
-
+def run_batch(
+    args: argparse.Namespace,
+    process: Callable[[np.ndarray, Callable[[int, int], None]], np.ndarray],
+    *,
+    verb: str = "restored",
+) -> int:
+    """Apply ``process(array, progress)`` to every planned input and write the results; print failures
+    and a summary. ``progress(done_tiles, total_tiles)`` is the tile callback of ``Restorer``."""
     pairs, failures = plan(args)
     for name, reason in failures:
         print(f"FAILED {name}: {reason}", file=sys.stderr)
     done, skipped, start = 0, 0, time.perf_counter()
-    with tqdm(pairs, unit="img", file=sys.stderr, disable=not pairs or not sys.stderr.isatty()) as bar:
-        for source, target in bar:
+    with Progress(len(pairs), desc=verb, quiet=getattr(args, "quiet", False)) as progress:
+        for source, target in pairs:
+            progress.start(str(source))
             if target.exists() and not args.overwrite:
                 skipped += 1
-                tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
+                progress.write(f"skipped {source}: {target} exists (use --overwrite)")
+                progress.finish("skipped")
                 continue
             try:
-                result = process(read_image(source, max_pixels=args.max_pixels))
+                result = process(read_image(source, max_pixels=args.max_pixels), progress.tiles)
                 write_image(target, result, overwrite=args.overwrite)
                 done += 1
+                progress.finish(verb)
             except (ImageReadError, ValueError, OSError, RuntimeError) as error:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failures.append((str(source), reason))
-                tqdm.write(f"FAILED {source}: {reason}", file=sys.stderr)
+                progress.write(f"FAILED {source}: {reason}")
+                progress.finish("failed")
     seconds = time.perf_counter() - start
     print(f"{verb} {done}, skipped {skipped} (exist), failed {len(failures)} in {seconds:.1f} s -> {args.output}")
     if failures:

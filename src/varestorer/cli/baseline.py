@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     if args.method in ("bicubic", "lanczos"):
-        return run_batch(args, lambda array: resize_array(array, args.scale, args.method), verb=args.method)
+        return run_batch(args, lambda array, _: resize_array(array, args.scale, args.method), verb=args.method)
     from varestorer.archs.registry import load_peer
     from varestorer.inference.restorer import Restorer
 
     restorer = Restorer(load_peer(_weights(args), arch=args.method), **restorer_options(args))
-    return run_batch(args, lambda array: restorer(array, scale=args.scale), verb=args.method)
+    return run_batch(args, lambda array, tiles: restorer(array, scale=args.scale, progress=tiles), verb=args.method)

@@ -58,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
         f"model {type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({restorer.dtype})",
         file=sys.stderr,
     )
-    return run_batch(args, lambda array: restorer(array, scale=args.scale, prompt=args.prompt))
+    return run_batch(args, lambda array, tiles: restorer(array, scale=args.scale, prompt=args.prompt, progress=tiles))

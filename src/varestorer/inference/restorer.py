@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -184,9 +185,13 @@ class Restorer:
         tile_overlap: int | None = None,
         color_fix: ColorFix | None = None,
         prompt: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Core path: float RGB ``(B, 3, H, W)`` in [0, 1] on any device -> ``(B, 3, H', W')`` float32
-        in [0, 1] on the CPU, with ``H' = round(scale * H)`` (default scale: the model's native one)."""
+        in [0, 1] on the CPU, with ``H' = round(scale * H)`` (default scale: the model's native one).
+
+        ``progress(done_tiles, total_tiles)`` is called with ``(0, total)`` before the first tile batch
+        and after every tile batch (for a progress bar or an ETA on large images)."""
         if lq_B3HW.ndim != 4 or lq_B3HW.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(lq_B3HW.shape)}")
         height, width = lq_B3HW.shape[-2:]
@@ -220,6 +225,7 @@ class Restorer:
             window=self.window,
             size_multiple=self.size_multiple,
             min_size=self.input_size or 0,
+            progress=progress,
         )
         if sr.shape[-2:] != target:
             sr = F.interpolate(sr, size=target, mode="bicubic", antialias=True, align_corners=False)
@@ -235,7 +241,8 @@ class Restorer:
             scale: output/input size ratio, any positive float (default: the model's native
                 factor). The model always runs at its native factor; the result is resized
                 (antialiased bicubic) to exactly ``round(scale * H) x round(scale * W)``.
-            kwargs: ``tile``, ``tile_overlap``, ``color_fix``, ``prompt`` override the defaults.
+            kwargs: ``tile``, ``tile_overlap``, ``color_fix``, ``prompt`` override the defaults;
+                ``progress=fn`` is called as ``fn(done_tiles, total_tiles)`` (see ``restore_tensor``).
 
         Returns:
             The same type: PIL in the input's mode family (L, RGB, RGBA, I;16), numpy with the

@@ -90,7 +90,7 @@ def tiled_apply(
     size_multiple: int = 1,
     min_size: int = 0,
     out_channels: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Run ``fn`` (an exact ``scale``-times upsampler) over overlapping tiles and blend the results.
 
@@ -100,7 +100,8 @@ def tiled_apply(
         x_BCHW: input on the device ``fn`` expects; any dtype ``fn`` accepts.
         tile, overlap: tile size and minimum overlap in input pixels. One tile when the input fits.
         window: feathering of overlaps ("gaussian" or "linear").
-        progress: called with the number of tiles finished after each batch.
+        progress: ``progress(done_tiles, total_tiles)``, called with ``(0, total)`` before the first
+            tile batch and after every tile batch (``total`` counts tiles of all ``B`` images).
 
     Returns:
         ``(B, C', scale*H, scale*W)`` float32 on the input's device.
@@ -128,6 +129,9 @@ def tiled_apply(
 
     output: torch.Tensor | None = None
     jobs = [(b, i, j) for b in range(batch) for i in range(len(ys)) for j in range(len(xs))]
+    done = 0
+    if progress is not None:
+        progress(0, len(jobs))
     for group in _batches(jobs, max(1, batch_size)):
         tiles = torch.cat([x_BCHW[b : b + 1, :, ys[i] : ys[i] + tile_h, xs[j] : xs[j] + tile_w] for b, i, j in group])
         result = fn(pad_to_multiple(tiles, size_multiple, min_size))[..., :out_h, :out_w].float()
@@ -140,8 +144,9 @@ def tiled_apply(
             weight = wys[i][:, None] * wxs[j][None, :]
             y0, x0 = ys[i] * scale, xs[j] * scale
             output[b, :, y0 : y0 + out_h, x0 : x0 + out_w].addcmul_(piece, weight)
+        done += len(group)
         if progress is not None:
-            progress(len(group))
+            progress(done, len(jobs))
     assert output is not None
     output /= norm_y[:, None]  # the weight sum factorises: two 1-D divisions, no full-size map
     output /= norm_x[None, :]

@@ -1,0 +1,113 @@
+"""The rough edges of ``varestorer restore`` (issue 20): progress, and every bad case one clear line."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
+from varestorer.cli._progress import Progress, format_seconds
+from varestorer.cli.main import main
+from varestorer.inference.restorer import Restorer
+from varestorer.inference.tiling import tiled_apply
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=2))
+    return str(model.save_pretrained(tmp_path / "ckpt"))
+
+
+def _nearest_x2(x: torch.Tensor) -> torch.Tensor:
+    return x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+
+
+# 1. progress ----------------------------------------------------------------------------------------
+
+
+def test_tiled_apply_reports_zero_first_then_every_batch() -> None:
+    calls: list[tuple[int, int]] = []
+    x = torch.rand(2, 3, 20, 20)
+    tiled_apply(_nearest_x2, x, scale=2, tile=12, overlap=4, batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 8), (3, 8), (6, 8), (8, 8)]  # 2 images x 2x2 tiles, batches of 3
+
+
+def test_restorer_forwards_progress_for_every_input_kind(checkpoint) -> None:
+    restorer = Restorer.from_pretrained(checkpoint, device="cpu", tile=8, tile_overlap=2)
+    calls: list[tuple[int, int]] = []
+    for image in (np.zeros((12, 12, 3), np.uint8), Image.new("RGB", (12, 12)), torch.zeros(1, 3, 12, 12)):
+        calls.clear()
+        restorer(image, progress=lambda d, t: calls.append((d, t)))
+        assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+class _FakeClock:
+    def __init__(self, monkeypatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr("varestorer.cli._progress.time.perf_counter", lambda: self.now)
+
+
+def test_progress_prints_periodic_tile_lines_with_eta_in_logs(monkeypatch) -> None:
+    clock, stream = _FakeClock(monkeypatch), io.StringIO()
+    progress = Progress(2, desc="restored", stream=stream, interval=10)
+    progress.start("a.png")
+    progress.tiles(0, 4)
+    for done in (1, 2, 3, 4):
+        clock.now += 6
+        progress.tiles(done, 4)
+    progress.finish("restored")
+    progress.start("b.png")
+    progress.tiles(0, 1)
+    progress.tiles(1, 1)
+    progress.finish("failed")
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "restored [1/2] a.png: 4 tiles",
+        "restored [1/2] a.png: tile 2/4 (50%), 12.0s elapsed, ETA 12.0s",
+        "restored [1/2] restored a.png (24.0s)",
+        "restored [2/2] failed b.png (0.0s)",
+    ]
+    assert format_seconds(75) == "1m15s" and format_seconds(4000) == "1h06m"
+
+
+def test_quiet_progress_prints_only_messages() -> None:
+    stream = io.StringIO()
+    with Progress(1, desc="restored", stream=stream, quiet=True) as progress:
+        progress.start("a.png")
+        progress.tiles(0, 4)
+        progress.tiles(4, 4)
+        progress.write("FAILED a.png: boom")
+        progress.finish("failed")
+    assert stream.getvalue() == "FAILED a.png: boom\n"
+
+
+def test_restore_prints_a_line_per_file_when_not_a_terminal(tmp_path, tiny_image, checkpoint, capsys) -> None:
+    for name in ("a", "b"):
+        Image.fromarray(tiny_image(8, 8)).save(tmp_path / f"{name}.png")
+    args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", checkpoint, "--tile", "4"]
+    assert main([*args, "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "[1/2] " in err and "a.png: 9 tiles" in err and "[2/2] restored " in err
+    assert main([*args, "-o", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "tiles" not in capsys.readouterr().err
+
+
+def test_evaluate_and_degrade_print_progress_lines_unless_quiet(tmp_path, tiny_image, capsys) -> None:
+    (tmp_path / "src").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(tiny_image(16, 16)).save(tmp_path / "src" / f"{name}.png")
+    assert (
+        main(["degrade", str(tmp_path / "src"), "-o", str(tmp_path / "set"), "--crop", "16", "--preset", "bicubic"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "degrade [1/2] wrote a" in err and "degrade [2/2] wrote b" in err
+    pred = str(tmp_path / "set" / "gt")
+    assert main(["evaluate", "--pred", pred, "--gt", pred, "--metrics", "psnr"]) == 0
+    assert "evaluate [2/2] scored b" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", pred, "--gt", pred, "--metrics", "psnr", "--quiet"]) == 0
+    assert "scored" not in capsys.readouterr().err
