@@ -111,3 +111,101 @@ def test_evaluate_and_degrade_print_progress_lines_unless_quiet(tmp_path, tiny_i
     assert "evaluate [2/2] scored b" in capsys.readouterr().err
     assert main(["evaluate", "--pred", pred, "--gt", pred, "--metrics", "psnr", "--quiet"]) == 0
     assert "scored" not in capsys.readouterr().err
+
+
+# 2. devices -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["restore", "baseline", "evaluate"])
+def test_cuda_on_a_cpu_build_is_one_line(tmp_path, tiny_image, checkpoint, capsys, command) -> None:
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    argv = {
+        "restore": ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--model", checkpoint],
+        "baseline": ["baseline", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--method", "realesr-general-x4v3"]
+        + ["--weights", checkpoint],
+        "evaluate": ["evaluate", "--pred", str(tmp_path), "--metrics", "psnr", "--gt", str(tmp_path)],
+    }[command]
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUDA is not available" in err[0] and "--device cpu" in err[0]
+    assert main([*argv, "--device", "gpu"]) == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+
+
+# 3. symlink loops -----------------------------------------------------------------------------------
+
+
+def test_recursive_listing_survives_a_symlink_loop(tmp_path, tiny_image, checkpoint, capsys) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "sub" / "up").symlink_to("..")  # a loop
+    (tmp_path / "in" / "again.png").symlink_to("a.png")  # the same real file twice
+    assert (
+        main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--recursive", "--model", checkpoint]) == 0
+    )
+    outputs = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
+    assert outputs == ["a.png", "sub/b.png"]
+    assert "restored 2, skipped 0 (exist), failed 0" in capsys.readouterr().out
+
+
+# 6. earlier outputs in the input folder ---------------------------------------------------------------
+
+
+def test_suffix_into_the_input_folder_skips_earlier_outputs(tmp_path, tiny_image, checkpoint, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(tiny_image(8, 8)).save(folder / "a.png")
+    args = ["restore", str(folder), "-o", str(folder), "--suffix", "_x2", "--model", checkpoint]
+    assert main(args) == 0
+    assert main(args) == 0  # the second run sees a_x2.png as an input too
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x2.png"]
+    captured = capsys.readouterr()
+    assert "a_x2.png: an output of a.png" in captured.err and "restored 0, skipped 2 (exist)" in captured.out
+
+
+# 7. unwritable output -------------------------------------------------------------------------------
+
+
+def test_unwritable_output_is_refused_before_the_model_loads(tmp_path, tiny_image, capsys) -> None:
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("not a folder")
+    # --model names nothing: the output check must fail first (before any loading or computing)
+    argv = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "file" / "out"), "--model", "missing"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"varestorer restore: error: cannot write to {tmp_path / 'file' / 'out'}: Not a directory"]
+
+
+# 10. empty folder, orphan temporaries ----------------------------------------------------------------
+
+
+def test_an_empty_folder_says_so_and_fails(tmp_path, checkpoint, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["restore", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--model", checkpoint]) == 1
+    assert "no images in this folder" in capsys.readouterr().err
+
+
+def test_orphan_temporaries_of_a_killed_run_are_removed(tmp_path, tiny_image, checkpoint) -> None:
+    import subprocess
+    import sys
+
+    from varestorer.io.atomic import remove_orphans
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    orphan = out / f".a.png.{pid}-abcdefgh.tmp.png"
+    orphan.write_bytes(b"partial")
+    other = out / f".b.png.{pid}-abcdefgh.tmp.png"  # another target's orphan: swept from the folder
+    other.write_bytes(b"partial")
+    live = out / f".c.png.{__import__('os').getpid()}-abcdefgh.tmp.png"  # a live writer's: kept
+    live.write_bytes(b"in progress")
+    user = out / ".notes.abcdefgh.tmp"  # not ours (no PID): kept
+    user.write_text("mine")
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(out), "--model", checkpoint]) == 0
+    assert not orphan.exists() and not other.exists() and live.exists() and user.exists()
+    assert remove_orphans(out) == []

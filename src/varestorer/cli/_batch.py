@@ -8,14 +8,18 @@ atomically; an input is never overwritten; an existing output is kept unless ``-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from varestorer.cli._progress import Progress
+from varestorer.io.atomic import remove_orphans
 from varestorer.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -55,6 +59,9 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[
         except FileNotFoundError as error:
             failures.append((item, str(error)))
             continue
+        if not files:
+            failures.append((item, "no images in this folder" + ("" if args.recursive else " (--recursive?)")))
+            continue
         root = Path(item) if Path(item).is_dir() else None
         for source in files:
             relative = source.relative_to(root).parent if root is not None else Path()
@@ -73,18 +80,69 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[
     return pairs, failures
 
 
+def earlier_outputs(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Split off inputs that are the output of another input (``a_x4.png`` beside ``a.png`` when
+    restoring into the input folder with ``--suffix _x4``): (pairs to run, (input, its source))."""
+    source_of = {target.resolve(): source for source, target in pairs}
+    keep, earlier = [], []
+    for source, target in pairs:
+        origin = source_of.get(source.resolve())
+        if origin is not None and origin.resolve() != source.resolve():
+            earlier.append((source, origin))
+        else:
+            keep.append((source, target))
+    return keep, earlier
+
+
+def check_writable(folders: list[Path]) -> None:
+    """Create each output folder and write a probe file there, before any work.
+
+    Raises:
+        PermissionError: a folder cannot be created or written (one line naming it and why).
+    """
+    for folder in dict.fromkeys(folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_orphans(folder)  # temporaries a killed earlier run left behind
+            fd, probe = tempfile.mkstemp(prefix=".varestorer-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise PermissionError(f"cannot write to {folder}: {error.strerror or error}") from None
+
+
+class BatchPlan(NamedTuple):
+    pairs: list[tuple[Path, Path]]  # (input, output) to run
+    failures: list[tuple[str, str]]  # (name, reason) already failed while planning
+    skipped: int  # inputs that are outputs of an earlier run
+
+
+def prepare_batch(args: argparse.Namespace) -> BatchPlan:
+    """Plan the batch, report what cannot run and check the output folders are writable: call it
+    before loading a model so that a wrong ``-o`` costs nothing."""
+    pairs, failures = plan(args)
+    pairs, earlier = earlier_outputs(pairs)
+    for name, reason in failures:
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
+    for source, origin in earlier:
+        print(f"skipped {source}: an output of {origin.name} (an earlier run), not an input", file=sys.stderr)
+    check_writable([target.parent for _, target in pairs] or [Path(args.output)])
+    return BatchPlan(pairs, failures, len(earlier))
+
+
 def run_batch(
     args: argparse.Namespace,
     process: Callable[[np.ndarray, Callable[[int, int], None]], np.ndarray],
     *,
     verb: str = "restored",
+    planned: BatchPlan | None = None,
 ) -> int:
     """Apply ``process(array, progress)`` to every planned input and write the results; print failures
-    and a summary. ``progress(done_tiles, total_tiles)`` is the tile callback of ``Restorer``."""
-    pairs, failures = plan(args)
-    for name, reason in failures:
-        print(f"FAILED {name}: {reason}", file=sys.stderr)
-    done, skipped, start = 0, 0, time.perf_counter()
+    and a summary. ``progress(done_tiles, total_tiles)`` is the tile callback of ``Restorer``;
+    ``planned`` is the result of an earlier ``prepare_batch(args)``."""
+    pairs, failures, skipped = planned if planned is not None else prepare_batch(args)
+    failures = list(failures)
+    done, start = 0, time.perf_counter()
     with Progress(len(pairs), desc=verb, quiet=getattr(args, "quiet", False)) as progress:
         for source, target in pairs:
             progress.start(str(source))

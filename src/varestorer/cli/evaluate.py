@@ -25,11 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from varestorer.inference.devices import check_device
     from varestorer.io.images import list_images
     from varestorer.metrics.evaluate import evaluate, format_table, write_csv, write_json
     from varestorer.metrics.registry import parse_metrics
 
     metrics = parse_metrics(args.metrics, has_gt=args.gt is not None)
+    check_device(args.device)
     crop = args.scale if args.crop_border is None else args.crop_border
     if crop < 0:
         raise ValueError(f"--crop-border must be >= 0, got {crop}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from varestorer.checkpoint import CONFIG_NAME, read_config
 from varestorer.inference.color import ColorFix, apply_color_fix
+from varestorer.inference.devices import check_device
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
 
@@ -135,7 +136,7 @@ class Restorer:
         for name in ("scale", "input_size", "size_multiple"):
             if not hasattr(model, name):
                 raise TypeError(f"{type(model).__name__} lacks '{name}': it does not implement OneStepSR")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = check_device(device) if device is not None else default_device()
         if isinstance(dtype, str):
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")

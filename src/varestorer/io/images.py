@@ -48,16 +48,25 @@ def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
             if not files:
                 raise FileNotFoundError(f"no such file, folder or matching images: {item}")
             found += files
-    unique: dict[Path, None] = {}
+    unique: dict[Path, Path] = {}  # real file -> first path naming it (links and ./a.png name it again)
     for p in found:
-        unique.setdefault(p, None)
-    return list(unique)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 def _walk(folder: Path) -> list[Path]:
-    """Image files under ``folder`` at any depth, following symlinked folders (data sets are often linked)."""
+    """Image files under ``folder`` at any depth, following symlinked folders (data sets are often linked).
+
+    Each real folder is entered once, so a link back to a parent (a loop) ends the descent there.
+    """
     out = []
+    visited: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out += [Path(root) / f for f in sorted(files) if _is_image_name(Path(f))]
     return out
