@@ -209,3 +209,90 @@ def test_orphan_temporaries_of_a_killed_run_are_removed(tmp_path, tiny_image, ch
     assert main(["restore", str(tmp_path / "a.png"), "-o", str(out), "--model", checkpoint]) == 0
     assert not orphan.exists() and not other.exists() and live.exists() and user.exists()
     assert remove_orphans(out) == []
+
+
+# 4. frames and pages --------------------------------------------------------------------------------
+
+
+def _frames(path) -> list[np.ndarray]:
+    from PIL import ImageSequence
+
+    with Image.open(path) as image:
+        return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+
+
+def test_every_frame_and_page_is_restored_and_written_back(tmp_path, tiny_image, checkpoint, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [Image.fromarray(tiny_image(8, 8, seed=k)) for k in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=[50, 100, 150], loop=0)
+    frames[0].save(folder / "pages.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "anim.png", save_all=True, append_images=frames[1:], duration=80, loop=2)
+    assert main(["restore", str(folder), "-o", str(tmp_path / "out"), "--model", checkpoint]) == 0
+    captured = capsys.readouterr()
+    assert "restored 3, skipped 0 (exist), failed 0" in captured.out
+    assert "restored 3 frames of" in captured.err
+    for name in ("anim.gif", "pages.tif", "anim.png"):
+        out = _frames(tmp_path / "out" / name)
+        assert len(out) == 3 and all(frame.shape == (16, 16, 3) for frame in out), name
+        assert not np.array_equal(out[0], out[1])  # each frame restored on its own
+    with Image.open(tmp_path / "out" / "anim.gif") as gif:
+        assert gif.info["loop"] == 0 and gif.info["duration"] == 50
+        gif.seek(2)
+        assert gif.info["duration"] == 150
+    with Image.open(tmp_path / "out" / "anim.png") as apng:
+        assert apng.info["loop"] == 2 and apng.info["duration"] == 80
+    # a single-image format cannot hold them: refused, counted, nothing written
+    assert (
+        main(["restore", str(folder / "anim.gif"), "-o", str(tmp_path / "jpg"), "--model", checkpoint, "--ext", "jpg"])
+        == 1
+    )
+    captured = capsys.readouterr()
+    assert "3 frames do not fit in a .jpg file" in captured.err and "failed 1" in captured.out
+    assert not (tmp_path / "jpg" / "anim.jpg").exists()
+
+
+# 8. ICC profile and EXIF -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tif"])
+def test_icc_profile_and_exif_are_carried_with_orientation_reset(tmp_path, tiny_image, checkpoint, ext) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated on display
+    exif[0x010F] = "TestCam"
+    Image.fromarray(tiny_image(6, 8)).save(tmp_path / "a.jpg", icc_profile=icc, exif=exif, quality=95)
+    argv = ["restore", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"), "--model", checkpoint, "--ext", ext]
+    assert main(argv) == 0
+    with Image.open(tmp_path / "out" / f"a.{ext}") as out:
+        assert out.size == (12, 16)  # upright (8x6 rotated), x2
+        assert out.info.get("icc_profile") == icc
+        assert out.getexif().get(0x010F) == "TestCam" and out.getexif().get(0x0112) == 1
+
+
+def test_icc_profile_survives_16_bit_png(tmp_path) -> None:
+    from varestorer.io.images import write_image
+
+    deep = (np.arange(4 * 4 * 3, dtype=np.uint16).reshape(4, 4, 3) * 1000).astype(np.uint16)
+    write_image(tmp_path / "deep.png", deep, icc_profile=b"fake profile bytes", exif=Image.Exif().tobytes())
+    with Image.open(tmp_path / "deep.png") as image:
+        assert image.info.get("icc_profile") == b"fake profile bytes"
+    import cv2
+
+    assert np.array_equal(cv2.imread(str(tmp_path / "deep.png"), cv2.IMREAD_UNCHANGED)[..., ::-1], deep)
+
+
+# 10. --max-pixels above Pillow's limit ----------------------------------------------------------------
+
+
+def test_max_pixels_above_pillows_own_limit_takes_effect(tmp_path, monkeypatch) -> None:
+    from varestorer.io.images import ImageReadError, read_image
+
+    Image.new("RGB", (30, 20)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # stands in for Pillow's 89.5 MP
+    assert read_image(tmp_path / "big.png", max_pixels=600).shape == (20, 30, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # restored
+    with pytest.raises(ImageReadError, match="exceeds the 599-pixel limit"):
+        read_image(tmp_path / "big.png", max_pixels=599)

@@ -20,16 +20,15 @@ import numpy as np
 
 from varestorer.cli._progress import Progress
 from varestorer.io.atomic import remove_orphans
+from varestorer.io.image_file import MULTI_FRAME_SUFFIXES, read_image_file, write_image_file
 from varestorer.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
     list_images,
-    read_image,
-    write_image,
 )
 
-OUTPUT_EXTENSIONS = ("auto", "png", "jpg", "webp", "tif", "bmp")
+OUTPUT_EXTENSIONS = ("auto", "png", "jpg", "webp", "tif", "bmp", "gif")
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,10 +151,16 @@ def run_batch(
                 progress.finish("skipped")
                 continue
             try:
-                result = process(read_image(source, max_pixels=args.max_pixels), progress.tiles)
-                write_image(target, result, overwrite=args.overwrite)
+                image = read_image_file(source, max_pixels=args.max_pixels)
+                count = len(image.frames)
+                if count > 1 and target.suffix.lower() not in MULTI_FRAME_SUFFIXES:
+                    raise ValueError(f"{count} frames do not fit in a {target.suffix} file; use --ext gif, png or tif")
+                results = [
+                    process(frame, _frame_tiles(progress.tiles, k, count)) for k, frame in enumerate(image.frames)
+                ]
+                write_image_file(target, results, image, overwrite=args.overwrite)
                 done += 1
-                progress.finish(verb)
+                progress.finish(f"{verb} {count} frames of" if count > 1 else verb)
             except (ImageReadError, ValueError, OSError, RuntimeError) as error:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failures.append((str(source), reason))
@@ -167,6 +172,11 @@ def run_batch(
         print("failed: " + ", ".join(name for name, _ in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _frame_tiles(tiles: Callable[[int, int], None], index: int, count: int) -> Callable[[int, int], None]:
+    """Frame ``index`` of ``count``'s tile callback as part of one count over all frames."""
+    return lambda done, total: tiles(index * total + done, count * total)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
