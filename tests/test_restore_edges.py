@@ -37,7 +37,7 @@ def test_tiled_apply_reports_zero_first_then_every_batch() -> None:
 
 
 def test_restorer_forwards_progress_for_every_input_kind(checkpoint) -> None:
-    restorer = Restorer.from_pretrained(checkpoint, device="cpu", tile=8, tile_overlap=2)
+    restorer = Restorer.from_pretrained(checkpoint, device="cpu", tile=8, tile_overlap=2, edge_context=0)
     calls: list[tuple[int, int]] = []
     for image in (np.zeros((12, 12, 3), np.uint8), Image.new("RGB", (12, 12)), torch.zeros(1, 3, 12, 12)):
         calls.clear()
@@ -91,7 +91,7 @@ def test_restore_prints_a_line_per_file_when_not_a_terminal(tmp_path, tiny_image
     args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", checkpoint, "--tile", "4"]
     assert main([*args, "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
-    assert "[1/2] " in err and "a.png: 9 tiles" in err and "[2/2] restored " in err
+    assert "[1/2] " in err and "a.png: 25 tiles" in err and "[2/2] restored " in err
     assert main([*args, "-o", str(tmp_path / "quiet"), "--quiet"]) == 0
     assert "tiles" not in capsys.readouterr().err
 
@@ -296,3 +296,36 @@ def test_max_pixels_above_pillows_own_limit_takes_effect(tmp_path, monkeypatch) 
     assert Image.MAX_IMAGE_PIXELS == 100  # restored
     with pytest.raises(ImageReadError, match="exceeds the 599-pixel limit"):
         read_image(tmp_path / "big.png", max_pixels=599)
+
+
+# 9. no dark frame -----------------------------------------------------------------------------------
+
+
+class ZeroPaddedBlurX2(torch.nn.Module):
+    """A 5x5 box blur with zero padding, then nearest x2: like any conv net, it darkens its border."""
+
+    scale, input_size, size_multiple = 2, None, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=True)
+        return _nearest_x2(blurred)
+
+
+def test_image_border_is_not_darkened_by_the_models_zero_padding() -> None:
+    ramp = torch.linspace(0.3, 0.7, 24)
+    gradient = torch.stack([ramp[None, :].expand(24, 24), ramp[:, None].expand(24, 24), torch.full((24, 24), 0.5)])[
+        None
+    ]
+    reference = torch.nn.functional.interpolate(gradient, scale_factor=2, mode="bicubic", align_corners=False)
+
+    def border_and_interior(edge_context: int | None) -> tuple[float, float]:
+        kwargs = {} if edge_context is None else {"edge_context": edge_context}
+        out = Restorer(ZeroPaddedBlurX2(), device="cpu", tile=16, tile_overlap=4, **kwargs)(gradient)
+        error = (out - reference) * 255
+        frame = torch.cat([error[..., :3, :].flatten(), error[..., -3:, :].flatten(), error[..., :, :3].flatten()])
+        return float(frame.mean()), float(error[..., 8:-8, 8:-8].abs().mean())
+
+    dark, inside = border_and_interior(0)
+    assert dark < -20 and inside < 2  # the effect exists without context: a dark frame
+    frame, inside = border_and_interior(None)  # the default mirrors 4 px around the image
+    assert abs(frame) < 2 and inside < 2
