@@ -329,3 +329,51 @@ def test_image_border_is_not_darkened_by_the_models_zero_padding() -> None:
     assert dark < -20 and inside < 2  # the effect exists without context: a dark frame
     frame, inside = border_and_interior(None)  # the default mirrors 4 px around the image
     assert abs(frame) < 2 and inside < 2
+
+
+# 5. wrong tensor shapes, inspect names ----------------------------------------------------------------
+
+
+def _mis_shaped(tmp_path, checkpoint):
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoint, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["config"]["num_feat"] = 8  # the weights hold 4 features
+    (bad / "config.json").write_text(json.dumps(config))
+    return bad
+
+
+def test_wrong_tensor_shapes_are_one_line_on_restore_and_a_warning_on_inspect(
+    tmp_path, tiny_image, checkpoint, capsys
+) -> None:
+    bad = _mis_shaped(tmp_path, checkpoint)
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match SRVGGNetCompact" in err[0] and "wrong shape" in err[0]
+    assert main(["inspect", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "body.0.weight  (4, 3, 3, 3)" in captured.out  # still lists what is there
+    assert "warning:" in captured.err and "wrong shape" in captured.err and "restore would refuse" in captured.err
+    assert main(["inspect", checkpoint]) == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_torch_size_mismatch_of_any_model_family_is_one_line(tmp_path, monkeypatch) -> None:
+    from varestorer.archs.srvgg import SRVGGNetCompact as Model
+
+    def refuse(cls, path):
+        raise RuntimeError("Error(s) in loading state_dict for X:\n\tsize mismatch for a.weight: copying a param...")
+
+    model = Model(SRVGGConfig(num_feat=4, num_conv=1, upscale=2)).save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(Model, "from_pretrained", classmethod(refuse))
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) of the wrong shape, e.g. a.weight"):
+        Restorer.from_pretrained(model)
+
+
+def test_inspect_takes_the_embedded_model_name(capsys) -> None:
+    assert main(["inspect", "default", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Student: ") and "parameters" in out

@@ -87,7 +87,12 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _load_model(path_or_name: str | Path) -> nn.Module:
+def model_path(path_or_name: str | Path) -> Path:
+    """The checkpoint an embedded model name (``default``) or a path stands for.
+
+    Raises:
+        FileNotFoundError: nothing there (the message lists the embedded names).
+    """
     if str(path_or_name) in EMBEDDED_MODELS:
         path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
     else:
@@ -95,13 +100,28 @@ def _load_model(path_or_name: str | Path) -> nn.Module:
     if not path.exists():
         names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
         raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
+    return path
+
+
+def _load_model(path_or_name: str | Path) -> nn.Module:
+    path = model_path(path_or_name)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         model_type = read_config(path)["model_type"]
         if model_type not in RESTORER_MODELS:
             raise ValueError(f"{path} holds a {model_type}; restorable types: {', '.join(RESTORER_MODELS)}")
         module_name, class_name = RESTORER_MODELS[model_type].split(":")
         cls = getattr(importlib.import_module(module_name), class_name)
-        return cls.from_pretrained(path)
+        try:
+            return cls.from_pretrained(path)
+        except RuntimeError as error:  # torch's load_state_dict: one line per mis-shaped tensor
+            lines = [line.strip() for line in str(error).splitlines() if "size mismatch for" in line]
+            if not lines:
+                raise
+            example = lines[0].removeprefix("size mismatch for ")
+            raise ValueError(
+                f"{path}: weights do not match its config.json: {len(lines)} tensor(s) of the wrong shape, "
+                f"e.g. {example}"
+            ) from None
     from varestorer.archs.registry import load_peer  # .pth / .safetensors / ncnn files of peer archs
 
     return load_peer(path)
