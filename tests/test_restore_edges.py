@@ -377,3 +377,23 @@ def test_inspect_takes_the_embedded_model_name(capsys) -> None:
     assert main(["inspect", "default", "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Student: ") and "parameters" in out
+
+
+# 10. NIQE/BRISQUE without scipy -------------------------------------------------------------------------
+
+
+def test_niqe_and_brisque_need_no_scipy(monkeypatch) -> None:
+    import importlib
+    import math
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now fails, as on a bare install
+    monkeypatch.setitem(sys.modules, "scipy.special", None)
+    from varestorer.metrics import brisque, niqe
+
+    for module in (niqe, brisque):
+        importlib.reload(module)
+    assert np.allclose(niqe.gamma_function(np.array([0.5, 1.0, 4.5])), [math.sqrt(math.pi), 1.0, math.gamma(4.5)])
+    brisque._grid.cache_clear()
+    features = brisque.brisque_features(np.random.default_rng(0).random((48, 48)))
+    assert features.shape == (36,) and np.isfinite(features).all()
