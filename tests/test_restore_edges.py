@@ -397,3 +397,25 @@ def test_niqe_and_brisque_need_no_scipy(monkeypatch) -> None:
     brisque._grid.cache_clear()
     features = brisque.brisque_features(np.random.default_rng(0).random((48, 48)))
     assert features.shape == (36,) and np.isfinite(features).all()
+
+
+# 10. the refused pickle ---------------------------------------------------------------------------------
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo PWNED",))
+
+
+def test_refused_pickle_message_does_not_advise_turning_safety_off(tmp_path, tiny_image, capsys) -> None:
+    torch.save({"w": _Evil()}, tmp_path / "evil.pth")
+    Image.fromarray(tiny_image(8, 8)).save(tmp_path / "a.png")
+    argv = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "evil.pth")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "PWNED" not in captured.out
+    line = captured.err.strip()
+    assert "refused" in line and "could run code" in line and "system" in line
+    assert "weights_only" not in line and "False" not in line
