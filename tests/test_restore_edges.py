@@ -419,3 +419,53 @@ def test_refused_pickle_message_does_not_advise_turning_safety_off(tmp_path, tin
     line = captured.err.strip()
     assert "refused" in line and "could run code" in line and "system" in line
     assert "weights_only" not in line and "False" not in line
+
+
+# 10. a corrupt latest training checkpoint ----------------------------------------------------------------
+
+
+def _run_to(config) -> None:
+    from torch.utils.data import TensorDataset
+
+    from varestorer.training.trainer import Trainer, seed_everything
+
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def forward(self, batch, step: int):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y), {}
+
+    seed_everything(0)
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(config, Linear(), resume=True)
+    for batch in trainer.batches(trainer.make_loader(TensorDataset(x, x.sum(1, keepdim=True)))):
+        loss, logs = trainer.model(batch, trainer.step)
+        trainer.backward_step(loss, logs)
+    trainer.close()
+    return trainer
+
+
+def test_resume_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, caplog) -> None:
+    import dataclasses
+
+    from varestorer.training.config import TrainConfig
+
+    config = TrainConfig(
+        output_dir=str(tmp_path / "run"), max_steps=8, batch_size=4, ckpt_every=4, tensorboard=False, progress=False
+    )
+    config = dataclasses.replace(config, device="cpu")
+    _run_to(config)
+    root = tmp_path / "run" / "checkpoints"
+    state = root / "step_00000008" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # a crash on a bad disk
+    with caplog.at_level("WARNING"):
+        resumed = _run_to(dataclasses.replace(config, max_steps=9))
+    assert resumed.step == 9  # went on from step 4, not from scratch and not stopped
+    assert "resuming from step_00000004: step_00000008 is unreadable" in caplog.text
+    for folder in root.glob("step_*"):
+        (folder / "state.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="no older checkpoint .* is readable either"):
+        _run_to(dataclasses.replace(config, max_steps=10))
