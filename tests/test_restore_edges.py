@@ -469,3 +469,22 @@ def test_resume_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, caplog) ->
         (folder / "state.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="no older checkpoint .* is readable either"):
         _run_to(dataclasses.replace(config, max_steps=10))
+
+
+# 10. bench peak memory on a CPU ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RSS from /proc (Linux)")
+def test_cpu_peak_memory_counts_memory_freed_by_earlier_runs(monkeypatch) -> None:
+    from varestorer.benchmark import timing
+
+    def work() -> None:
+        chunks = [torch.ones(2**14) for _ in range(640)]  # 640 x 64 KB: heap, not mmap, allocations
+        assert sum(float(c[0]) for c in chunks) == 640
+
+    work()  # earlier runs: glibc raises its mmap threshold, then keeps the freed heap resident
+    work()
+    with timing.PeakMemory(torch.device("cpu")) as peak:
+        work()
+    assert peak.mb > 30, peak.kind  # 40 MB live; without releasing the free heap first: 0 MB
+    assert "free heap released first" in peak.kind

@@ -76,7 +76,8 @@ def build_student(
     """A student in eval mode on ``device``, LoRA merged.
 
     Args:
-        model: a ``BENCH_PRESETS`` name (random weights) or a student checkpoint folder.
+        model: a ``BENCH_PRESETS`` name (random weights), an embedded model name (``default``) or a
+            student checkpoint folder.
         size: HQ size in px (presets: default ``preset.size``; checkpoints: must match their own size).
         schedule: override the token schedule (must end at the latent grid of ``size``).
         precleaner: presets only: add the ``precleaner-1x`` pre-cleaner.
@@ -98,9 +99,14 @@ def build_student(
         with torch.device(device):
             student = Student(config)
         return student.eval()
-    path = Path(model)
+    from varestorer.inference.restorer import EMBEDDED_MODELS, model_path
+
+    path = model_path(model) if model in EMBEDDED_MODELS else Path(model)  # "default": the shipped model
     if not path.is_dir():
-        raise ValueError(f"--model {model!r} is neither a preset ({', '.join(BENCH_PRESETS)}) nor a checkpoint folder")
+        raise ValueError(
+            f"--model {model!r} is neither a preset ({', '.join(BENCH_PRESETS)}), an embedded model "
+            f"({', '.join(EMBEDDED_MODELS)}) nor a checkpoint folder"
+        )
     student = Student.from_pretrained(path, device=device)
     if size is not None and size != student.config.image_size:
         raise ValueError(f"{path} works at {student.config.image_size} px, not {size}")
