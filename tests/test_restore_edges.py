@@ -74,6 +74,24 @@ def test_progress_prints_periodic_tile_lines_with_eta_in_logs(monkeypatch) -> No
     assert format_seconds(75) == "1m15s" and format_seconds(4000) == "1h06m"
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_draws_an_image_bar_and_a_tile_bar() -> None:
+    stream = _Terminal()
+    with Progress(2, desc="restored", stream=stream) as progress:
+        progress.start("a.png")
+        for done in range(5):
+            progress.tiles(done, 4)
+        progress.write("skipped b.png: exists")
+        progress.finish("restored")
+    text = stream.getvalue()
+    assert "\r" in text and "tile" in text and "2/2" not in text and "1/2" in text  # bars, not lines
+    assert "skipped b.png: exists\n" in text and "restored [1/2]" not in text
+
+
 def test_quiet_progress_prints_only_messages() -> None:
     stream = io.StringIO()
     with Progress(1, desc="restored", stream=stream, quiet=True) as progress:
