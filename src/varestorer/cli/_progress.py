@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-DEFAULT_INTERVAL = 15.0  # seconds between tile lines in logs
+DEFAULT_INTERVAL = 10.0  # seconds between tile lines in logs
 
 
 def format_seconds(seconds: float) -> str:
