@@ -142,7 +142,10 @@ def test_options_reach_the_restorer_and_progress_counts_tiles(tmp_path, tiny_ima
         prompt="  ",
         progress=lambda *c: calls.append(c),
     )
-    total = count_tiles(20, 28, 8, 2)  # the restorer's overlap for a free-size model: min(32, tile // 4)
+    # The restorer's overlap for a free-size model is min(32, tile // 4); its mirrored edge context
+    # (``Restorer.edge_context`` LQ pixels on every side) is tiled too.
+    margin = 2 * restorer.edge_context
+    total = count_tiles(20 + margin, 28 + margin, 8, 2)
     assert total > 1 and calls[0] == (0, total) and calls[-1] == (total, total)
     assert [done for done, _ in calls] == list(range(total + 1))
     expected = restorer(upload.array, scale=1.5, tile=8, color_fix="adain")

@@ -55,8 +55,7 @@ def load_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from None
     except Exception as error:  # pickle.UnpicklingError and friends from weights_only loading
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: refused or unreadable torch file ({first[:200]})") from None
+        raise ValueError(f"{path}: refused or unreadable torch file ({_refusal_reason(error)})") from None
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return dict(state)
@@ -70,6 +69,17 @@ def _torch_load(path: Path, mmap: bool) -> Any:
             if "zipfile" not in str(error) and "mmap" not in str(error):
                 raise
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The line of torch's weights-only refusal that says what was blocked, never its advice to set
+    ``weights_only=False`` (which would run the pickled code)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line or "blocked" in line:
+            return f"pickled objects beyond tensors, which could run code: {line[:200].rstrip('.')}"
+    useful = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+    return useful[0][:200] if useful else type(error).__name__
 
 
 def _names(keys: list[str]) -> str:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from varestorer.benchmark.presets import bench_student
 from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
 from varestorer.foreign.peers import build_peer, peer_presets
+from varestorer.inference.devices import check_device
 from varestorer.models.student import Student
 from varestorer.tokenizer.scales import Schedule, token_count
 from varestorer.transformer.sampler import sample_scales_detailed
@@ -152,9 +153,7 @@ def run_bench(
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available on this machine; use --device cpu")
+    device = check_device(device)  # one clear line for CUDA on a CPU build, unknown names, missing GPUs
     generator = torch.Generator().manual_seed(seed)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
 

@@ -63,7 +63,8 @@ def bench_student(
     """A student in eval mode on ``device``, LoRA merged.
 
     Args:
-        model: a :func:`bench_presets` name (random weights) or a student checkpoint folder.
+        model: a :func:`bench_presets` name (random weights), an embedded model name (``default``) or a
+            student checkpoint folder.
         size: HQ size in px (presets: default ``preset.image_size``; checkpoints: must match their own size).
         schedule: override the token schedule (must end at the latent grid of ``size``).
         precleaner: presets only: add the ``precleaner-1x`` pre-cleaner.
@@ -85,9 +86,14 @@ def bench_student(
         with torch.device(device):
             student = Student(config)
         return student.eval()
-    path = Path(model)
+    from varestorer.inference.restorer import EMBEDDED_MODELS, model_path
+
+    path = model_path(model) if model in EMBEDDED_MODELS else Path(model)  # "default": the shipped model
     if not path.is_dir():
-        raise ValueError(f"--model {model!r} is neither a preset ({', '.join(presets)}) nor a checkpoint folder")
+        raise ValueError(
+            f"--model {model!r} is neither a preset ({', '.join(presets)}), an embedded model "
+            f"({', '.join(EMBEDDED_MODELS)}) nor a checkpoint folder"
+        )
     student = Student.from_pretrained(path, device=device)
     if size is not None and size != student.config.image_size:
         raise ValueError(f"{path} works at {student.config.image_size} px, not {size}")

@@ -8,23 +8,27 @@ atomically; an input is never overwritten; an existing output is kept unless ``-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from varestorer.cli._progress import Progress
+from varestorer.io.atomic import remove_orphans
+from varestorer.io.image_file import MULTI_FRAME_SUFFIXES, read_image_file, write_image_file
 from varestorer.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
     list_images,
-    read_image,
-    write_image,
 )
 
-OUTPUT_EXTENSIONS = ("auto", "png", "jpg", "webp", "tif", "bmp")
+OUTPUT_EXTENSIONS = ("auto", "png", "jpg", "webp", "tif", "bmp", "gif")
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +40,9 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs never)")
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs (decompression bombs)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, else a line per file)"
     )
 
 
@@ -50,6 +57,9 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[
             files = list_images([item], recursive=args.recursive)
         except FileNotFoundError as error:
             failures.append((item, str(error)))
+            continue
+        if not files:
+            failures.append((item, "no images in this folder" + ("" if args.recursive else " (--recursive?)")))
             continue
         root = Path(item) if Path(item).is_dir() else None
         for source in files:
@@ -69,34 +79,104 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[
     return pairs, failures
 
 
-def run_batch(args: argparse.Namespace, process: Callable[[np.ndarray], np.ndarray], *, verb: str = "restored") -> int:
-    """Apply ``process`` to every planned input and write the results; print failures and a summary."""
-    from tqdm import tqdm
+def earlier_outputs(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Split off inputs that are the output of another input (``a_x4.png`` beside ``a.png`` when
+    restoring into the input folder with ``--suffix _x4``): (pairs to run, (input, its source))."""
+    source_of = {target.resolve(): source for source, target in pairs}
+    keep, earlier = [], []
+    for source, target in pairs:
+        origin = source_of.get(source.resolve())
+        if origin is not None and origin.resolve() != source.resolve():
+            earlier.append((source, origin))
+        else:
+            keep.append((source, target))
+    return keep, earlier
 
+
+def check_writable(folders: list[Path]) -> None:
+    """Create each output folder and write a probe file there, before any work.
+
+    Raises:
+        PermissionError: a folder cannot be created or written (one line naming it and why).
+    """
+    for folder in dict.fromkeys(folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_orphans(folder)  # temporaries a killed earlier run left behind
+            fd, probe = tempfile.mkstemp(prefix=".varestorer-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise PermissionError(f"cannot write to {folder}: {error.strerror or error}") from None
+
+
+class BatchPlan(NamedTuple):
+    pairs: list[tuple[Path, Path]]  # (input, output) to run
+    failures: list[tuple[str, str]]  # (name, reason) already failed while planning
+    skipped: int  # inputs that are outputs of an earlier run
+
+
+def prepare_batch(args: argparse.Namespace) -> BatchPlan:
+    """Plan the batch, report what cannot run and check the output folders are writable: call it
+    before loading a model so that a wrong ``-o`` costs nothing."""
     pairs, failures = plan(args)
+    pairs, earlier = earlier_outputs(pairs)
     for name, reason in failures:
         print(f"FAILED {name}: {reason}", file=sys.stderr)
-    done, skipped, start = 0, 0, time.perf_counter()
-    with tqdm(pairs, unit="img", file=sys.stderr, disable=not pairs or not sys.stderr.isatty()) as bar:
-        for source, target in bar:
+    for source, origin in earlier:
+        print(f"skipped {source}: an output of {origin.name} (an earlier run), not an input", file=sys.stderr)
+    check_writable([target.parent for _, target in pairs] or [Path(args.output)])
+    return BatchPlan(pairs, failures, len(earlier))
+
+
+def run_batch(
+    args: argparse.Namespace,
+    process: Callable[[np.ndarray, Callable[[int, int], None]], np.ndarray],
+    *,
+    verb: str = "restored",
+    planned: BatchPlan | None = None,
+) -> int:
+    """Apply ``process(array, progress)`` to every planned input and write the results; print failures
+    and a summary. ``progress(done_tiles, total_tiles)`` is the tile callback of ``Restorer``;
+    ``planned`` is the result of an earlier ``prepare_batch(args)``."""
+    pairs, failures, skipped = planned if planned is not None else prepare_batch(args)
+    failures = list(failures)
+    done, start = 0, time.perf_counter()
+    with Progress(len(pairs), desc=verb, quiet=getattr(args, "quiet", False)) as progress:
+        for source, target in pairs:
+            progress.start(str(source))
             if target.exists() and not args.overwrite:
                 skipped += 1
-                tqdm.write(f"skipped {source}: {target} exists (use --overwrite)", file=sys.stderr)
+                progress.write(f"skipped {source}: {target} exists (use --overwrite)")
+                progress.finish("skipped")
                 continue
             try:
-                result = process(read_image(source, max_pixels=args.max_pixels))
-                write_image(target, result, overwrite=args.overwrite)
+                image = read_image_file(source, max_pixels=args.max_pixels)
+                count = len(image.frames)
+                if count > 1 and target.suffix.lower() not in MULTI_FRAME_SUFFIXES:
+                    raise ValueError(f"{count} frames do not fit in a {target.suffix} file; use --ext gif, png or tif")
+                results = [
+                    process(frame, _frame_tiles(progress.tiles, k, count)) for k, frame in enumerate(image.frames)
+                ]
+                write_image_file(target, results, image, overwrite=args.overwrite)
                 done += 1
+                progress.finish(f"{verb} {count} frames of" if count > 1 else verb)
             except (ImageReadError, ValueError, OSError, RuntimeError) as error:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failures.append((str(source), reason))
-                tqdm.write(f"FAILED {source}: {reason}", file=sys.stderr)
+                progress.write(f"FAILED {source}: {reason}")
+                progress.finish("failed")
     seconds = time.perf_counter() - start
     print(f"{verb} {done}, skipped {skipped} (exist), failed {len(failures)} in {seconds:.1f} s -> {args.output}")
     if failures:
         print("failed: " + ", ".join(name for name, _ in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _frame_tiles(tiles: Callable[[int, int], None], index: int, count: int) -> Callable[[int, int], None]:
+    """Frame ``index`` of ``count``'s tile callback as part of one count over all frames."""
+    return lambda done, total: tiles(index * total + done, count * total)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

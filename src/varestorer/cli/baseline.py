@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from varestorer.cli._batch import add_device_arguments, add_io_arguments, restorer_options, run_batch
+from varestorer.cli._batch import (
+    add_device_arguments,
+    add_io_arguments,
+    prepare_batch,
+    restorer_options,
+    run_batch,
+)
 
 METHODS = ("bicubic", "lanczos", "realesrgan-x4plus", "realesr-general-x4v3")
 
@@ -50,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     if args.method in ("bicubic", "lanczos"):
-        return run_batch(args, lambda array: resize_array(array, args.scale, args.method), verb=args.method)
+        return run_batch(args, lambda array, _: resize_array(array, args.scale, args.method), verb=args.method)
     from varestorer.foreign.peers import load_peer
     from varestorer.inference.restorer import Restorer
 
+    planned = prepare_batch(args)
     restorer = Restorer(load_peer(_weights(args), arch=args.method), **restorer_options(args))
-    return run_batch(args, lambda array: restorer(array, scale=args.scale), verb=args.method)
+    return run_batch(
+        args, lambda array, tiles: restorer(array, scale=args.scale, progress=tiles), verb=args.method, planned=planned
+    )

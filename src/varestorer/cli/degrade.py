@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from varestorer.cli._progress import Progress
 from varestorer.config import config_to_dict
 from varestorer.data.transforms import mod_crop, pad_reflect, to_tensor, to_uint8
 from varestorer.degradation.config import DEGRADATION_PRESETS, resolve_degradation_config
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize-back", action="store_true", help="bicubic-resize the LQ back to the GT size")
     parser.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty DST")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress (a bar on a terminal, else lines)")
 
 
 def image_seed(base_seed: int, name: str) -> int:
@@ -123,9 +125,14 @@ def run(args: argparse.Namespace) -> int:
         "failed": {},
     }
     decoded: tuple[Path, Any] | None = None  # the last decoded source (reused by --per-image crops)
-    with atomic_directory(output, overwrite=args.overwrite) as tmp:
-        for index, (path, name) in enumerate(jobs, 1):
+    with (
+        atomic_directory(output, overwrite=args.overwrite) as tmp,
+        Progress(len(jobs), desc="degrade", quiet=args.quiet) as progress,
+    ):
+        for path, name in jobs:
+            progress.start(name)
             if str(path) in manifest["failed"]:
+                progress.finish("failed")
                 continue
             seed = image_seed(args.seed, name)
             try:
@@ -140,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
                 write_image(tmp / "gt" / f"{name}.png", to_uint8(gt))
                 write_image(tmp / "lq" / f"{name}.png", to_uint8(lq))
             except (ImageReadError, ValueError, OSError) as error:
-                logger.error("%s: %s", path, error)
+                progress.write(f"FAILED {path}: {error}")
                 manifest["failed"][str(path)] = str(error)
+                progress.finish("failed")
                 continue
             manifest["images"][name] = {
                 "source": str(path),
@@ -151,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                 "lq_size": list(lq.shape[1:]),
                 "params": params,
             }
-            logger.info("[%d/%d] %s", index, len(jobs), name)
+            progress.finish("wrote")
         with atomic_path(tmp / "manifest.json") as manifest_tmp:
             manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     done, failed = len(manifest["images"]), len(manifest["failed"])

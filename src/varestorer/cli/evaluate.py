@@ -21,26 +21,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", help="write per-image values and the mean as CSV here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     parser.add_argument("--device", default="cpu", help="torch device for LPIPS/DISTS (default cpu)")
-    parser.add_argument("--quiet", action="store_true", help="print only the mean row")
+    parser.add_argument("--quiet", action="store_true", help="print only the mean row (no progress)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from varestorer.inference.devices import check_device
+    from varestorer.io.images import list_images
     from varestorer.metrics.evaluate import evaluate, format_table, write_csv, write_json
     from varestorer.metrics.registry import parse_metrics
 
     metrics = parse_metrics(args.metrics, has_gt=args.gt is not None)
+    check_device(args.device)
     crop = args.scale if args.crop_border is None else args.crop_border
     if crop < 0:
         raise ValueError(f"--crop-border must be >= 0, got {crop}")
     for option in (args.json, args.csv):
         if option and Path(option).exists() and not args.overwrite:
             raise FileExistsError(f"{option} exists; pass --overwrite to replace it")
-    from tqdm import tqdm
+    from varestorer.cli._progress import Progress
 
-    with tqdm(unit="img", desc="evaluate", disable=args.quiet, file=sys.stderr, leave=False) as bar:
-        report = evaluate(
-            args.pred, args.gt, metrics, crop_border=crop, device=args.device, progress=lambda _: bar.update()
-        )
+    total = len(list_images([args.pred])) if Path(args.pred).is_dir() else 0
+
+    def next_image(stem: str) -> None:
+        if progress.index:
+            progress.finish("scored")
+        progress.start(stem)
+
+    with Progress(total, desc="evaluate", quiet=args.quiet) as progress:
+        report = evaluate(args.pred, args.gt, metrics, crop_border=crop, device=args.device, progress=next_image)
+        if progress.index:
+            progress.finish("scored")
     print(format_table(report, per_image=not args.quiet))
     if args.json:
         write_json(report, args.json, overwrite=args.overwrite)

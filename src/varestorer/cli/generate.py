@@ -25,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from varestorer.inference.devices import check_device
     from varestorer.io.images import write_image
     from varestorer.models.teacher import Teacher
 
+    check_device(args.device)
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
     output = Path(args.output)

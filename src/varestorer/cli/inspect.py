@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from varestorer.checkpoint import load_state_dict, load_weights, read_config
+from varestorer.checkpoint import check_state_dict, load_state_dict, load_weights, read_config
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.families import FAMILIES, Family, family_named
 
 EPILOG = """\
 TARGET is one of:
+  an embedded model name (default), as restore --model takes it;
+  an ncnn .param file;
   a checkpoint folder (config.json + model.safetensors or its shards) or a .safetensors/.pth/.pt/.bin file;
   a preset, qualified as FAMILY:NAME (e.g. tokenizer:small, tokenizer:infinity-d32) or just NAME
   when only one family has it (e.g. infinity-d32). Presets are built on the meta device, so even
@@ -85,6 +88,15 @@ def _model_for_config(meta: dict[str, Any]) -> nn.Module | None:
             return None
 
 
+def shape_problems(model: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> str | None:
+    """What ``from_pretrained`` would refuse: missing, unexpected and mis-shaped tensors, or None."""
+    try:
+        check_state_dict(model, tensors, what=what)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def module_tree(model: nn.Module, depth: int) -> list[str]:
     """One line per module down to ``depth``: name, class, parameter count."""
     lines = []
@@ -123,15 +135,27 @@ def _student_summary(model: nn.Module) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.target)
+    from varestorer.inference.restorer import EMBEDDED_MODELS, model_path
+
+    path = model_path(args.target) if args.target in EMBEDDED_MODELS else Path(args.target)
     model: nn.Module | None = None
     title = ""
+    problem: str | None = None
     if path.exists():
         if path.is_dir():
             header = read_config(path)
             title = f"{header['model_type']}: {json.dumps(header['config'])}"
             tensors = _flatten(load_weights(path))
             model = _model_for_config(header)
+            if model is not None and header["config"].get("merged", True):  # adapters hold only LoRA
+                problem = shape_problems(model, tensors, str(path))
+                if problem is not None:
+                    model = None  # its tree would describe a model these weights do not fit
+        elif path.suffix == ".param":  # an ncnn model, as restore --model takes it
+            from varestorer.foreign.peers import load_peer
+
+            model = load_peer(path)
+            tensors = dict(model.state_dict())
         else:
             tensors = _flatten(load_state_dict(path))
         params = sum(t.numel() for t in tensors.values() if t.is_floating_point())
@@ -152,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
         "trainable": trainable,
         "tensors": {k: list(t.shape) for k, t in tensors.items()},
     }
+    if problem is not None:
+        report["problem"] = problem
     if args.json:
         print(json.dumps(report, indent=1))
-        return 0
+        return _warn(problem)
     if title:
         print(title)
     if model is not None and any(".lora_" in n for n, _ in model.named_parameters()):
@@ -165,4 +191,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(tensors)} tensors, {params:,} parameters ({trainable:,} trainable)")
     for name, shape in report["tensors"].items():
         print(f"  {name}  {tuple(shape)}")
-    return 0
+    return _warn(problem)
+
+
+def _warn(problem: str | None) -> int:
+    """Exit 1 with a warning on stderr (after the listing) when the weights do not fit their config."""
+    if problem is None:
+        return 0
+    print(f"varestorer inspect: warning: {problem}; restore would refuse this checkpoint", file=sys.stderr)
+    return 1

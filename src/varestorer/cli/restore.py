@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from varestorer.cli._batch import add_device_arguments, add_io_arguments, restorer_options, run_batch
+from varestorer.cli._batch import (
+    add_device_arguments,
+    add_io_arguments,
+    prepare_batch,
+    restorer_options,
+    run_batch,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +58,7 @@ def _model_path(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from varestorer.inference.restorer import Restorer
 
+    planned = prepare_batch(args)  # bad inputs and an unwritable -o are found before the model loads
     precleaner = None
     if args.precleaner == "default":
         raise ValueError("no default pre-cleaner is bundled yet; pass --precleaner PATH (e.g. realesr-general-x4v3)")
@@ -78,4 +85,8 @@ def run(args: argparse.Namespace) -> int:
         f"model {type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({restorer.dtype})",
         file=sys.stderr,
     )
-    return run_batch(args, lambda array: restorer(array, scale=args.scale, prompt=args.prompt))
+    return run_batch(
+        args,
+        lambda array, tiles: restorer(array, scale=args.scale, prompt=args.prompt, progress=tiles),
+        planned=planned,
+    )

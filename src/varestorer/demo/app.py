@@ -120,9 +120,10 @@ def model_reads_text(model: Any) -> bool:
 
 
 def output_name(name: str, scale: float) -> str:
-    """``chelsea.png`` at x4 -> ``chelsea_x4.png``: the input's format (PNG for ones we cannot write)."""
+    """``chelsea.png`` at x4 -> ``chelsea_x4.png``: the input's format; PNG for ones we cannot write and
+    for GIF (the page restores one frame, and a 256-colour palette would throw the restoration away)."""
     suffix = Path(name).suffix.lower()
-    return f"{Path(name).stem}_x{scale:g}{suffix if suffix in IMAGE_EXTENSIONS else '.png'}"
+    return f"{Path(name).stem}_x{scale:g}{suffix if suffix in IMAGE_EXTENSIONS and suffix != '.gif' else '.png'}"
 
 
 def to_preview(array: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from torch import nn
 from varestorer.checkpoint import CONFIG_NAME, hub_snapshot, is_hub_id
 from varestorer.families import load_pretrained
 from varestorer.inference.color import ColorFix, apply_color_fix
+from varestorer.inference.devices import check_device
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
 from varestorer.models.official_config import OFFICIAL_HUB_ID, is_official_folder
@@ -59,6 +60,10 @@ EMBEDDED_MODELS: dict[str, str] = {"default": "default"}
 
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
 DEFAULT_OVERLAP = 32
+# LQ pixels of mirrored context around the whole image: convolutions zero-pad at their input's
+# border, which left a 1-3 px frame (12-27 levels off bicubic against ~3 inside for the embedded
+# model with its wavelet colour fix); with 4 px of reflection the frame is within ~2 levels of the interior.
+DEFAULT_EDGE_CONTEXT = 4
 
 
 def default_device() -> torch.device:
@@ -75,13 +80,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _load_model(path_or_name: str | Path) -> nn.Module:
+def model_path(path_or_name: str | Path) -> Path:
+    """The checkpoint an embedded model name (``default``) or a path stands for.
+
+    Raises:
+        FileNotFoundError: nothing there (the message lists the embedded names).
+    """
     if str(path_or_name) in EMBEDDED_MODELS:
         path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
-    elif str(path_or_name) == OFFICIAL_HUB_ID and not Path(path_or_name).exists():
-        from varestorer.models.official import OfficialVARestorer  # its four files live in four Hub repos
-
-        return OfficialVARestorer.from_hub()
     elif is_hub_id(path_or_name):
         path = hub_snapshot(str(path_or_name))  # a Hub repository holding a checkpoint folder
     else:
@@ -89,12 +95,31 @@ def _load_model(path_or_name: str | Path) -> nn.Module:
     if not path.exists():
         names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
         raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
+    return path
+
+
+def _load_model(path_or_name: str | Path) -> nn.Module:
+    if str(path_or_name) == OFFICIAL_HUB_ID and not Path(path_or_name).exists():
+        from varestorer.models.official import OfficialVARestorer  # its four files live in four Hub repos
+
+        return OfficialVARestorer.from_hub()
+    path = model_path(path_or_name)
     if path.is_dir() and is_official_folder(path) and not (path / CONFIG_NAME).is_file():
         from varestorer.models.official import OfficialVARestorer  # the release's own files, no config.json
 
         return OfficialVARestorer.from_pretrained(path)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        return load_pretrained(path, require="restorable", what="a restorable model")
+        try:
+            return load_pretrained(path, require="restorable", what="a restorable model")
+        except RuntimeError as error:  # torch's load_state_dict: one line per mis-shaped tensor
+            lines = [line.strip() for line in str(error).splitlines() if "size mismatch for" in line]
+            if not lines:
+                raise
+            example = lines[0].removeprefix("size mismatch for ")
+            raise ValueError(
+                f"{path}: weights do not match its config.json: {len(lines)} tensor(s) of the wrong shape, "
+                f"e.g. {example}"
+            ) from None
     from varestorer.foreign.peers import load_peer  # .pth / .safetensors / ncnn files of peer archs
 
     return load_peer(path)
@@ -120,6 +145,9 @@ class Restorer:
             for prompt-reading models: without a prompt, each whole LQ image is captioned and the
             caption is its prompt (the official evaluation mode). Off by default.
         window: blending weights, "gaussian" or "linear".
+        edge_context: LQ pixels of mirrored image added on every side before the model runs and
+            cropped after, so the output's border is computed from image-like context instead of
+            the model's zero padding (default: the model's ``edge_context`` attribute, else 4; 0 off).
     """
 
     def __init__(
@@ -135,11 +163,12 @@ class Restorer:
         precleaner: PreCleaner | None = None,
         window: BlendWindow = "gaussian",
         captioner: Callable[[torch.Tensor], list[str]] | None = None,
+        edge_context: int | None = None,
     ) -> None:
         for name in ("scale", "input_size", "size_multiple"):
             if not hasattr(model, name):
                 raise TypeError(f"{type(model).__name__} lacks '{name}': it does not implement OneStepSR")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = check_device(device) if device is not None else default_device()
         if isinstance(dtype, str):
             if dtype not in ("float32", "float16", "bfloat16"):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
@@ -161,6 +190,11 @@ class Restorer:
         if captioner is not None and not callable(getattr(model, "encode_prompts", None)):
             raise ValueError(f"{type(model).__name__} takes no text prompt, so a captioner has no use")
         self.captioner = captioner
+        if edge_context is None:
+            edge_context = int(getattr(model, "edge_context", DEFAULT_EDGE_CONTEXT))
+        if edge_context < 0:
+            raise ValueError(f"edge context must be >= 0, got {edge_context}")
+        self.edge_context = edge_context
         apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), self.color_fix)  # validates the name
 
     @classmethod
@@ -200,8 +234,8 @@ class Restorer:
         """Core path: float RGB ``(B, 3, H, W)`` in [0, 1] on any device -> ``(B, 3, H', W')`` float32
         in [0, 1] on the CPU, with ``H' = round(scale * H)`` (default scale: the model's native one).
 
-        ``progress(done_tiles, total_tiles)`` is called with ``(0, total)`` before the first tile
-        batch and after every batch."""
+        ``progress(done_tiles, total_tiles)`` is called with ``(0, total)`` before the first tile batch
+        and after every tile batch (for a progress bar or an ETA on large images)."""
         if lq_B3HW.ndim != 4 or lq_B3HW.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(lq_B3HW.shape)}")
         height, width = lq_B3HW.shape[-2:]
@@ -233,9 +267,14 @@ class Restorer:
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
+        lq = lq_B3HW.detach().to("cpu", torch.float32)
+        context = self.edge_context
+        if context:
+            mode = "reflect" if context < min(height, width) else "replicate"
+            lq = F.pad(lq, (context,) * 4, mode=mode)
         sr = tiled_apply(
             run,
-            lq_B3HW.detach().to("cpu", torch.float32),
+            lq,
             scale=self.scale,
             tile=size,
             overlap=overlap,
@@ -245,6 +284,9 @@ class Restorer:
             min_size=self.input_size or 0,
             progress=progress,
         )
+        if context:
+            margin = context * self.scale
+            sr = sr[..., margin : sr.shape[-2] - margin, margin : sr.shape[-1] - margin]
         if sr.shape[-2:] != target:
             sr = F.interpolate(sr, size=target, mode="bicubic", antialias=True, align_corners=False)
         return sr.clamp_(0, 1)
@@ -260,7 +302,7 @@ class Restorer:
                 factor). The model always runs at its native factor; the result is resized
                 (antialiased bicubic) to exactly ``round(scale * H) x round(scale * W)``.
             kwargs: ``tile``, ``tile_overlap``, ``color_fix``, ``prompt`` override the defaults;
-                ``progress(done_tiles, total_tiles)`` is told after every tile batch (see ``restore_tensor``).
+                ``progress=fn`` is called as ``fn(done_tiles, total_tiles)`` (see ``restore_tensor``).
 
         Returns:
             The same type: PIL in the input's mode family (L, RGB, RGBA, I;16), numpy with the

@@ -100,8 +100,8 @@ def tiled_apply(
         x_BCHW: input on the device ``fn`` expects; any dtype ``fn`` accepts.
         tile, overlap: tile size and minimum overlap in input pixels. One tile when the input fits.
         window: feathering of overlaps ("gaussian" or "linear").
-        progress: ``progress(done_tiles, total_tiles)``, called once with ``(0, total)`` before the
-            first tile batch and again after every batch.
+        progress: ``progress(done_tiles, total_tiles)``, called with ``(0, total)`` before the first
+            tile batch and after every tile batch (``total`` counts tiles of all ``B`` images).
 
     Returns:
         ``(B, C', scale*H, scale*W)`` float32 on the input's device.

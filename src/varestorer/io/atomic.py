@@ -1,12 +1,19 @@
-"""Atomic file and directory writes: a reader never sees a half-written output."""
+"""Atomic file and directory writes: a reader never sees a half-written output.
+
+Temporaries are hidden siblings named ``.NAME.PID-XXXXXXXX.tmp[SUFFIX]`` (PID: the writing
+process). A process killed mid-write (SIGKILL, power loss) leaves one behind; the next write of
+``NAME``, and ``remove_orphans`` on its folder, delete those whose process is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +36,57 @@ def _chmod_tree(folder: Path) -> None:
                 os.chmod(path, 0o666 & ~mask)
 
 
+# .NAME.[PID-]XXXXXXXX.tmp[SUFFIX] (files) / .NAME.[PID-]XXXXXXXX.tmp (folders) / .NAME.old-PID (folders)
+_TEMPORARY = re.compile(
+    r"^\.(?P<name>.+?)\.(?:(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp.*|old-(?P<old_pid>\d+))$", re.IGNORECASE
+)
+LEGACY_AGE = 3600.0  # seconds: temporaries of older versions (no PID in the name) older than this are orphans
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_orphans(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete temporaries of our own naming in ``folder`` (for ``name`` only, if given) whose writing
+    process no longer runs; returns what was removed. Temporaries without a PID (older versions) go
+    only for a given ``name`` and when older than ``LEGACY_AGE``. Errors (a read-only folder) are ignored."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        pid = match["pid"] or match["old_pid"]
+        try:
+            if pid is not None:
+                orphan = not _alive(int(pid))
+            else:  # older naming without a PID: only for a named target, and only when old
+                orphan = name is not None and now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_AGE
+            if not orphan:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success it is renamed onto ``path``.
@@ -40,7 +98,9 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    remove_orphans(path.parent, path.name)
+    prefix = f".{path.name}.{os.getpid()}-"
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -66,7 +126,8 @@ def atomic_directory(path: str | Path, *, overwrite: bool = False) -> Iterator[P
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} exists and is not empty; pass overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_orphans(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _chmod_tree(tmp)  # mkdtemp creates 0700; give the folder the usual permissions

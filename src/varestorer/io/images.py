@@ -6,10 +6,11 @@ float tensors happens in the callers; this module never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,25 @@ from PIL import Image, ImageOps
 
 from varestorer.io.atomic import atomic_path
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 16384 * 16384  # decompression-bomb guard: ~268 MP
 
 
 class ImageReadError(ValueError):
     """An input file is not a readable image (corrupt, truncated, empty, too large, not an image)."""
+
+
+@contextlib.contextmanager
+def no_pil_limit() -> Iterator[None]:
+    """Turn off Pillow's own bomb check (a fixed 89.5 MP warning and 179 MP error) while opening: the
+    caller checks ``max_pixels`` against the header right after ``Image.open`` (before decoding), so
+    its limit is the one that counts, above or below Pillow's."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
@@ -48,16 +62,25 @@ def list_images(inputs: Iterable[str | Path], *, recursive: bool = False) -> lis
             if not files:
                 raise FileNotFoundError(f"no such file, folder or matching images: {item}")
             found += files
-    unique: dict[Path, None] = {}
+    unique: dict[Path, Path] = {}  # real file -> first path naming it (links and ./a.png name it again)
     for p in found:
-        unique.setdefault(p, None)
-    return list(unique)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 def _walk(folder: Path) -> list[Path]:
-    """Image files under ``folder`` at any depth, following symlinked folders (data sets are often linked)."""
+    """Image files under ``folder`` at any depth, following symlinked folders (data sets are often linked).
+
+    Each real folder is entered once, so a link back to a parent (a loop) ends the descent there.
+    """
     out = []
+    visited: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out += [Path(root) / f for f in sorted(files) if _is_image_name(Path(f))]
     return out
@@ -80,8 +103,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(), no_pil_limit():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below names the limit
             with Image.open(path) as image:
                 if max_pixels is not None and image.width * image.height > max_pixels:
                     raise ImageReadError(f"{path}: {image.width}x{image.height} exceeds the {max_pixels}-pixel limit")
@@ -177,11 +200,21 @@ def read_rgb(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     return np.ascontiguousarray(array[..., :3])
 
 
-def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False, quality: int = 95) -> Path:
+def write_image(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    overwrite: bool = False,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> Path:
     """Encode ``(H, W, C)`` ``uint8``/``uint16`` atomically; the format follows the suffix.
 
     16-bit arrays are kept as 16-bit PNG/TIFF (RGB/RGBA 16-bit is written as TIFF-compatible PNG
     through numpy-to-PNG encoding) and reduced to 8 bits for formats without 16-bit support.
+    ``icc_profile`` and ``exif`` are embedded where the format holds them (PNG, JPEG, WebP, TIFF;
+    not BMP/GIF, and not in 16-bit colour TIFF, which OpenCV writes).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
@@ -198,8 +231,12 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False,
     if suffix not in IMAGE_EXTENSIONS:
         raise ValueError(f"unsupported output format {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        if array.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
+        if array.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff") and array.shape[2] > 1:
             _write_16bit(tmp, array, suffix)
+            if suffix == ".png" and (icc_profile or exif):
+                tmp.write_bytes(_png_with_metadata(tmp.read_bytes(), icc_profile, exif))
+        elif array.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff"):
+            Image.fromarray(array[..., 0]).save(tmp, format=_FORMATS[suffix], **_metadata(suffix, icc_profile, exif))
         else:
             if array.dtype == np.uint16:
                 array = ((array.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
@@ -207,7 +244,7 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False,
                 array = array[..., :3]  # JPEG has no alpha
             image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
             kwargs = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else {}
-            image.save(tmp, format=_FORMATS[suffix], **kwargs)
+            image.save(tmp, format=_FORMATS[suffix], **kwargs, **_metadata(suffix, icc_profile, exif))
     return path
 
 
@@ -219,7 +256,35 @@ _FORMATS = {
     ".bmp": "BMP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    ".gif": "GIF",
 }
+
+
+def _metadata(suffix: str, icc_profile: bytes | None, exif: bytes | None) -> dict:
+    """Pillow save options carrying the profile and EXIF, for the formats that hold them."""
+    out: dict = {}
+    if icc_profile and suffix in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"):
+        out["icc_profile"] = icc_profile
+    if exif and suffix in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"):
+        out["exif"] = exif
+    return out
+
+
+def _png_with_metadata(data: bytes, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks after IHDR of PNG bytes (OpenCV writes neither)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    extra = b""
+    if icc_profile:
+        extra += chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile))
+    if exif:
+        extra += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return data[:end_of_ihdr] + extra + data[end_of_ihdr:]
 
 
 def _write_16bit(tmp: Path, array: np.ndarray, suffix: str) -> None:

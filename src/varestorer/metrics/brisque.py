@@ -46,10 +46,9 @@ def aggd_fit(values: np.ndarray) -> tuple[float, float, float]:
 
 @lru_cache(maxsize=1)
 def _grid() -> tuple[np.ndarray, np.ndarray]:
-    from scipy.special import gamma as gamma_function
-
     grid = 0.2 + 0.001 * np.arange(9800)  # 0.2 ... 9.999, OpenCV's scan
-    ratio = gamma_function(2 / grid) ** 2 / (gamma_function(1 / grid) * gamma_function(3 / grid))
+    gamma = np.vectorize(math.gamma, otypes=[np.float64])  # as scipy.special.gamma, without scipy
+    ratio = gamma(2 / grid) ** 2 / (gamma(1 / grid) * gamma(3 / grid))
     return grid, ratio
 
 
@@ -65,8 +64,6 @@ def _shifted(structure: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
 
 def brisque_features(gray01_HW: np.ndarray) -> np.ndarray:
     """(36,) float32 BRISQUE features of a float64 gray image in [0, 1]."""
-    from scipy.special import gamma as gamma_function
-
     features: list[float] = []
     height, width = gray01_HW.shape
     for level in (0, 1):
@@ -81,8 +78,8 @@ def brisque_features(gray01_HW: np.ndarray) -> np.ndarray:
         for shift in SHIFTS:
             pair = structure * _shifted(structure, shift)
             shape, left, right = aggd_fit(pair)
-            constant = math.sqrt(gamma_function(1 / shape)) / math.sqrt(gamma_function(3 / shape))
-            mean = (right - left) * (gamma_function(2 / shape) / gamma_function(1 / shape)) * constant
+            constant = math.sqrt(math.gamma(1 / shape)) / math.sqrt(math.gamma(3 / shape))
+            mean = (right - left) * (math.gamma(2 / shape) / math.gamma(1 / shape)) * constant
             features += [shape, mean, left**2, right**2]
     return np.array(features, dtype=np.float32)
 

@@ -22,10 +22,13 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from scipy.special import gamma as gamma_function
 
 from varestorer.metrics.fidelity import rgb_to_y, to_float255
 from varestorer.metrics.matlab_resize import imresize
+
+# Euler's gamma on arrays: math.gamma is the same double-precision function scipy.special.gamma gives
+# here, so NIQE/BRISQUE need no scipy (they are core metrics; scipy was their only extra dependency).
+gamma_function = np.vectorize(math.gamma, otypes=[np.float64])
 
 BLOCK = 96
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # MATLAB circshift offsets (rows, cols)

@@ -147,3 +147,34 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, dict[str, torch.Tenso
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{folder}: unreadable checkpoint ({first[:200]})") from None
     return tensors, state
+
+
+def load_checkpoint_or_older(folder: str | Path) -> tuple[Path, dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """:func:`load_checkpoint` of ``folder``, else of the newest older complete checkpoint beside it that
+    reads (a crash or a bad disk can corrupt the latest one): (folder read, tensors, state). Each
+    unreadable folder is skipped with a warning.
+
+    Raises:
+        ValueError: neither ``folder`` nor any older checkpoint is readable.
+    """
+    folder = Path(folder)
+    match = _STEP_DIR.match(folder.name)
+    step = int(match.group(1)) if match else None
+    older = [p for p in reversed(list_checkpoints(folder.parent)) if step is not None and _step(p) < step]
+    first_error: ValueError | None = None
+    for candidate in [folder, *older]:
+        try:
+            tensors, state = load_checkpoint(candidate)
+        except (ValueError, FileNotFoundError) as error:
+            first_error = first_error or ValueError(str(error))
+            logger.warning("%s; trying the previous checkpoint", error)
+            continue
+        if candidate != folder:
+            logger.warning("resuming from %s: %s is unreadable", candidate.name, folder.name)
+        return candidate, tensors, state
+    assert first_error is not None
+    raise ValueError(f"{first_error}; no older checkpoint under {folder.parent} is readable either")
+
+
+def _step(folder: Path) -> int:
+    return int(_STEP_DIR.match(folder.name).group(1))  # type: ignore[union-attr]

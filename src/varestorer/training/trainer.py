@@ -448,7 +448,7 @@ class Trainer:
         self._barrier()
 
     def _load(self, folder: Path) -> None:
-        tensors, state = ckpt.load_checkpoint(folder)
+        folder, tensors, state = ckpt.load_checkpoint_or_older(folder)  # a corrupt latest: the one before
         own = self._trainable_tensors()
         saved = tensors.get("trainable", {})
         missing = sorted(set(own) - set(saved))
