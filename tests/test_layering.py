@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 
 # The layer order, bottom up (a package may import only the packages listed for it, and itself):
 #   0  config, io                       plain data, files
-#   1  checkpoint, families             weights on disk; the one registry of model families (strings only)
+#   1  storage, checkpoint, families    weights on disk (storage: float casts, int8); the registry of families
 #   2  nn                               shared layers (attention, LoRA)
 #   3  tokenizer                        images <-> multi-scale token pyramids
 #   4  transformer                      the next-scale transformer and its sampler (transformer/sampler.py)
@@ -24,6 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 #   9  training, benchmark; 10 cli, demo
 BASE = {"varestorer.config", "varestorer.io"}
 MODEL_SIDE = BASE | {
+    "varestorer.storage",
     "varestorer.checkpoint",
     "varestorer.families",
     "varestorer.nn",
@@ -37,7 +38,8 @@ MODEL_SIDE = BASE | {
 ALLOWED: dict[str, set[str]] = {
     "varestorer.config": set(),
     "varestorer.io": {"varestorer.config"},
-    "varestorer.checkpoint": BASE | {"varestorer"},
+    "varestorer.storage": BASE,
+    "varestorer.checkpoint": BASE | {"varestorer", "varestorer.storage"},
     "varestorer.families": BASE | {"varestorer.checkpoint"},
     "varestorer.nn": BASE | {"varestorer.checkpoint"},
     "varestorer.tokenizer": BASE | {"varestorer.checkpoint", "varestorer.nn"},

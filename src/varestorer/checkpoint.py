@@ -5,7 +5,8 @@ limit its weights are sharded in the Hugging Face layout instead: ``model-00001-
 ... plus ``model.safetensors.index.json``; :func:`load_weights` reads either layout. Foreign
 files (``.pth``/``.pt``/``.bin``) are read with ``torch.load(weights_only=True)``: no pickled code
 ever runs. Loading is strict: missing, unexpected or mis-shaped tensors raise a ``ValueError`` that
-lists them.
+lists them. ``dtype="int8"`` stores weight matrices as int8 with per-channel scales
+(:mod:`varestorer.storage`); :func:`load_weights` dequantises them back to float.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,6 +26,15 @@ from torch import nn
 from varestorer import __version__
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.io.atomic import atomic_directory
+from varestorer.storage import (
+    METADATA_KEY,
+    SCHEME,
+    StorageDtype,
+    dequantize_state_dict,
+    read_file_scheme,
+    storage_dtype,
+    stored_state,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -165,20 +175,23 @@ def plan_shards(state_dict: Mapping[str, torch.Tensor], max_shard_bytes: int) ->
     return [*shards, current] if current else shards
 
 
-def _save_weights(folder: Path, state_dict: Mapping[str, torch.Tensor], max_shard_bytes: int | None) -> None:
+def _save_weights(
+    folder: Path, state_dict: Mapping[str, torch.Tensor], max_shard_bytes: int | None, int8: bool
+) -> None:
     """``model.safetensors``, or shards + index when the tensors do not fit in one file of the limit."""
     state = _unshared(state_dict)
+    metadata = {"format": "pt", **({METADATA_KEY: SCHEME} if int8 else {})}
     shards = plan_shards(state, max_shard_bytes) if max_shard_bytes is not None else []
     if len(shards) <= 1:
-        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(state, str(folder / WEIGHTS_NAME), metadata=metadata)
         return
     weight_map = {}
     for index, names in enumerate(shards, start=1):
         file_name = shard_name(index, len(shards))
-        save_file({k: state[k] for k in names}, str(folder / file_name), metadata={"format": "pt"})
+        save_file({k: state[k] for k in names}, str(folder / file_name), metadata=metadata)
         weight_map.update(dict.fromkeys(names, file_name))
     total = sum(t.numel() * t.element_size() for t in state.values())
-    index_json = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    index_json = {"metadata": {"total_size": total, **metadata}, "weight_map": weight_map}
     (folder / INDEX_NAME).write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -191,20 +204,25 @@ def save_pretrained(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     max_shard_bytes: int | None = None,
+    dtype: StorageDtype = None,
+    keep_float: Collection[str] = (),
 ) -> Path:
     """Write ``config.json`` and the weights into ``directory`` atomically.
 
     ``config.json`` holds ``{"model_type", "varestorer_version", "config", **extra}``. The weights
     are one ``model.safetensors``, or, when ``max_shard_bytes`` is given and one file would exceed
     it, Hugging Face shards ``model-0000i-of-0000N.safetensors`` and ``model.safetensors.index.json``.
+    ``dtype`` converts floating tensors (:func:`stored_state`; ``"int8"``: :mod:`varestorer.storage`,
+    never for the names in ``keep_float``).
     """
     meta = {"model_type": model_type, "varestorer_version": __version__, "config": config_to_dict(config)}
     meta.update(extra or {})
     if max_shard_bytes is not None:
         _check_limit(max_shard_bytes)  # refuse a bad limit before touching the folder
+    state = stored_state(state_dict, dtype, keep_float=keep_float)  # refuses a bad dtype before writing
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _save_weights(tmp, state_dict, max_shard_bytes)
+        _save_weights(tmp, state, max_shard_bytes, int8=storage_dtype(dtype) == "int8")
     return Path(directory)
 
 
@@ -223,16 +241,19 @@ def _read_index(path: Path) -> dict[str, str]:
     return weight_map
 
 
-def _load_sharded(directory: Path) -> dict[str, Any]:
-    """Read the shards an index names; their contents must match the index exactly."""
+def _load_sharded(directory: Path) -> tuple[dict[str, Any], bool]:
+    """Read the shards an index names; their contents must match the index exactly. Also: whether
+    a shard declares int8 storage."""
     index_path = directory / INDEX_NAME
     weight_map = _read_index(index_path)
     state: dict[str, Any] = {}
     found_in: dict[str, str] = {}
+    int8 = False
     for shard in dict.fromkeys(weight_map.values()):
         if not (directory / shard).is_file():
             raise ValueError(f"{index_path}: shard {shard} is missing")
         tensors = load_state_dict(directory / shard)
+        int8 |= read_file_scheme(directory / shard) is not None
         for name in tensors:
             if name in found_in:
                 raise ValueError(f"{directory}: tensor {name} is in two shards, {found_in[name]} and {shard}")
@@ -241,26 +262,45 @@ def _load_sharded(directory: Path) -> dict[str, Any]:
     wrong = sorted(k for k in set(found_in) | set(weight_map) if found_in.get(k) != weight_map.get(k))
     if wrong:
         raise ValueError(f"{index_path} disagrees with its shards about {len(wrong)} tensors: {_names(wrong)}")
-    return state
+    return state, int8
 
 
-def load_weights(directory: str | Path) -> dict[str, Any]:
+def load_weights(directory: str | Path, *, dequantize: bool = True) -> dict[str, Any]:
     """The tensors of a checkpoint folder: ``model.safetensors``, or the shards its index names.
+
+    int8-stored tensors come back as float32 (``load_state_dict`` copies them into the model's
+    dtype); ``dequantize=False`` returns them as stored, scales included (``varestorer inspect``).
 
     Raises:
         FileNotFoundError: neither ``model.safetensors`` nor ``model.safetensors.index.json`` is there.
-        ValueError: both are there, the index is unreadable, a shard is missing or unreadable, or
-            the shards disagree with the index (a tensor in two shards, or not where it says).
+        ValueError: both are there, the index is unreadable, a shard is missing or unreadable, the
+            shards disagree with the index (a tensor in two shards, or not where it says), or an
+            int8 tensor's scale is missing or malformed.
     """
     directory = Path(directory)
     single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
     if single.is_file() and index.is_file():
         raise ValueError(f"{directory} holds both {WEIGHTS_NAME} and {INDEX_NAME}; remove the stale one")
     if single.is_file():
-        return load_state_dict(single)
-    if index.is_file():
-        return _load_sharded(directory)
-    raise FileNotFoundError(f"no weights in {directory} (neither {WEIGHTS_NAME} nor {INDEX_NAME})")
+        state, int8 = load_state_dict(single), read_file_scheme(single) is not None
+    elif index.is_file():
+        state, int8 = _load_sharded(directory)
+    else:
+        raise FileNotFoundError(f"no weights in {directory} (neither {WEIGHTS_NAME} nor {INDEX_NAME})")
+    return dequantize_state_dict(state, declared=int8, where=directory) if dequantize else state
+
+
+def weights_scheme(directory: str | Path) -> str | None:
+    """The storage scheme the weights of a checkpoint folder declare (``storage.SCHEME``), or None;
+    reads the safetensors headers only."""
+    directory = Path(directory)
+    files = (
+        [directory / WEIGHTS_NAME]
+        if (directory / WEIGHTS_NAME).is_file()
+        else sorted(directory.glob("model-*.safetensors"))
+    )
+    schemes = {read_file_scheme(f) for f in files}
+    return SCHEME if SCHEME in schemes else None
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -282,6 +322,11 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def buffer_names(module: nn.Module) -> set[str]:
+    """State-dict names of ``module``'s buffers: what int8 storage leaves in float."""
+    return {name for name, _ in module.named_buffers()}
+
+
 class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from one config dataclass.
 
@@ -292,9 +337,16 @@ class PretrainedMixin:
     config: Any
 
     def save_pretrained(
-        self, directory: str | Path, *, overwrite: bool = False, max_shard_bytes: int | None = None, **extra: Any
+        self,
+        directory: str | Path,
+        *,
+        overwrite: bool = False,
+        max_shard_bytes: int | None = None,
+        dtype: StorageDtype = None,
+        **extra: Any,
     ) -> Path:
-        """Write ``config.json`` + weights (sharded above ``max_shard_bytes``); ``extra`` goes into the config."""
+        """Write ``config.json`` + weights (sharded above ``max_shard_bytes``, stored as ``dtype``, e.g.
+        ``"int8"``, see :func:`save_pretrained`); ``extra`` goes into the config."""
         assert isinstance(self, nn.Module)
         return save_pretrained(
             directory,
@@ -304,6 +356,8 @@ class PretrainedMixin:
             extra=extra,
             overwrite=overwrite,
             max_shard_bytes=max_shard_bytes,
+            dtype=dtype,
+            keep_float=buffer_names(self),
         )
 
     @classmethod

@@ -8,8 +8,6 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import torch
-
 from varestorer.families import load_pretrained
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -41,9 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=["float32", "float16", "bfloat16"],
+        choices=["float32", "float16", "bfloat16", "int8"],
         default="float32",
-        help="storage precision of the weights (loading converts back to float32); float16 halves the size",
+        help="storage precision of the weights (loading converts back to float32); float16 halves the size, "
+        "int8 quarters it (weight matrices as int8 with one scale per output channel; biases, norms and "
+        "buffers stay float32)",
     )
     parser.add_argument(
         "--color-fix",
@@ -74,10 +74,9 @@ def run(args: argparse.Namespace) -> int:
     merged = student if student.config.merged else student.merged()
     if args.color_fix is not None:
         merged.config = replace(merged.config, color_fix=args.color_fix)
-    dtype = getattr(torch, args.dtype)
-    merged.save_pretrained(target, overwrite=args.overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes)
+    merged.save_pretrained(target, overwrite=args.overwrite, dtype=args.dtype, max_shard_bytes=max_shard_bytes)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     shards = len(list(target.glob("model-*-of-*.safetensors")))
     layout = f", {shards} shards" if shards else ""
-    print(f"exported {source} -> {target} ({size:.1f} MiB{layout}, LoRA merged, no teacher needed)")
+    print(f"exported {source} -> {target} ({size:.1f} MiB {args.dtype}{layout}, LoRA merged, no teacher needed)")
     return 0

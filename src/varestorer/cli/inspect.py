@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from varestorer.checkpoint import check_state_dict, load_state_dict, load_weights, read_config
+from varestorer.checkpoint import check_state_dict, load_state_dict, load_weights, read_config, weights_scheme
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.families import FAMILIES, Family, family_named
+from varestorer.storage import SCHEME, dequantize_state_dict, read_file_scheme, stored_dtypes
 
 EPILOG = """\
 TARGET is one of:
@@ -141,11 +142,12 @@ def run(args: argparse.Namespace) -> int:
     model: nn.Module | None = None
     title = ""
     problem: str | None = None
+    dtypes: dict[str, str] | None = None  # as stored, for checkpoints
     if path.exists():
         if path.is_dir():
             header = read_config(path)
             title = f"{header['model_type']}: {json.dumps(header['config'])}"
-            tensors = _flatten(load_weights(path))
+            tensors, dtypes = _stored(_flatten(load_weights(path, dequantize=False)), weights_scheme(path), path)
             model = _model_for_config(header)
             if model is not None and header["config"].get("merged", True):  # adapters hold only LoRA
                 problem = shape_problems(model, tensors, str(path))
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             model = load_peer(path)
             tensors = dict(model.state_dict())
         else:
-            tensors = _flatten(load_state_dict(path))
+            tensors, dtypes = _stored(_flatten(load_state_dict(path)), read_file_scheme(path), path)
         params = sum(t.numel() for t in tensors.values() if t.is_floating_point())
         trainable = params
     else:
@@ -176,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         "trainable": trainable,
         "tensors": {k: list(t.shape) for k, t in tensors.items()},
     }
+    if dtypes is not None:
+        report["dtypes"] = dtypes
     if problem is not None:
         report["problem"] = problem
     if args.json:
@@ -189,9 +193,28 @@ def run(args: argparse.Namespace) -> int:
         print("architecture:")
         print("\n".join("  " + line for line in module_tree(model, args.depth)))
     print(f"{len(tensors)} tensors, {params:,} parameters ({trainable:,} trainable)")
+    if dtypes is not None:
+        print(f"stored as {_storage_summary(dtypes)}")
     for name, shape in report["tensors"].items():
-        print(f"  {name}  {tuple(shape)}")
+        print(f"  {name}  {tuple(shape)}" + (f"  {dtypes.get(name, '?')}" if dtypes is not None else ""))
     return _warn(problem)
+
+
+def _stored(raw: dict[str, Any], scheme: str | None, path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors as the model sees them (int8 dequantised) and each one's stored dtype."""
+    return dequantize_state_dict(raw, declared=scheme is not None, where=path), stored_dtypes(raw)
+
+
+def _storage_summary(dtypes: dict[str, str]) -> str:
+    """E.g. ``int8 x118 (int8-symmetric-per-channel, one float32 scale per output channel), float32 x240``."""
+    counts: dict[str, int] = {}
+    for dtype in dtypes.values():
+        counts[dtype] = counts.get(dtype, 0) + 1
+    parts = [
+        f"{dtype} x{count}" + (f" ({SCHEME}, one float32 scale per output channel)" if dtype == "int8" else "")
+        for dtype, count in sorted(counts.items(), key=lambda item: -item[1])
+    ]
+    return ", ".join(parts) if parts else "nothing"
 
 
 def _warn(problem: str | None) -> int:

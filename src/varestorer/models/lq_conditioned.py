@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from varestorer.checkpoint import StorageDtype
 from varestorer.models.student import Student, StudentOutput, load_adapter_checkpoint, save_adapter_checkpoint
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
@@ -177,7 +178,7 @@ class LQConditionedVAR(nn.Module):
         directory: str | Path,
         *,
         overwrite: bool = False,
-        dtype: torch.dtype | None = None,
+        dtype: StorageDtype = None,
         max_shard_bytes: int | None = None,
     ) -> Path:
         """As :meth:`Student.save_pretrained` (adapter checkpoint, or everything once merged)."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import load_weights, read_config, save_pretrained
+from varestorer.checkpoint import StorageDtype, buffer_names, load_weights, read_config, save_pretrained
 from varestorer.config import config_from_dict
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
@@ -214,12 +214,13 @@ class Student(nn.Module):
         directory: str | Path,
         *,
         overwrite: bool = False,
-        dtype: torch.dtype | None = None,
+        dtype: StorageDtype = None,
         max_shard_bytes: int | None = None,
     ) -> Path:
         """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
 
-        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size);
+        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size, or
+        ``"int8"``: weight matrices as int8 with per-channel scales, see :mod:`varestorer.storage`);
         loading copies them back into the float32 model. ``max_shard_bytes`` splits the weights into
         Hugging Face shards no bigger than that (see :func:`varestorer.checkpoint.save_pretrained`).
         """
@@ -249,16 +250,22 @@ def save_adapter_checkpoint(
     directory: str | Path,
     *,
     overwrite: bool = False,
-    dtype: torch.dtype | None = None,
+    dtype: StorageDtype = None,
     max_shard_bytes: int | None = None,
 ) -> Path:
     """Write a student-shaped model (``config``, ``trainable_state_dict()``): its trainable tensors and the
-    teacher reference, or every tensor once ``config.merged``; ``dtype`` converts floating-point tensors."""
+    teacher reference, or every tensor once ``config.merged``; ``dtype`` converts floating-point tensors
+    (``"int8"`` quantises weight matrices, never buffers)."""
     state = model.state_dict() if model.config.merged else model.trainable_state_dict()
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     return save_pretrained(
-        directory, type(model).__name__, model.config, state, overwrite=overwrite, max_shard_bytes=max_shard_bytes
+        directory,
+        type(model).__name__,
+        model.config,
+        state,
+        overwrite=overwrite,
+        max_shard_bytes=max_shard_bytes,
+        dtype=dtype,
+        keep_float=buffer_names(model),
     )
 
 
