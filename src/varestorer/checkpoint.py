@@ -294,12 +294,11 @@ def weights_scheme(directory: str | Path) -> str | None:
     """The storage scheme the weights of a checkpoint folder declare (``storage.SCHEME``), or None;
     reads the safetensors headers only."""
     directory = Path(directory)
-    files = (
-        [directory / WEIGHTS_NAME]
-        if (directory / WEIGHTS_NAME).is_file()
-        else sorted(directory.glob("model-*.safetensors"))
-    )
-    schemes = {read_file_scheme(f) for f in files}
+    if (directory / WEIGHTS_NAME).is_file() or not (directory / INDEX_NAME).is_file():
+        files = [directory / WEIGHTS_NAME]
+    else:
+        files = [directory / shard for shard in dict.fromkeys(_read_index(directory / INDEX_NAME).values())]
+    schemes = {read_file_scheme(f) for f in files if f.is_file()}
     return SCHEME if SCHEME in schemes else None
 
 

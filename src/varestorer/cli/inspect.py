@@ -15,7 +15,7 @@ from torch import nn
 from varestorer.checkpoint import check_state_dict, load_state_dict, load_weights, read_config, weights_scheme
 from varestorer.config import config_from_dict, config_to_dict
 from varestorer.families import FAMILIES, Family, family_named
-from varestorer.storage import SCHEME, dequantize_state_dict, read_file_scheme, stored_dtypes
+from varestorer.storage import SCALE_SUFFIX, SCHEME, dequantize_state_dict, read_file_scheme, stored_dtypes
 
 EPILOG = """\
 TARGET is one of:
@@ -143,11 +143,13 @@ def run(args: argparse.Namespace) -> int:
     title = ""
     problem: str | None = None
     dtypes: dict[str, str] | None = None  # as stored, for checkpoints
+    storage = ""
     if path.exists():
         if path.is_dir():
             header = read_config(path)
             title = f"{header['model_type']}: {json.dumps(header['config'])}"
-            tensors, dtypes = _stored(_flatten(load_weights(path, dequantize=False)), weights_scheme(path), path)
+            raw = _flatten(load_weights(path, dequantize=False))
+            tensors, dtypes, storage = _stored(raw, weights_scheme(path), path)
             model = _model_for_config(header)
             if model is not None and header["config"].get("merged", True):  # adapters hold only LoRA
                 problem = shape_problems(model, tensors, str(path))
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             model = load_peer(path)
             tensors = dict(model.state_dict())
         else:
-            tensors, dtypes = _stored(_flatten(load_state_dict(path)), read_file_scheme(path), path)
+            tensors, dtypes, storage = _stored(_flatten(load_state_dict(path)), read_file_scheme(path), path)
         params = sum(t.numel() for t in tensors.values() if t.is_floating_point())
         trainable = params
     else:
@@ -193,28 +195,27 @@ def run(args: argparse.Namespace) -> int:
         print("architecture:")
         print("\n".join("  " + line for line in module_tree(model, args.depth)))
     print(f"{len(tensors)} tensors, {params:,} parameters ({trainable:,} trainable)")
-    if dtypes is not None:
-        print(f"stored as {_storage_summary(dtypes)}")
+    if storage:
+        print(f"stored as {storage}")
     for name, shape in report["tensors"].items():
         print(f"  {name}  {tuple(shape)}" + (f"  {dtypes.get(name, '?')}" if dtypes is not None else ""))
     return _warn(problem)
 
 
-def _stored(raw: dict[str, Any], scheme: str | None, path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The tensors as the model sees them (int8 dequantised) and each one's stored dtype."""
-    return dequantize_state_dict(raw, declared=scheme is not None, where=path), stored_dtypes(raw)
-
-
-def _storage_summary(dtypes: dict[str, str]) -> str:
-    """E.g. ``int8 x118 (int8-symmetric-per-channel, one float32 scale per output channel), float32 x240``."""
-    counts: dict[str, int] = {}
-    for dtype in dtypes.values():
-        counts[dtype] = counts.get(dtype, 0) + 1
+def _stored(raw: dict[str, Any], scheme: str | None, path: Path) -> tuple[dict[str, Any], dict[str, str], str]:
+    """The tensors as the model sees them (int8 dequantised), each one's stored dtype, and a summary
+    such as ``float32 x247, int8 x111 (int8-symmetric-per-channel, one float32 scale per output channel)``."""
+    dtypes = stored_dtypes(raw)
+    scaled = {name.removesuffix(SCALE_SUFFIX) for name in raw if name.endswith(SCALE_SUFFIX)}
+    counts: dict[tuple[str, bool], int] = {}
+    for name, dtype in dtypes.items():
+        counts[dtype, name in scaled] = counts.get((dtype, name in scaled), 0) + 1
+    note = f" ({SCHEME}, one float32 scale per output channel)"
     parts = [
-        f"{dtype} x{count}" + (f" ({SCHEME}, one float32 scale per output channel)" if dtype == "int8" else "")
-        for dtype, count in sorted(counts.items(), key=lambda item: -item[1])
+        f"{dtype} x{n}{note if quantised else ''}"
+        for (dtype, quantised), n in sorted(counts.items(), key=lambda c: -c[1])
     ]
-    return ", ".join(parts) if parts else "nothing"
+    return dequantize_state_dict(raw, declared=scheme is not None, where=path), dtypes, ", ".join(parts)
 
 
 def _warn(problem: str | None) -> int:
