@@ -13,11 +13,12 @@ from varestorer.inference.restorer import EMBEDDED_MODELS, Restorer
 # Centre 3x3 of channel 0 of the restored 24x20 test image below (float32 CPU, one thread as conftest sets:
 # the thread count changes float sums enough to flip a few near-zero bits); guards against silent
 # changes to the weights, the model code or the restore path. Regenerate only for an intended change.
-# Re-recorded when the restorer began mirroring 4 px of context around the image (issue 20: no dark frame).
+# Re-recorded when the restorer began mirroring 4 px of context around the image (issue 20: no dark frame),
+# and when the shipped weights moved from fp16 to int8 storage (outputs moved by about 2 levels).
 GOLDEN = [
-    [0.79408, 0.70603, 0.62359],
-    [0.84674, 0.76050, 0.68780],
-    [0.81347, 0.73987, 0.69143],
+    [0.79395, 0.69344, 0.62980],
+    [0.83024, 0.73033, 0.67507],
+    [0.80053, 0.72041, 0.68918],
 ]
 
 
@@ -45,5 +46,6 @@ def test_default_model_is_embedded_small_and_recommends_its_colour_fix() -> None
     assert restorer.scale == 4 and restorer.color_fix == "wavelet"
     folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default"]
     weights = sorted(folder.glob("*.safetensors"))
-    assert weights and sum(f.stat().st_size for f in folder.iterdir()) <= 25_000_000  # the package's budget
-    assert all(f.stat().st_size < 16_000_000 for f in weights)  # each file under 16 MB (sharded)
+    assert weights and all(f.stat().st_size < 16_000_000 for f in weights)  # each file under 16 MB
+    embedded = [f for f in folder.parent.rglob("*") if f.is_file()]  # every embedded model together
+    assert sum(f.stat().st_size for f in embedded) <= 25_000_000  # the package's budget
