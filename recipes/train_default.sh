@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU-only route to a small model (tokenizer -> teacher -> student -> merged fp16 export), stride-16 tokenizer.
+# The CPU-only route to a small model (tokenizer -> teacher -> student -> merged int8 export), stride-16 tokenizer.
 # The shipped default came from the GPU route instead: recipes/train_default_gpu.sh (one GPU, ~5 minutes),
 # then recipes/finetune_default_cpu.sh, then the export stage below (see docs/default_model.md).
 #
@@ -45,9 +45,10 @@ if [[ $stage == student || $stage == all ]]; then
     --set train.num_workers=1 --set train.cpu_threads=$THREADS
 fi
 if [[ $stage == export || $stage == all ]]; then
-  # STUDENT picks another student folder (the default: local/runs/student_cpu/model). fp16 storage and 15 MB
-  # shards keep the shipped files small; the wavelet colour fix restores the LQ's colours, which the
-  # briefly trained small tokenizer reproduces poorly.
-  $VR export "${STUDENT:-$RUNS/student_small/model}" -o src/varestorer/weights/default --merge --dtype float16 \
+  # STUDENT picks another student folder (the default: local/runs/student_cpu/model). int8 storage (one
+  # scale per output channel; half of fp16, same scores: docs/default_model.md) and 15 MB shards keep the
+  # shipped files small; the wavelet colour fix restores the LQ's colours, which the briefly trained small
+  # tokenizer reproduces poorly.
+  $VR export "${STUDENT:-$RUNS/student_small/model}" -o src/varestorer/weights/default --merge --dtype int8 \
     --color-fix wavelet --max-shard-size 15MB --overwrite
 fi
