@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ def run_bench(
     multi_step: bool = True,
     precleaner: bool = False,
     seed: int = 0,
-    peer_weights: dict[str, str | Path] | None = None,
+    peer_weights: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a student (preset or checkpoint folder) on one device; see the module docstring.
 
