@@ -249,3 +249,37 @@ def test_gpu_check_entry_runs_on_cpu_without_optional_packages(tmp_path) -> None
     assert summary["sync_check"]["checked"] is False and not summary["errors"]
     full = json.loads((tmp_path / "tiny_64_bf16_b1.json").read_text())
     assert {"realesrgan-x4plus", "realesrgan-x4plus_fp16", "bicubic"} <= set(full["peers"])
+
+
+def test_bench_peer_times_the_module_a_user_gets(tmp_path, monkeypatch) -> None:
+    from varestorer.archs.srvgg import SRVGGNetCompact
+    from varestorer.benchmark.bench import bench_peer, peer_module
+    from varestorer.foreign.peers import build_peer, load_peer
+
+    torch.manual_seed(0)
+    folder = build_peer("realesr-general-x4v3").save_pretrained(tmp_path / "peer")
+    user = load_peer(folder)  # what `varestorer baseline --weights folder` restores with
+    for weights in (folder, None):
+        net = peer_module("realesr-general-x4v3", weights=weights)
+        assert type(net) is type(user) and net.config == user.config and not net.training
+        assert all(p.dtype == torch.float32 and p.is_contiguous() for p in net.parameters())
+    loaded = peer_module("realesr-general-x4v3", weights=folder)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), user.state_dict().values(), strict=True))
+    # The timed calls are the arch's own forward on the bench's LQ batch: one counted call + warm-up + runs.
+    calls: list[tuple[int, ...]] = []
+    forward = SRVGGNetCompact.forward
+    monkeypatch.setattr(SRVGGNetCompact, "forward", lambda self, x: calls.append(tuple(x.shape)) or forward(self, x))
+    lq = torch.rand(2, 3, 8, 8)
+    result = bench_peer("realesr-general-x4v3", lq, dtype="fp32", warmup=2, runs=3, weights=folder)
+    assert calls == [(2, 3, 8, 8)] * (1 + 1 + 3) and result["weights"] == str(folder)
+    assert result["gflop_per_s"] == pytest.approx(result["gflops"] * 2 * 1000 / result["ms"])
+    with pytest.raises(ValueError, match="bicubic has no weights"):
+        bench_peer("bicubic", lq, dtype="fp32", warmup=0, runs=1, weights=folder)
+
+
+def test_cli_bench_peer_weights_errors_are_one_line(capsys) -> None:
+    assert main(["bench", "--model", "tiny", "--peer-weights", "realesr-general-x4v3"]) == 2
+    err = capsys.readouterr().err
+    assert "NAME=PATH" in err and err.count("\n") == 1
+    assert main(["bench", "--model", "tiny", "--peer-weights", "realesr-general-x4v3=/nonexistent.param"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -201,3 +202,37 @@ def test_a_tiny_model_learns_a_tiny_synthetic_set() -> None:
         losses.append(loss.item())
     assert losses[0] == pytest.approx(0.693, abs=0.02)  # the head starts near 50/50 per bit
     assert losses[-1] < 0.8 * losses[0]
+
+
+def _explicit_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    cos, sin = table[0], table[1]
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+
+
+def test_fused_self_attention_front_end_matches_the_explicit_formula() -> None:
+    """q, k normalised together, one complex RoPE multiply: same values as normalize, exp(scale), rotate."""
+    import torch.nn.functional as F
+
+    from varestorer.transformer.blocks import SelfAttention
+
+    g = torch.Generator().manual_seed(0)
+    sa = SelfAttention(64, 4)
+    with torch.no_grad():
+        for p in sa.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        sa.scale_mul_1H11.copy_(torch.tensor([0.5, 1.0, 2.0, 5.0]).view(1, 4, 1, 1))  # the last one clamps
+    schedule = ((1, 1), (2, 2), (4, 4))
+    table = rope_table(scale_positions(schedule, (8, 8)), head_dim=16)
+    x = torch.randn(2, 21, 64, generator=g)
+    table_x = torch.randn(2, 1, 21, 16, generator=g)
+    torch.testing.assert_close(apply_rope(table_x, table), _explicit_rope(table_x, table), atol=1e-6, rtol=1e-6)
+    out, (k, v) = sa(x, table, None)
+    bias = torch.cat((sa.q_bias, sa.zero_k_bias, sa.v_bias))
+    q_ref, k_ref, v_ref = F.linear(x, sa.mat_qkv.weight, bias).view(2, 21, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    q_ref = F.normalize(q_ref, dim=-1) * sa.scale_mul_1H11.clamp(max=math.log(100.0)).exp()
+    q_ref, k_ref = _explicit_rope(q_ref, table), _explicit_rope(F.normalize(k_ref, dim=-1), table)
+    ref = attention(q_ref, k_ref, v_ref, None, scale=1.0, implementation="reference")
+    torch.testing.assert_close(k, k_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(v, v_ref, atol=0, rtol=0)
+    torch.testing.assert_close(out, sa.proj(ref.transpose(1, 2).reshape(2, 21, 64)), atol=1e-5, rtol=1e-5)

@@ -15,18 +15,26 @@ sampler (KV cache, classifier-free guidance as a 2B batch, random caption featur
 
 Result keys: ``one_step_ms``, ``end_to_end_ms``, ``multi_step_ms``, ``ratio``, ``ratio_end_to_end``
 ((generation + decoder) / whole restoration), ``stages_ms`` / ``stages_cpu_ms`` (median wall / process
-CPU ms per stage), ``gflops`` (per image, counted by ``FlopCounterMode``), ``peak_mem_mb`` (one whole
-restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``, ``gflops``,
-``peak_mem_mb``), ``speedup_vs_peers`` (peer ms / student ms), and the setting: ``model``, ``device``,
-``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``, ``threads``, ``load_avg``,
-``schedule``, ``tokens``, ``params_m``.
+CPU ms per stage), ``gflops`` (per image, counted by ``FlopCounterMode``), ``gflop_per_s`` /
+``cpu_gflop_per_s`` (per stage: FLOPs per wall / process-CPU second), ``peak_mem_mb`` (one whole
+restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``, ``gflops``, ``gflop_per_s``,
+``cpu_gflop_per_s``, ``peak_mem_mb``, ``weights``), ``speedup_vs_peers`` (peer ms / student ms), and the
+setting: ``model``, ``device``, ``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``,
+``threads``, ``load_avg``, ``schedule``, ``tokens``, ``params_m``.
+
+Peers are the modules ``varestorer baseline`` runs (:func:`peer_module`): random weights by default, or the
+user's file through ``peer_weights``. On a shared CPU, compare at ``--threads 1``: with more threads than
+free cores every OpenMP barrier waits for a preempted thread, which inflated x4plus 3x here (2 threads:
+4.7 s of CPU time for 147 GFLOP; 1 thread: 1.6 s, about 93 GFLOP per CPU second), so a low
+``gflop_per_s`` next to a normal ``cpu_gflop_per_s`` means load, not a slow path.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +42,7 @@ import torch.nn.functional as F
 
 from varestorer.benchmark.presets import bench_student
 from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
-from varestorer.foreign.peers import build_peer, peer_presets
+from varestorer.foreign.peers import build_peer, load_peer, peer_presets
 from varestorer.inference.devices import check_device
 from varestorer.models.student import Student
 from varestorer.tokenizer.scales import Schedule, token_count
@@ -83,19 +91,43 @@ def _measured(fn: Callable[[], Any], device: torch.device, warmup: int, runs: in
     return measure(fn, device, warmup=max(warmup - 1, 0), runs=runs), flops, peak.mb
 
 
+def peer_module(
+    name: str, *, weights: str | Path | None = None, device: torch.device | str = "cpu", dtype: Dtype = "fp32"
+) -> torch.nn.Module:
+    """The peer module ``bench`` times: ``load_peer(weights, arch=name)`` (what ``varestorer baseline`` gives a
+    user) or, without weights, the preset's arch with random weights (same class and config; speed does not
+    depend on the values: no denormals were seen in either), moved and set to eval as ``Restorer`` does."""
+    if name not in PEERS or name == "bicubic" or name not in peer_presets():
+        raise ValueError(f"unknown peer arch {name!r}; choose from {', '.join(p for p in PEERS if p != 'bicubic')}")
+    device = torch.device(device)
+    if weights is not None:
+        net = load_peer(weights, arch=name).to(device)
+    else:
+        with torch.device(device):
+            net = build_peer(name)
+    return _half_weights(net.eval(), device, dtype)
+
+
 def bench_peer(
-    name: str, lq: torch.Tensor, *, dtype: Dtype, warmup: int, runs: int
+    name: str,
+    lq: torch.Tensor,
+    *,
+    dtype: Dtype,
+    warmup: int,
+    runs: int,
+    weights: str | Path | None = None,
 ) -> dict[str, float | int | str | None]:
-    """One peer x4 restorer on the same LQ batch, device and precision."""
+    """One peer x4 restorer on the same LQ batch, device and precision (``weights``: see :func:`peer_module`)."""
     device = lq.device
     if name == "bicubic":
+        if weights is not None:
+            raise ValueError("bicubic has no weights")
 
         def fn() -> torch.Tensor:
             return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
     elif name in PEERS and name in peer_presets():
-        with torch.device(device):
-            net = _half_weights(build_peer(name).eval(), device, dtype)
+        net = peer_module(name, weights=weights, device=device, dtype=dtype)
 
         def fn() -> torch.Tensor:
             with precision(device, dtype):
@@ -111,7 +143,10 @@ def bench_peer(
         "cpu_ms": timing.cpu_ms,
         "images_per_s": batch * 1000 / timing.ms,
         "gflops": flops / batch / 1e9,
+        "gflop_per_s": flops / 1e6 / timing.ms,
+        "cpu_gflop_per_s": flops / 1e6 / timing.cpu_ms if timing.cpu_ms > 0 else None,
         "peak_mem_mb": peak_mb,
+        "weights": "random" if weights is None else str(weights),
     }
 
 
@@ -130,6 +165,7 @@ def run_bench(
     multi_step: bool = True,
     precleaner: bool = False,
     seed: int = 0,
+    peer_weights: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a student (preset or checkpoint folder) on one device; see the module docstring.
 
@@ -142,6 +178,7 @@ def run_bench(
         runs / warmup: timed runs (median reported) and untimed warm-up calls per stage.
         peers: names from :data:`PEERS`, run on the same LQ batch.
         multi_step: also time the backbone's autoregressive generation (KV cache + CFG).
+        peer_weights: peer name -> weights file (loaded as ``varestorer baseline`` loads them); others random.
 
     Returns:
         A JSON-ready dict (keys in the module docstring; ``format_table`` prints it).
@@ -150,7 +187,8 @@ def run_bench(
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    unknown = [p for p in peers if p not in PEERS]
+    peer_weights = dict(peer_weights or {})
+    unknown = [p for p in [*peers, *peer_weights] if p not in PEERS]
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
     device = check_device(device)  # one clear line for CUDA on a CPU build, unknown names, missing GPUs
@@ -203,7 +241,8 @@ def run_bench(
         if multi_step:
             multi = _bench_multi_step(student, batch_size, device, dtype, warmup, runs, generator)
         peer_results = {
-            name: bench_peer(name, lq, dtype=dtype, warmup=warmup, runs=runs) for name in dict.fromkeys(peers)
+            name: bench_peer(name, lq, dtype=dtype, warmup=warmup, runs=runs, weights=peer_weights.get(name))
+            for name in dict.fromkeys([*peers, *peer_weights])
         }
 
     total_ms = stages["total"].ms  # type: ignore[union-attr]
@@ -238,6 +277,8 @@ def run_bench(
         "peak_mem_mb": peak.mb,
         "peak_mem_kind": peak.kind,
         "gflops": {**gflops, "multi_step": multi["gflops"] if multi else None},
+        "gflop_per_s": {k: _rate(gflops[k], batch_size, v.ms) if v else None for k, v in stages.items()},
+        "cpu_gflop_per_s": {k: _rate(gflops[k], batch_size, v.cpu_ms) if v else None for k, v in stages.items()},
         "multi_step_ms": multi["ms"] if multi else None,
         "multi_step_cpu_ms": multi["cpu_ms"] if multi else None,
         "multi_step_peak_mem_mb": multi["peak_mem_mb"] if multi else None,
@@ -279,6 +320,13 @@ def _bench_multi_step(
     return {"ms": timing.ms, "cpu_ms": timing.cpu_ms, "gflops": flops / batch_size / 1e9, "peak_mem_mb": peak_mb}
 
 
+def _rate(gflops_per_image: float | None, batch_size: int, ms: float) -> float | None:
+    """GFLOP per second of wall (or CPU) time for a stage of ``batch_size`` images."""
+    if gflops_per_image is None or ms <= 0:
+        return None
+    return gflops_per_image * batch_size * 1000 / ms
+
+
 def _params(module: torch.nn.Module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
@@ -295,10 +343,13 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'  compiled' if r['compile'] else ''}  tokens {r['tokens']} in {len(r['schedule'])} scales",
         f"device {r['device']}  torch {r['torch']}  load {r['load_avg']['before']}",
         "",
-        f"{'stage':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}",
+        f"{'stage':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}{'GFLOP/s':>9}{'per cpu s':>10}",
     ]
     for name, ms in r["stages_ms"].items():
-        lines.append(f"{name:<22}{_fmt(ms):>10}{_fmt(r['stages_cpu_ms'][name]):>10}{_fmt(r['gflops'].get(name)):>11}")
+        lines.append(
+            f"{name:<22}{_fmt(ms):>10}{_fmt(r['stages_cpu_ms'][name]):>10}{_fmt(r['gflops'].get(name)):>11}"
+            f"{_fmt(r['gflop_per_s'].get(name), 0):>9}{_fmt(r['cpu_gflop_per_s'].get(name), 0):>10}"
+        )
     if r["multi_step_ms"] is not None:
         lines.append(
             f"{'multi-step (KV+CFG)':<22}{_fmt(r['multi_step_ms']):>10}{_fmt(r['multi_step_cpu_ms']):>10}"
@@ -309,10 +360,15 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines.append(f"images/s {r['images_per_s']:.3f}  peak memory {r['peak_mem_mb']:.0f} MB ({r['peak_mem_kind']})")
     if r["peers"]:
-        lines += ["", f"{'peer':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}{'student speed-up':>18}"]
+        lines += [
+            "",
+            f"{'peer':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}{'GFLOP/s':>9}{'per cpu s':>10}"
+            f"{'student speed-up':>18}  weights",
+        ]
         for name, p in r["peers"].items():
             lines.append(
                 f"{name:<22}{_fmt(p['ms']):>10}{_fmt(p['cpu_ms']):>10}{_fmt(p['gflops']):>11}"
-                f"{p['ms'] / r['end_to_end_ms']:>17.2f}x"
+                f"{_fmt(p.get('gflop_per_s'), 0):>9}{_fmt(p.get('cpu_gflop_per_s'), 0):>10}"
+                f"{p['ms'] / r['end_to_end_ms']:>17.2f}x  {p.get('weights', 'random')}"
             )
     return "\n".join(lines)

@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per stage (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per stage")
     parser.add_argument("--peers", default="", help="comma list: bicubic,realesrgan-x4plus,realesr-general-x4v3")
+    parser.add_argument(
+        "--peer-weights",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="time a peer with these weights (as `varestorer baseline` loads them); repeatable; default random",
+    )
     parser.add_argument("--no-multi-step", action="store_true", help="skip the autoregressive generation reference")
     parser.add_argument("--precleaner", action="store_true", help="presets: add the precleaner-1x stage")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -106,6 +113,19 @@ def _inference_bench(args: argparse.Namespace) -> dict:
         peers=[p for p in args.peers.split(",") if p],
         multi_step=not args.no_multi_step,
         precleaner=args.precleaner,
+        peer_weights=_peer_weights(args.peer_weights),
     )
     print(format_table(result))
     return result
+
+
+def _peer_weights(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--peer-weights wants NAME=PATH, got {item!r}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--peer-weights {name}: no such file {path}")
+        out[name] = Path(path)
+    return out

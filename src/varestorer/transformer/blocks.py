@@ -75,11 +75,16 @@ class SelfAttention(nn.Module):
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q_BHLc, k_BHLc, v_BHLc = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        log_scale = self.scale_mul_1H11.clamp(max=_MAX_LOG_SCALE)
-        q_BHLc = F.normalize(q_BHLc, dim=-1) * log_scale.exp().to(q_BHLc.dtype)
-        k_BHLc = F.normalize(k_BHLc, dim=-1)
-        q_BHLc, k_BHLc = apply_rope(q_BHLc, rope_2Lp), apply_rope(k_BHLc, rope_2Lp)
+        # q and k together: one L2 normalisation (F.normalize's max(norm, 1e-12)) times their scale
+        # (q: the learned temperature, k: 1) and one RoPE call, instead of one pass per step and tensor.
+        qk_BL2Hc = qkv[:, :, :2]
+        log_scale = self.scale_mul_1H11.clamp(max=_MAX_LOG_SCALE).view(1, self.num_heads)
+        scale_2H1 = torch.cat((log_scale.exp(), torch.ones_like(log_scale))).to(qkv.dtype).unsqueeze(-1)
+        norm = torch.linalg.vector_norm(qk_BL2Hc, dim=-1, keepdim=True).clamp_min(1e-12)
+        qk_BL2Hc = apply_rope(qk_BL2Hc * (scale_2H1 / norm), rope_2Lp, token_dim=-4)
+        qk_2BHLc = qk_BL2Hc.permute(2, 0, 3, 1, 4)
+        q_BHLc, k_BHLc = qk_2BHLc.unbind(0)
+        v_BHLc = qkv[:, :, 2].transpose(1, 2)
         if past is not None:
             k_BHLc = torch.cat((past[0], k_BHLc), dim=2)
             v_BHLc = torch.cat((past[1], v_BHLc), dim=2)
@@ -209,13 +214,20 @@ class CrossAttnBlock(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Returns the updated (B, L, C) tokens and this layer's (keys, values) (see ``SelfAttention``)."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada_B16C + self.ada_gss).unbind(2)  # each (B, 1, C)
-        h_BLC = self.ln_wo_grad(x_BLC) * (1 + scale1) + shift1
+        # addcmul: modulation and gated residuals in one pass each (same values as a * b + c).
+        h_BLC = torch.addcmul(shift1, self.ln_wo_grad(x_BLC), 1 + scale1)
         h_BLC, kv = self.sa(h_BLC, rope_2Lp, mask, past)
-        x_BLC = x_BLC + _drop_path(h_BLC * gamma1, self.drop_path, self.training)
+        x_BLC = self._gated_residual(x_BLC, h_BLC, gamma1)
         x_BLC = x_BLC + self.ca(self.ca_norm(x_BLC), text_BTC, text_mask_BT)
-        h_BLC = self.ffn(self.ln_wo_grad(x_BLC) * (1 + scale2) + shift2)
-        x_BLC = x_BLC + _drop_path(h_BLC * gamma2, self.drop_path, self.training)
+        h_BLC = self.ffn(torch.addcmul(shift2, self.ln_wo_grad(x_BLC), 1 + scale2))
+        x_BLC = self._gated_residual(x_BLC, h_BLC, gamma2)
         return x_BLC, kv
+
+    def _gated_residual(self, x_BLC: Tensor, h_BLC: Tensor, gamma_B1C: Tensor) -> Tensor:
+        """x + drop_path(h * gamma); fused when drop path is off."""
+        if self.drop_path > 0.0 and self.training:
+            return x_BLC + _drop_path(h_BLC * gamma_B1C, self.drop_path, self.training)
+        return torch.addcmul(x_BLC, h_BLC, gamma_B1C)
 
 
 class BlockChunk(nn.Module):
