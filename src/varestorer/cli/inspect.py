@@ -28,6 +28,7 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
         "varestorer.transformer.model:NextScaleTransformer",
     ),
     "student": ("varestorer.models.student_config:STUDENT_PRESETS", "varestorer.models.student:Student"),
+    "taef2": ("varestorer.tokenizer.taef2:TAEF2_PRESETS", "varestorer.tokenizer.taef2:TAEF2Tokenizer"),
 }
 
 # Families whose presets reuse the backbone names (student:infinity-2b): reachable only as FAMILY:NAME.

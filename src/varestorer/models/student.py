@@ -30,6 +30,7 @@ from varestorer.config import config_from_dict
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
@@ -251,7 +252,7 @@ class Student(nn.Module):
             raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
         teacher = Path(config.teacher)
         teacher = teacher if teacher.is_absolute() else (directory / teacher)
-        tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
+        tokenizer = load_tokenizer(teacher / "tokenizer")
         transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
         student = cls.from_teacher(tokenizer, transformer, config)
         expected = student.trainable_state_dict()

@@ -19,6 +19,7 @@ from varestorer.inference.sampler import check_compatible, sample_scales
 from varestorer.io.atomic import atomic_directory
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
@@ -69,7 +70,7 @@ class Teacher(nn.Module):
         if meta["model_type"] != "Teacher":
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
         config = config_from_dict(TeacherConfig, meta["config"])
-        tokenizer = MultiScaleTokenizer.from_pretrained(Path(directory) / "tokenizer", device=device)
+        tokenizer = load_tokenizer(Path(directory) / "tokenizer", device=device)
         transformer = NextScaleTransformer.from_pretrained(Path(directory) / "transformer", device=device)
         return cls(tokenizer, transformer, config).eval()
 

@@ -42,6 +42,7 @@ from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy, token_kl
 from varestorer.training.trainer import Trainer, seed_everything
@@ -113,7 +114,7 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         raise ValueError("[model] teacher must name a teacher folder (with tokenizer/ and transformer/)")
     teacher = Path(model.teacher)
     teacher_config = config_from_dict(TeacherConfig, read_config(teacher)["config"])
-    tokenizer = MultiScaleTokenizer.from_pretrained(teacher / "tokenizer")
+    tokenizer = load_tokenizer(teacher / "tokenizer")
     transformer = NextScaleTransformer.from_pretrained(teacher / "transformer")
     if model.attention not in ("full", "causal"):
         raise ValueError(f"[model] attention must be 'full' or 'causal', got {model.attention!r}")
