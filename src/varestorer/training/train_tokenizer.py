@@ -56,6 +56,8 @@ class ModelConfig:
     """Side of those crops (256 px: a 32x32 grid, the 10-scale schedule)."""
     normalise_latent: bool = True
     """TAEF2: per-channel shift/scale of the latent from the calibration crops (False: raw latent)."""
+    verify_sha256: bool = True
+    """TAEF2: refuse ``pretrained_dir`` files whose sha256 is not the released one (False for re-saved files)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None
         taef2 = config_from_dict(TAEF2Config, base | dict(config.changes), where="model.changes")
         if config.pretrained_dir is None:
             return TAEF2Tokenizer(taef2)
-        tokenizer = load_taef2(config.pretrained_dir, taef2)
+        tokenizer = load_taef2(config.pretrained_dir, taef2, check_sha256=config.verify_sha256)
         if calibration is not None:
             tokenizer.calibrate(calibration, normalise=config.normalise_latent)
         return tokenizer
