@@ -119,11 +119,13 @@ def test_save_and_load_through_the_dispatcher(tmp_path: Path) -> None:
     with torch.no_grad():
         tok.quantizer.gains.mul_(0.3)
         tok.encoder.latent_shift.add_(0.5)
+        tok.decoder.latent_unwhiten.mul_(2.0)
     tok.save_pretrained(tmp_path / "tok")
     back = load_tokenizer(tmp_path / "tok")
     assert isinstance(back, TAEF2Tokenizer) and back.config == TINY
     assert torch.equal(back.quantizer.gains, tok.quantizer.gains)
     assert torch.equal(back.encoder.latent_shift, tok.encoder.latent_shift)
+    assert torch.equal(back.decoder.latent_unwhiten, tok.decoder.latent_unwhiten)
 
 
 def test_gain_depends_on_octaves_not_on_the_position_in_the_schedule() -> None:
@@ -155,7 +157,7 @@ def test_bits_are_exact_when_the_quantiser_reencodes_its_own_f_hat() -> None:
     assert torch.allclose(again.f_hat, out.f_hat)
 
 
-def test_calibration_normalises_the_latent_and_fits_gains() -> None:
+def test_calibration_whitens_the_latent_and_fits_gains() -> None:
     torch.manual_seed(0)
     tok = TAEF2Tokenizer(TINY)
     x = torch.rand(4, 3, 64, 64) * 2 - 1
@@ -163,15 +165,22 @@ def test_calibration_normalises_the_latent_and_fits_gains() -> None:
     assert len(gains) == len(schedule_for_grid(8, 8)) and all(v > 0 for v in gains)
     with torch.no_grad():
         f = tok.encode(x)
-    assert torch.allclose(f.mean(dim=(0, 2, 3)), torch.zeros(8), atol=1e-4)
-    assert torch.allclose(f.std(dim=(0, 2, 3)), torch.ones(8), atol=1e-3)
-    assert torch.equal(tok.decoder.latent_scale, tok.encoder.latent_scale)
-    # Calibrated gains quantise better than the unit initial ones.
-    with torch.no_grad():
+        flat = f.permute(0, 2, 3, 1).reshape(-1, 8)
+        # PCA whitening: zero mean, identity covariance; the decoder's inverse undoes it exactly.
+        assert torch.allclose(flat.mean(dim=0), torch.zeros(8), atol=1e-4)
+        assert torch.allclose(flat.T @ flat / flat.shape[0], torch.eye(8), atol=1e-3)
+        assert torch.allclose(tok.encoder.latent_whiten @ tok.decoder.latent_unwhiten, torch.eye(8), atol=1e-4)
+        raw = tok.encoder.net((x + 1) / 2)
+        assert torch.allclose(tok.decoder(f), tok.decoder.net(raw) * 2 - 1, atol=1e-4)
+        # Calibrated gains quantise better than the unit initial ones.
         err = (tok.tokenize(x).f_hat - f).pow(2).mean()
         tok.quantizer.gains.fill_(1.0)
         err_unit = (tok.tokenize(x).f_hat - f).pow(2).mean()
     assert err < err_unit
+    tok.calibrate(x, transform="channel")
+    assert torch.equal(tok.encoder.latent_whiten, torch.diag(torch.diag(tok.encoder.latent_whiten)))
+    with pytest.raises(ValueError, match="transform must be"):
+        tok.calibrate(x, transform="zca")
 
 
 def test_a_training_step_lowers_the_loss() -> None:

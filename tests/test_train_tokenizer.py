@@ -118,5 +118,5 @@ def test_train_taef2_from_released_layout_files(tmp_path: Path, folders) -> None
     assert main([*args, *calibration, "--set", "loss.gan_weight=0.0", "--set", "model.verify_sha256=false"]) == 0
     model = load_tokenizer(tmp_path / "run" / "model")
     assert isinstance(model, TAEF2Tokenizer)
-    assert not torch.equal(model.encoder.latent_scale, torch.ones(8))  # calibrated on the training crops
-    assert torch.equal(model.encoder.latent_scale, model.decoder.latent_scale)
+    assert not torch.equal(model.encoder.latent_whiten, torch.eye(8))  # calibrated on the training crops
+    assert torch.equal(model.encoder.latent_unwhiten, model.decoder.latent_unwhiten)

@@ -1,16 +1,18 @@
 """``TAEF2Tokenizer``: the pretrained TAEF2 autoencoder (MIT) under a multi-scale bitwise quantiser.
 
     x (B, 3, H, W) in [-1, 1] --(x+1)/2--> TAEF2 encoder --> raw latent (B, 32, H/8, W/8)
-        --(z - shift) / scale--> f --GainedBitwiseQuantizer--> labels per scale, f_hat
-    f_hat --f_hat * scale + shift--> TAEF2 decoder --> 2y - 1 --> x_rec (B, 3, H, W) in [-1, 1]
+        --(z - shift) @ whiten--> f --GainedBitwiseQuantizer--> labels per scale, f_hat
+    f_hat --f_hat @ unwhiten + shift--> TAEF2 decoder --> 2y - 1 --> x_rec (B, 3, H, W) in [-1, 1]
 
 Same interface as :class:`~varestorer.tokenizer.autoencoder.MultiScaleTokenizer` (``encode``,
 ``tokenize``, ``decode``, ``stride``, ``token_dim``, ``default_schedule``, ``labels_to_image``,
 ``quantizer``; ``encoder`` and ``decoder`` map images <-> the normalised latent on their own, so a
-student that borrows them needs nothing else). The per-channel ``shift``/``scale`` (buffers in both
-halves) and the gains come from data (:meth:`TAEF2Tokenizer.calibrate`). ``load_taef2`` reads the
-two released ``.pth`` files strictly (``weights_only``, sha256 checked); their keys are those of
-``encoder.net`` and ``decoder.net`` exactly. Weights derived from them ship with the MIT notice.
+student that borrows them needs nothing else). The latent transform (``shift`` and a d x d
+``whiten`` matrix with its inverse, buffers in both halves) and the gains come from data
+(:meth:`TAEF2Tokenizer.calibrate`): PCA whitening by default, so that each sign bit quantises a
+decorrelated unit-variance component (docs/tokenizer.md measures it against per-channel scaling).
+``load_taef2`` reads the two released ``.pth`` files strictly (``weights_only``, sha256 checked);
+their keys are those of ``encoder.net`` and ``decoder.net`` exactly. Weights derived from them ship with the MIT notice.
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class TAEF2Config:
     num_gain_knots: int = 17
     """Learned code gains at 0, spacing, ... octaves below the final grid (17 x 0.5: up to 8 octaves)."""
     gain_knot_spacing: float = 0.5
+    latent_transform: Literal["pca", "channel", "none"] = "pca"
+    """What :meth:`TAEF2Tokenizer.calibrate` fits: PCA whitening of the 32 channels, per-channel mean/std,
+    or nothing (raw latent). The fitted matrices are buffers, so a saved tokenizer keeps them."""
 
     def __post_init__(self) -> None:
         if self.token_dim < 1 or self.channels < 4 or self.channels % 4:
             raise ValueError("token_dim must be positive and channels a positive multiple of 4")
+        if self.latent_transform not in ("pca", "channel", "none"):
+            raise ValueError(f"latent_transform must be pca, channel or none, got {self.latent_transform!r}")
 
     @property
     def stride(self) -> int:
@@ -70,35 +77,38 @@ TAEF2_PRESETS: dict[str, TAEF2Config] = {
 """Named TAEF2 tokenizer shapes."""
 
 
+def _mix(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
+    """Channels times a matrix: out[:, j] = sum_i x[:, i] * matrix[i, j]."""
+    return torch.einsum("bihw,ij->bjhw", x_BdHW, matrix_dd.to(x_BdHW.dtype))
+
+
 class _Normalised(nn.Module):
-    """A TAEF2 half plus the per-channel latent statistics (``shift``, ``scale``) it converts with."""
+    """A TAEF2 half plus the latent transform it converts with: ``shift`` (d,), ``whiten`` and ``unwhiten`` (d, d)."""
 
     def __init__(self, net: nn.Sequential, token_dim: int) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("latent_shift", torch.zeros(token_dim))
-        self.register_buffer("latent_scale", torch.ones(token_dim))
+        self.register_buffer("latent_whiten", torch.eye(token_dim))
+        self.register_buffer("latent_unwhiten", torch.eye(token_dim))
 
-    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        view = (1, -1, 1, 1)
-        return self.latent_shift.to(like.dtype).view(view), self.latent_scale.to(like.dtype).view(view)
+    def _shift(self, like: Tensor) -> Tensor:
+        return self.latent_shift.to(like.dtype).view(1, -1, 1, 1)
 
 
 class TAEF2Encoder(_Normalised):
-    """Images in [-1, 1] -> normalised latent ``(z - shift) / scale``."""
+    """Images in [-1, 1] -> normalised latent ``(z - shift) @ whiten``."""
 
     def forward(self, x_B3HW: Tensor) -> Tensor:
         z = self.net((x_B3HW + 1) * 0.5)
-        shift, scale = self._stats(z)
-        return (z - shift) / scale
+        return _mix(z - self._shift(z), self.latent_whiten)
 
 
 class TAEF2Decoder(_Normalised):
     """Normalised latent -> images in about [-1, 1] (not clamped)."""
 
     def forward(self, f_BdHW: Tensor) -> Tensor:
-        shift, scale = self._stats(f_BdHW)
-        return self.net(f_BdHW * scale + shift) * 2 - 1
+        return self.net(_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)) * 2 - 1
 
 
 class TAEF2Tokenizer(PretrainedMixin, nn.Module):
@@ -185,25 +195,38 @@ class TAEF2Tokenizer(PretrainedMixin, nn.Module):
         return self.decode(self.labels_to_f_hat(labels, schedule))
 
     @torch.no_grad()
-    def calibrate(self, x_B3HW: Tensor, schedule: Schedule | None = None, *, normalise: bool = True) -> list[float]:
-        """Set the latent statistics and the gains from images ``x`` (all the same size); returns per-scale gains.
+    def calibrate(
+        self, x_B3HW: Tensor, schedule: Schedule | None = None, *, transform: str | None = None
+    ) -> list[float]:
+        """Set the latent transform and the gains from images ``x`` (all the same size); returns per-scale gains.
 
-        ``shift``/``scale``: per-channel mean and standard deviation of the raw latent (``normalise=False``
-        keeps 0 / 1). Gains: scale by scale, the least-squares length g of the sign codes against the
-        residual, g = <r, up(s)> / <up(s), up(s)> over all of ``x``, placed on the knots by octave.
+        ``transform`` (default ``config.latent_transform``): ``pca``: shift = mean, whiten = V diag(1/sqrt(l))
+        from the eigenvectors V and eigenvalues l of the channel covariance, so f has uncorrelated
+        unit-variance channels; ``channel``: whiten = diag(1/std); ``none``: identity. Gains: scale by
+        scale, the least-squares length g of the sign codes against the residual,
+        g = <r, up(s)> / <up(s), up(s)> over all of ``x``, placed on the knots by octave.
         """
         self._check_image(x_B3HW)
+        transform = transform or self.config.latent_transform
         token_dim = self.token_dim
-        raw = self.encoder.net((x_B3HW.float() + 1) * 0.5)
-        if normalise:
-            shift = raw.mean(dim=(0, 2, 3))
-            scale = raw.std(dim=(0, 2, 3)).clamp_min(1e-4)
+        raw = self.encoder.net((x_B3HW.float() + 1) * 0.5).double()
+        shift = raw.mean(dim=(0, 2, 3)) if transform != "none" else torch.zeros(token_dim, dtype=torch.float64)
+        centred = (raw - shift.view(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, token_dim)
+        if transform == "pca":
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / centred.shape[0])
+            whiten = eigenvectors.flip(1) / eigenvalues.flip(0).clamp_min(1e-8).sqrt()  # largest component first
+        elif transform == "channel":
+            whiten = torch.diag(1.0 / centred.std(dim=0).clamp_min(1e-4))
+        elif transform == "none":
+            whiten = torch.eye(token_dim, dtype=torch.float64)
         else:
-            shift, scale = torch.zeros(token_dim), torch.ones(token_dim)
+            raise ValueError(f"transform must be pca, channel or none, got {transform!r}")
+        unwhiten = torch.linalg.inv(whiten)
         for half in (self.encoder, self.decoder):
-            half.latent_shift.copy_(shift)
-            half.latent_scale.copy_(scale)
-        f = (raw - shift.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
+            half.latent_shift.copy_(shift.float())
+            half.latent_whiten.copy_(whiten.float())
+            half.latent_unwhiten.copy_(unwhiten.float())
+        f = _mix((raw - shift.view(1, -1, 1, 1)).float(), whiten.float())
         grid_hw = (f.shape[2], f.shape[3])
         schedule = schedule or schedule_for_grid(*grid_hw)
         rest, gains, octaves = f, [], []

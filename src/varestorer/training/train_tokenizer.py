@@ -51,11 +51,9 @@ class ModelConfig:
     pretrained_dir: str | None = None
     """TAEF2 presets: folder of ``taef2_encoder.pth`` / ``taef2_decoder.pth`` (sha256 checked) to start from."""
     calibration_images: int = 32
-    """TAEF2 from ``pretrained_dir``: random training crops that set the latent statistics and gains."""
+    """TAEF2 from ``pretrained_dir``: random training crops that fit the latent transform and the gains."""
     calibration_crop_size: int = 256
     """Side of those crops (256 px: a 32x32 grid, the 10-scale schedule)."""
-    normalise_latent: bool = True
-    """TAEF2: per-channel shift/scale of the latent from the calibration crops (False: raw latent)."""
     verify_sha256: bool = True
     """TAEF2: refuse ``pretrained_dir`` files whose sha256 is not the released one (False for re-saved files)."""
 
@@ -113,7 +111,7 @@ def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None
             return TAEF2Tokenizer(taef2)
         tokenizer = load_taef2(config.pretrained_dir, taef2, check_sha256=config.verify_sha256)
         if calibration is not None:
-            tokenizer.calibrate(calibration, normalise=config.normalise_latent)
+            tokenizer.calibrate(calibration)  # the preset's latent_transform (changes may replace it)
         return tokenizer
     if config.pretrained_dir is not None:
         raise ValueError(
