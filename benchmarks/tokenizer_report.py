@@ -111,9 +111,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
             continue  # one schedule for all: only full-size crops
         schedule = tokenizer.default_schedule(*x.shape[-2:])
         tokens = tokenizer.tokenize(x, schedule)
+        again = tokenizer.quantizer.quantize(tokens.f_hat, schedule)  # re-encode the quantiser's own f_hat
         for k, (bits, (h, w)) in enumerate(zip(tokens.labels, schedule)):
             grid = bits[0].T.reshape(-1, h, w).float()  # (d, h, w)
-            row = per_scale.setdefault(k, {"grid": [h], "ones": [], "flip_h": [], "flip_v": [], "norm": []})
+            row = per_scale.setdefault(k, {"grid": [h], "ones": [], "flip_h": [], "flip_v": [], "norm": [], "same": []})
+            row["same"].append(float((again.labels[k] == bits).float().mean()))
             row["ones"].append(float(grid.mean()))
             if w > 1:
                 row["flip_h"].append(float((grid[:, :, 1:] != grid[:, :, :-1]).float().mean()))
@@ -127,6 +129,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "ones_fraction": statistics.fmean(row["ones"]),
             "flip_rate": statistics.fmean(row["flip_h"] + row["flip_v"]) if row["flip_h"] else None,
             "residual_norm": statistics.fmean(row["norm"]),
+            "reencode_same_bits": statistics.fmean(row["same"]),
         }
         for k, row in sorted(per_scale.items())
     ]
