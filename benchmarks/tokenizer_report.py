@@ -154,7 +154,8 @@ def cmd_speed(args: argparse.Namespace) -> int:
             t3 = time.perf_counter()
             for name, value in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
                 times[name].append(value)
-        row = {name: round(statistics.median(v[1:]), 3) for name, v in times.items()}  # first run is warm-up
+        # best of the runs after a warm-up: the least disturbed by other load on a shared machine
+        row = {name: round(min(v[1:]), 3) for name, v in times.items()}
         row["total"] = round(sum(row.values()), 3)
         params = sum(p.numel() for p in tokenizer.parameters())
         print(json.dumps({"spec": spec, "params": params, "size": args.size, "threads": args.threads, **row}))
