@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 #   0  config, io                       plain data, files
 #   1  storage, checkpoint, families    weights on disk (storage: float casts, int8); the registry of families
 #   2  nn                               shared layers (attention, LoRA)
-#   3  tokenizer                        images <-> multi-scale token pyramids
+#   3  tokenizer                        images <-> multi-scale token pyramids (tokenizer folders via families)
 #   4  transformer                      the next-scale transformer and its sampler (transformer/sampler.py)
 #   5  archs                            peer architectures: pure modules
 #   6  models                           teacher, student, ablation, pre-cleaner: compositions of 3-5
@@ -42,7 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     "varestorer.checkpoint": BASE | {"varestorer", "varestorer.storage"},
     "varestorer.families": BASE | {"varestorer.checkpoint"},
     "varestorer.nn": BASE | {"varestorer.checkpoint"},
-    "varestorer.tokenizer": BASE | {"varestorer.checkpoint", "varestorer.nn"},
+    # tokenizer/loading.py opens a tokenizer folder of any family (a teacher's tokenizer/) through the registry.
+    "varestorer.tokenizer": BASE | {"varestorer.checkpoint", "varestorer.families", "varestorer.nn"},
     "varestorer.transformer": BASE | {"varestorer.checkpoint", "varestorer.nn", "varestorer.tokenizer"},
     "varestorer.archs": BASE | {"varestorer.checkpoint", "varestorer.nn"},
     "varestorer.models": MODEL_SIDE - {"varestorer.foreign", "varestorer.families"},

@@ -103,3 +103,21 @@ def test_patch_discriminator_shape_and_psnr() -> None:
     assert logits.shape[:2] == (2, 1) and logits.ndim == 4
     a = torch.zeros(1, 3, 4, 4)
     assert psnr(a, a + 0.1).item() == pytest.approx(20.0, abs=1e-4)
+
+
+def test_train_taef2_from_released_layout_files(tmp_path: Path, folders) -> None:
+    from test_taef2 import synthetic_files
+    from varestorer.tokenizer.loading import load_tokenizer
+    from varestorer.tokenizer.taef2 import TAEF2Tokenizer
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    synthetic_files(weights)  # taef2-tiny shapes under the released key names
+    args = _args(tmp_path, folders, "--set", 'model.preset="taef2-tiny"', "--set", f'model.pretrained_dir="{weights}"')
+    calibration = ["--set", "model.calibration_images=3", "--set", "model.calibration_crop_size=32"]
+    assert main([*args, *calibration, "--set", "loss.gan_weight=0.0"]) == 2  # synthetic files: sha256 refused
+    assert main([*args, *calibration, "--set", "loss.gan_weight=0.0", "--set", "model.verify_sha256=false"]) == 0
+    model = load_tokenizer(tmp_path / "run" / "model")
+    assert isinstance(model, TAEF2Tokenizer)
+    assert not torch.equal(model.encoder.latent_whiten, torch.eye(8))  # calibrated on the training crops
+    assert torch.equal(model.encoder.latent_unwhiten, model.decoder.latent_unwhiten)

@@ -46,6 +46,9 @@ class Family:
     """The ``varestorer train JOB`` that produces it (None: not trained here)."""
     has_tokenizer: bool = False
     """Holds a multi-scale tokenizer (``encode``/``decode`` of images to token pyramids)."""
+    is_tokenizer: bool = False
+    """Is itself a tokenizer (``encode``, ``tokenize``, ``decode``, ``stride``, ``token_dim``,
+    ``default_schedule``, ``quantizer``): a teacher's ``tokenizer/`` folder and ``reconstruct`` take it."""
     peer: bool = False
     """A peer architecture whose foreign weight files ``varestorer.foreign`` recognises."""
     qualified_only: bool = False
@@ -70,6 +73,16 @@ FAMILIES: dict[str, Family] = {
         presets="varestorer.tokenizer.config:TOKENIZER_PRESETS",
         trains="tokenizer",
         has_tokenizer=True,
+        is_tokenizer=True,
+    ),
+    "TAEF2Tokenizer": Family(
+        name="taef2",
+        model="varestorer.tokenizer.taef2:TAEF2Tokenizer",
+        config="varestorer.tokenizer.taef2:TAEF2Config",
+        presets="varestorer.tokenizer.taef2:TAEF2_PRESETS",
+        trains="tokenizer",
+        has_tokenizer=True,
+        is_tokenizer=True,
     ),
     "NextScaleTransformer": Family(
         name="transformer",

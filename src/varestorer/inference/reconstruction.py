@@ -16,7 +16,6 @@ take their statistics per tile; a convolution-only autoencoder has none.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable
@@ -28,22 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from varestorer.checkpoint import CONFIG_NAME, read_config
+from varestorer.families import FAMILIES, Family, families
 from varestorer.inference.restorer import EMBEDDED_MODELS
+from varestorer.models.teacher import Teacher
+from varestorer.tokenizer.loading import load_tokenizer as load_tokenizer_folder
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
-
-# config.json model_type of a tokenizer folder -> "module:Class" with ``from_pretrained(folder)``. One
-# literal table: a new tokenizer family adds one line (classes are imported only when loaded).
-TOKENIZER_MODELS: dict[str, str] = {
-    "MultiScaleTokenizer": "varestorer.tokenizer.autoencoder:MultiScaleTokenizer",
-}
-# Folders that hold a tokenizer next to other parts: a teacher (``tokenizer/``) and the students
-# (their teacher's ``tokenizer/``, or for a merged one its own parts).
-TEACHER_TYPES = ("Teacher",)
-STUDENT_MODELS: dict[str, str] = {
-    "Student": "varestorer.models.student:Student",
-    "LQConditionedVAR": "varestorer.models.lq_conditioned:LQConditionedVAR",
-}
 
 DEFAULT_TOKENIZER = "default-tokenizer"
 """The embedded tokenizer used when none is named (if the package ships it; else the default model's)."""
@@ -71,11 +60,6 @@ def default_tokenizer_source() -> str:
     return DEFAULT_TOKENIZER if embedded_folder(DEFAULT_TOKENIZER) is not None else "default"
 
 
-def _load_class(spec: str, folder: Path, device: str | torch.device) -> Any:
-    module_name, class_name = spec.split(":")
-    return getattr(importlib.import_module(module_name), class_name).from_pretrained(folder, device=device)
-
-
 class LoadedTokenizer(NamedTuple):
     tokenizer: Any
     """In ``eval()`` mode on the requested device."""
@@ -95,7 +79,7 @@ MERGED_STUDENT_CAVEAT = (
 def load_tokenizer(path_or_name: str | Path, *, device: str | torch.device = "cpu") -> LoadedTokenizer:
     """The tokenizer of a folder or embedded name, and where it came from.
 
-    Accepted: a tokenizer folder (``config.json`` ``model_type`` in ``TOKENIZER_MODELS``); a teacher
+    Accepted: a tokenizer folder (an ``is_tokenizer`` family of ``varestorer.families``); a teacher
     folder (its ``tokenizer/``); an adapter student (its teacher's ``tokenizer/``); a merged student
     such as the embedded ``default``, which names no teacher: its own encoder, quantizer and decoder
     (with ``MERGED_STUDENT_CAVEAT``); an embedded name (``default-tokenizer``, ``default``).
@@ -116,35 +100,36 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
         raise ValueError(f"{folder} is a file; expected a tokenizer, teacher or student folder (config.json + weights)")
     meta = read_config(folder)
     kind = meta["model_type"]
-    if kind in TOKENIZER_MODELS:
-        return LoadedTokenizer(_load_class(TOKENIZER_MODELS[kind], folder, device), f"{kind} from {folder}", None)
-    if kind in TEACHER_TYPES:
-        loaded = _from_folder(folder / "tokenizer", device)
-        return loaded._replace(where=f"the tokenizer of teacher {folder} ({loaded.where})")
-    if kind in STUDENT_MODELS:
+    entry = FAMILIES.get(kind)
+    if entry is not None and entry.is_tokenizer:
+        return LoadedTokenizer(load_tokenizer_folder(folder, device=device), f"{kind} from {folder}", None)
+    if entry is not None and entry.trains == "teacher":
+        tokenizer = Teacher.load_tokenizer(folder, device=device)
+        return LoadedTokenizer(tokenizer, f"the tokenizer of teacher {folder} ({type(tokenizer).__name__})", None)
+    if entry is not None and entry.trains == "student":
         config = meta["config"] if isinstance(meta["config"], dict) else {}
         if not config.get("merged") and config.get("teacher"):
             teacher = Path(config["teacher"])
-            teacher = teacher if teacher.is_absolute() else folder / teacher
-            loaded = _from_folder(teacher / "tokenizer", device)  # where Student.from_pretrained finds it
-            return loaded._replace(where=f"the teacher's tokenizer of student {folder} ({loaded.where})")
+            teacher = teacher if teacher.is_absolute() else folder / teacher  # as Student.from_pretrained finds it
+            tokenizer = Teacher.load_tokenizer(teacher, device=device)
+            where = f"the teacher's tokenizer of student {folder} ({type(tokenizer).__name__} from {teacher})"
+            return LoadedTokenizer(tokenizer, where, None)
         where = f"the encoder, quantizer and decoder of merged student {folder}"
-        return LoadedTokenizer(_student_tokenizer(folder, kind, device), where, MERGED_STUDENT_CAVEAT)
-    raise ValueError(
-        f"{folder} holds a {kind}; expected a tokenizer ({', '.join(TOKENIZER_MODELS)}), a teacher or a student"
-    )
+        return LoadedTokenizer(_student_tokenizer(folder, entry, device), where, MERGED_STUDENT_CAVEAT)
+    tokenizers = ", ".join(families(is_tokenizer=True))
+    raise ValueError(f"{folder} holds a {kind}; expected a tokenizer ({tokenizers}), a teacher or a student")
 
 
-def _student_tokenizer(folder: Path, kind: str, device: str | torch.device) -> Any:
+def _student_tokenizer(folder: Path, entry: Family, device: str | torch.device) -> Any:
     """A tokenizer of the student's tokenizer config, its weights taken from the student by name.
 
-    The tokenizer class is the ``TOKENIZER_MODELS`` entry whose ``config_class`` is the type of
+    The tokenizer class is the ``is_tokenizer`` family whose ``config_class`` is the type of
     ``student.config.tokenizer``; the student holds its tokenizer's parts under the same names
     (``encoder.*``, ``decoder.*``, ``quantizer.*``; Infinity's duplicate ``quantize.*`` is the quantizer).
     """
-    student = _load_class(STUDENT_MODELS[kind], folder, "cpu")
+    student = entry.model_class().from_pretrained(folder, device="cpu")
     config = student.config.tokenizer
-    classes = [importlib.import_module(m).__dict__[c] for m, c in (v.split(":") for v in TOKENIZER_MODELS.values())]
+    classes = [tokenizer_family.model_class() for tokenizer_family in families(is_tokenizer=True).values()]
     matching = [cls for cls in classes if getattr(cls, "config_class", None) is type(config)]
     if not matching:
         raise ValueError(f"{folder}: no tokenizer family takes a {type(config).__name__}")
@@ -308,7 +293,6 @@ __all__ = [
     "DEFAULT_TOKENIZER",
     "MERGED_STUDENT_CAVEAT",
     "SCALES_SYNTAX",
-    "TOKENIZER_MODELS",
     "LoadedTokenizer",
     "RoundTrip",
     "ScaleSpec",

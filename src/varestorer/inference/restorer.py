@@ -56,7 +56,7 @@ class OneStepSR(Protocol):
 
 
 # Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
-EMBEDDED_MODELS: dict[str, str] = {"default": "default"}
+EMBEDDED_MODELS: dict[str, str] = {"default": "default", "default-tokenizer": "default-tokenizer"}
 
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
 DEFAULT_OVERLAP = 32

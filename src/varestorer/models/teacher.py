@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,7 @@ from varestorer.config import config_from_dict, config_to_dict
 from varestorer.io.atomic import atomic_directory
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.sampler import check_compatible, sample_scales
@@ -71,9 +73,18 @@ class Teacher(nn.Module):
         if meta["model_type"] != "Teacher":
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
         config = config_from_dict(TeacherConfig, meta["config"])
-        tokenizer = MultiScaleTokenizer.from_pretrained(Path(directory) / "tokenizer", device=device)
+        tokenizer = cls.load_tokenizer(directory, device=device)
         transformer = NextScaleTransformer.from_pretrained(Path(directory) / "transformer", device=device)
         return cls(tokenizer, transformer, config).eval()
+
+    @staticmethod
+    def load_tokenizer(directory: str | Path, *, device: str | torch.device = "cpu") -> Any:
+        """Only the tokenizer of a teacher folder (any tokenizer family), in ``eval()`` mode; the transformer
+        is not read (``varestorer reconstruct`` of a teacher or of an adapter student)."""
+        meta = read_config(directory)
+        if meta["model_type"] != "Teacher":
+            raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
+        return load_tokenizer(Path(directory) / "tokenizer", device=device)
 
     # ---------------------------------------------------------------------------------------- text
     def encode_prompts(self, prompts: list[str]) -> TextCondition:

@@ -112,10 +112,14 @@ class MultiScaleQuantizer(nn.Module, abc.ABC):
         A soft (probability-weighted) code is ``probs @ code_table()`` (per bit for the bitwise quantizer).
         """
 
+    def scale_codes(self, codes_Bdhw: Tensor, grid_hw: tuple[int, int]) -> Tensor:
+        """A scale's code map as it enters f_hat on a ``grid_hw`` latent; identity unless a subclass has gains."""
+        return codes_Bdhw
+
     def add_scale(self, f_hat_BdHW: Tensor, codes_Bdhw: Tensor, *, scale_index: int = 0, num_scales: int = 1) -> Tensor:
         """f_hat + up(codes) on the full grid (a codebook quantizer applies its phi for ``scale_index``)."""
-        H, W = f_hat_BdHW.shape[-2:]
-        return f_hat_BdHW + resize_latent(codes_Bdhw, (H, W), self.upsample_mode)
+        grid_hw = (f_hat_BdHW.shape[-2], f_hat_BdHW.shape[-1])
+        return f_hat_BdHW + resize_latent(self.scale_codes(codes_Bdhw, grid_hw), grid_hw, self.upsample_mode)
 
     def next_input(self, f_hat_BdHW: Tensor, hw_next: tuple[int, int]) -> Tensor:
         """Accumulated f_hat resized to the next scale, flattened row-major: (B, h*w, d)."""
@@ -273,7 +277,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
             labels.append(bits_Bld)
             if flip_probability > 0 and k < num_flip:
                 codes_Bdhw = self._flip(codes_Bdhw, bits_Bld, hw, flip_probability, random_strength, generator)
-            up_BdHW = resize_latent(codes_Bdhw, grid_hw, self.upsample_mode)
+            up_BdHW = resize_latent(self.scale_codes(codes_Bdhw, grid_hw), grid_hw, self.upsample_mode)
             rest_BdHW = rest_BdHW - up_BdHW.detach()
             f_hat_BdHW = f_hat_BdHW + up_BdHW
             if with_norms:

@@ -35,6 +35,7 @@ from varestorer.data.datasets import HQFolderDataset
 from varestorer.models.teacher import Teacher
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.scales import Schedule
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.losses import bitwise_cross_entropy
@@ -127,7 +128,7 @@ def build_teacher(config: ModelConfig, crop_size: int) -> Teacher:
     if (config.tokenizer is None) == (config.tokenizer_preset is None):
         raise ValueError("[model] needs exactly one of tokenizer (a trained folder) or tokenizer_preset")
     if config.tokenizer is not None:
-        tokenizer = MultiScaleTokenizer.from_pretrained(config.tokenizer)
+        tokenizer = load_tokenizer(config.tokenizer)
     else:
         tokenizer = MultiScaleTokenizer.from_preset(config.tokenizer_preset)  # type: ignore[arg-type]
     quantizer = tokenizer.quantizer

@@ -1,18 +1,19 @@
-"""``varestorer train tokenizer``: train a MultiScaleTokenizer on image folders.
+"""``varestorer train tokenizer``: train a tokenizer (MultiScaleTokenizer or TAEF2Tokenizer) on image folders.
 
-Recipe sections (see ``recipes/tokenizer_small.toml``)::
+Recipe sections (see ``recipes/tokenizer_small.toml``, ``recipes/tokenizer_taef2.toml``)::
 
     [train]  TrainConfig (optimiser, schedule, precision, checkpoints, logging)
-    [model]  preset, changes to the preset's TokenizerConfig, optional init_from checkpoint
+    [model]  preset, changes to the preset's config, optional init_from checkpoint; for a TAEF2 preset,
+             pretrained_dir (the released .pth files) and the calibration of latent statistics and gains
     [data]   training folders, crop size, validation folder
-    [loss]   L1 / MSE / LPIPS-VGG weights, optional PatchGAN (hinge) discriminator
+    [loss]   L1 / MSE / LPIPS-VGG / DISTS weights, optional PatchGAN (hinge) discriminator
 
 Per step: HQ crops in [0, 1] -> x in [-1, 1] -> encode -> multi-scale bitwise quantisation
 (straight-through) -> decode -> loss = w_l1 |x_rec - x| + w_mse (x_rec - x)^2 [+ w_lpips LPIPS]
-[+ w_gan hinge generator term after ``gan_start_step``; the discriminator is trained by its hinge
+[+ w_dists DISTS] [+ w_gan hinge generator term after ``gan_start_step``; the discriminator is trained by its hinge
 loss in the same backward pass through detached copies, see ``discriminator.py``].
 Validation: PSNR (RGB, [0, 1], whole centre crop) of the clamped reconstruction on the validation
-folder. Each checkpoint holds ``model/``, loadable with ``MultiScaleTokenizer.from_pretrained``;
+folder. Each checkpoint holds ``model/``, loadable with ``tokenizer.loading.load_tokenizer``;
 the last one is also exported to ``<output_dir>/model``.
 """
 
@@ -30,6 +31,8 @@ from varestorer.config import config_from_dict, config_to_dict
 from varestorer.data.datasets import HQFolderDataset
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.tokenizer.loading import load_tokenizer
+from varestorer.tokenizer.taef2 import TAEF2_PRESETS, TAEF2Config, TAEF2Tokenizer, load_taef2
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from varestorer.training.losses import batch_psnr
@@ -41,11 +44,19 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "small"
-    """A TOKENIZER_PRESETS name to start from."""
+    """A TOKENIZER_PRESETS or TAEF2_PRESETS name to start from."""
     changes: dict[str, Any] = field(default_factory=dict)
-    """TokenizerConfig fields that replace the preset's (e.g. ``{token_dim = 24}``)."""
+    """Config fields that replace the preset's (e.g. ``{token_dim = 24}``)."""
     init_from: str | None = None
-    """A ``from_pretrained`` tokenizer folder to fine-tune instead of a random initialisation."""
+    """A tokenizer folder (any family) to fine-tune instead of a random initialisation."""
+    pretrained_dir: str | None = None
+    """TAEF2 presets: folder of ``taef2_encoder.pth`` / ``taef2_decoder.pth`` (sha256 checked) to start from."""
+    calibration_images: int = 32
+    """TAEF2 from ``pretrained_dir``: random training crops that fit the latent transform and the gains."""
+    calibration_crop_size: int = 256
+    """Side of those crops (256 px: a 32x32 grid, the 10-scale schedule)."""
+    verify_sha256: bool = True
+    """TAEF2: refuse ``pretrained_dir`` files whose sha256 is not the released one (False for re-saved files)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class LossConfig:
     """Weight of mean((f - sg(f_hat))^2), which keeps the encoder's features near their codes (VAR's beta)."""
     perceptual_weight: float = 0.0
     """LPIPS-VGG weight; > 0 needs ``varestorer.metrics.lpips`` and its cached VGG/LPIPS weights."""
+    dists_weight: float = 0.0
+    """DISTS weight (structure + texture statistics); > 0 needs its cached VGG/DISTS weights."""
     gan_weight: float = 0.0
     """Hinge generator-term weight; > 0 adds a PatchGAN discriminator (trained from step 0)."""
     gan_start_step: int = 0
@@ -81,10 +94,30 @@ class LossConfig:
 SECTIONS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig, "data": DataConfig, "loss": LossConfig}
 
 
-def build_tokenizer(config: ModelConfig) -> MultiScaleTokenizer:
-    """The tokenizer of ``config``: preset (+ changes) randomly initialised, or loaded from ``init_from``."""
+Tokenizer = MultiScaleTokenizer | TAEF2Tokenizer
+
+
+def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None) -> Tokenizer:
+    """The tokenizer of ``config``: preset (+ changes) randomly initialised, or loaded from ``init_from``.
+
+    A TAEF2 preset with ``pretrained_dir`` loads the released weights and, given ``calibration``
+    images (B, 3, S, S) in [-1, 1], sets its latent statistics and gains from them.
+    """
     if config.init_from is not None:
-        return MultiScaleTokenizer.from_pretrained(config.init_from)
+        return load_tokenizer(config.init_from)
+    if config.preset in TAEF2_PRESETS:
+        base = config_to_dict(TAEF2_PRESETS[config.preset])
+        taef2 = config_from_dict(TAEF2Config, base | dict(config.changes), where="model.changes")
+        if config.pretrained_dir is None:
+            return TAEF2Tokenizer(taef2)
+        tokenizer = load_taef2(config.pretrained_dir, taef2, check_sha256=config.verify_sha256)
+        if calibration is not None:
+            tokenizer.calibrate(calibration)  # the preset's latent_transform (changes may replace it)
+        return tokenizer
+    if config.pretrained_dir is not None:
+        raise ValueError(
+            f"model.pretrained_dir needs a TAEF2 preset ({', '.join(TAEF2_PRESETS)}), not {config.preset!r}"
+        )
     base = config_to_dict(tokenizer_preset(config.preset))
     return MultiScaleTokenizer(config_from_dict(TokenizerConfig, base | dict(config.changes), where="model.changes"))
 
@@ -99,22 +132,32 @@ def _perceptual_loss() -> nn.Module:
     return LPIPS(net="vgg").requires_grad_(False).eval()
 
 
+def _dists_loss() -> nn.Module:
+    try:
+        from varestorer.metrics.dists import DISTS
+    except ImportError:
+        raise ValueError("loss.dists_weight > 0 needs varestorer.metrics.dists, absent from this install") from None
+    return DISTS().requires_grad_(False).eval()
+
+
 class TokenizerTraining(nn.Module):
     """Tokenizer + optional discriminator/LPIPS; ``forward(batch, step) -> (loss, logs)``."""
 
-    def __init__(self, tokenizer: MultiScaleTokenizer, loss: LossConfig) -> None:
+    def __init__(self, tokenizer: Tokenizer, loss: LossConfig) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.loss_config = loss
         self.perceptual = _perceptual_loss() if loss.perceptual_weight > 0 else None
+        self.dists = _dists_loss() if loss.dists_weight > 0 else None
         self.discriminator = (
             PatchDiscriminator(loss.discriminator_channels, loss.discriminator_layers) if loss.gan_weight > 0 else None
         )
 
     def train(self, mode: bool = True) -> TokenizerTraining:
         super().train(mode)
-        if self.perceptual is not None:
-            self.perceptual.eval()  # a fixed metric network
+        for metric in (self.perceptual, self.dists):
+            if metric is not None:
+                metric.eval()  # a fixed metric network
         return self
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -135,6 +178,10 @@ class TokenizerTraining(nn.Module):
             perceptual = self.perceptual(rec_B3HW, x_B3HW).mean()
             loss = loss + weights.perceptual_weight * perceptual
             logs["lpips"] = perceptual.detach()
+        if self.dists is not None:
+            dists = self.dists((rec_B3HW.clamp(-1, 1) + 1) / 2, (x_B3HW + 1) / 2).mean()
+            loss = loss + weights.dists_weight * dists
+            logs["dists"] = dists.detach()
         if self.discriminator is not None:
             if step >= weights.gan_start_step:
                 generator = hinge_generator_loss(self.discriminator.frozen_call(rec_B3HW))
@@ -148,7 +195,7 @@ class TokenizerTraining(nn.Module):
 
 @torch.no_grad()
 def evaluate_reconstruction(
-    tokenizer: MultiScaleTokenizer, dataset: HQFolderDataset, *, batch_size: int = 4, limit: int | None = None
+    tokenizer: Tokenizer, dataset: HQFolderDataset, *, batch_size: int = 4, limit: int | None = None
 ) -> tuple[float, torch.Tensor]:
     """Mean reconstruction PSNR over ``dataset`` and a (2B, 3, H, W) grid source (GT rows, then recs)."""
     device = next(tokenizer.parameters()).device
@@ -171,7 +218,14 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     if not data.train_dirs:
         raise ValueError(f"{recipe}: [data] train_dirs is empty")
     seed_everything(train.seed)
-    tokenizer = build_tokenizer(configs["model"])
+    model: ModelConfig = configs["model"]
+    calibration = None
+    if model.preset in TAEF2_PRESETS and model.pretrained_dir is not None and model.init_from is None:
+        crops = data.train_set(model.calibration_crop_size, seed=train.seed, hflip=False)
+        count = min(model.calibration_images, len(crops))
+        picks = [round(i * (len(crops) - 1) / max(count - 1, 1)) for i in range(count)]  # spread over the folders
+        calibration = torch.stack([crops[i]["gt"] for i in picks]) * 2 - 1  # type: ignore[misc]
+    tokenizer = build_tokenizer(model, calibration)
     for name, size in (("crop_size", data.crop_size), ("val_crop_size", data.val_crop_size)):
         if size % tokenizer.stride:
             raise ValueError(f"data.{name} = {size} is not a multiple of the tokenizer stride {tokenizer.stride}")

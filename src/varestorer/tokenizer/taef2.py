@@ -1,0 +1,293 @@
+"""``TAEF2Tokenizer``: the pretrained TAEF2 autoencoder (MIT) under a multi-scale bitwise quantiser.
+
+    x (B, 3, H, W) in [-1, 1] --(x+1)/2--> TAEF2 encoder --> raw latent (B, 32, H/8, W/8)
+        --(z - shift) @ whiten--> f --GainedBitwiseQuantizer--> labels per scale, f_hat
+    f_hat --f_hat @ unwhiten + shift--> TAEF2 decoder --> 2y - 1 --> x_rec (B, 3, H, W) in [-1, 1]
+
+Same interface as :class:`~varestorer.tokenizer.autoencoder.MultiScaleTokenizer` (``encode``,
+``tokenize``, ``decode``, ``stride``, ``token_dim``, ``default_schedule``, ``labels_to_image``,
+``quantizer``; ``encoder`` and ``decoder`` map images <-> the normalised latent on their own, so a
+student that borrows them needs nothing else). The latent transform (``shift`` and a d x d
+``whiten`` matrix with its inverse, buffers in both halves) and the gains come from data
+(:meth:`TAEF2Tokenizer.calibrate`): PCA whitening by default, so that each sign bit quantises a
+decorrelated unit-variance component (docs/tokenizer.md measures it against per-channel scaling).
+``load_taef2`` reads the two released ``.pth`` files strictly (``weights_only``, sha256 checked);
+their keys are those of ``encoder.net`` and ``decoder.net`` exactly. Weights derived from them ship with the MIT notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from varestorer.checkpoint import PretrainedMixin, check_state_dict, load_state_dict
+from varestorer.tokenizer.gained import GainedBitwiseQuantizer, octaves_below
+from varestorer.tokenizer.quantizer import MultiScaleTokens, resize_latent
+from varestorer.tokenizer.scales import Schedule, schedule_for_grid
+from varestorer.tokenizer.taef2_modules import TAEF2_STRIDE, taef2_decoder, taef2_encoder
+
+TAEF2_FILES: dict[str, tuple[str, str]] = {
+    "encoder": ("taef2_encoder.pth", "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
+    "decoder": ("taef2_decoder.pth", "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"),
+}
+"""Half -> (released file name, its sha256) from ``madebyollin/taesd``."""
+
+
+@dataclass(frozen=True)
+class TAEF2Config:
+    """Shape of a :class:`TAEF2Tokenizer`; the defaults are the released TAEF2 and the measured quantiser."""
+
+    token_dim: int = 32
+    """Latent channels = bits per token (TAEF2: 32)."""
+    channels: int = 64
+    """Width of every conv block (TAEF2: 64)."""
+    upsample_mode: Literal["bilinear", "bicubic"] = "bicubic"
+    """How a scale's codes are brought to the full grid (docs/tokenizer.md compares the two)."""
+    input_interpolation: Literal["bilinear", "area"] = "bilinear"
+    """How f_hat is resized to the next scale for the transformer's teacher-forcing inputs."""
+    num_gain_knots: int = 17
+    """Learned code gains at 0, spacing, ... octaves below the final grid (17 x 0.5: up to 8 octaves)."""
+    gain_knot_spacing: float = 0.5
+    latent_transform: Literal["pca", "channel", "none"] = "pca"
+    """What :meth:`TAEF2Tokenizer.calibrate` fits: PCA whitening of the 32 channels, per-channel mean/std,
+    or nothing (raw latent). The fitted matrices are buffers, so a saved tokenizer keeps them."""
+
+    def __post_init__(self) -> None:
+        if self.token_dim < 1 or self.channels < 4 or self.channels % 4:
+            raise ValueError("token_dim must be positive and channels a positive multiple of 4")
+        if self.latent_transform not in ("pca", "channel", "none"):
+            raise ValueError(f"latent_transform must be pca, channel or none, got {self.latent_transform!r}")
+
+    @property
+    def stride(self) -> int:
+        return TAEF2_STRIDE
+
+
+TAEF2_PRESETS: dict[str, TAEF2Config] = {
+    # Unit tests: the real structure at 8 channels (~22k parameters).
+    "taef2-tiny": TAEF2Config(token_dim=8, channels=8),
+    # The released TAEF2 (2.68M parameters), under the 10-scale schedule at 256 px.
+    "taef2": TAEF2Config(),
+}
+"""Named TAEF2 tokenizer shapes."""
+
+
+def _mix(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
+    """Channels times a matrix: out[:, j] = sum_i x[:, i] * matrix[i, j]."""
+    return torch.einsum("bihw,ij->bjhw", x_BdHW, matrix_dd.to(x_BdHW.dtype))
+
+
+class _Normalised(nn.Module):
+    """A TAEF2 half plus the latent transform it converts with: ``shift`` (d,), ``whiten`` and ``unwhiten`` (d, d)."""
+
+    def __init__(self, net: nn.Sequential, token_dim: int) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("latent_shift", torch.zeros(token_dim))
+        self.register_buffer("latent_whiten", torch.eye(token_dim))
+        self.register_buffer("latent_unwhiten", torch.eye(token_dim))
+
+    def _shift(self, like: Tensor) -> Tensor:
+        return self.latent_shift.to(like.dtype).view(1, -1, 1, 1)
+
+
+class TAEF2Encoder(_Normalised):
+    """Images in [-1, 1] -> normalised latent ``(z - shift) @ whiten``."""
+
+    def forward(self, x_B3HW: Tensor) -> Tensor:
+        z = self.net((x_B3HW + 1) * 0.5)
+        return _mix(z - self._shift(z), self.latent_whiten)
+
+
+class TAEF2Decoder(_Normalised):
+    """Normalised latent -> images in about [-1, 1] (not clamped)."""
+
+    def forward(self, f_BdHW: Tensor) -> Tensor:
+        return self.net(_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)) * 2 - 1
+
+
+class TAEF2Tokenizer(PretrainedMixin, nn.Module):
+    """TAEF2 encoder/decoder around a :class:`GainedBitwiseQuantizer` (the tokenizer interface)."""
+
+    config_class = TAEF2Config
+
+    def __init__(self, config: TAEF2Config | None = None) -> None:
+        super().__init__()
+        self.config = config = config or TAEF2Config()
+        self.encoder = TAEF2Encoder(taef2_encoder(config.token_dim, config.channels), config.token_dim)
+        self.decoder = TAEF2Decoder(taef2_decoder(config.token_dim, config.channels), config.token_dim)
+        self.quantizer = GainedBitwiseQuantizer(
+            config.token_dim,
+            num_knots=config.num_gain_knots,
+            knot_spacing=config.gain_knot_spacing,
+            upsample_mode=config.upsample_mode,
+            input_interpolation=config.input_interpolation,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str) -> TAEF2Tokenizer:
+        if name not in TAEF2_PRESETS:
+            raise ValueError(f"unknown TAEF2 preset {name!r}; choose from {', '.join(TAEF2_PRESETS)}")
+        return cls(TAEF2_PRESETS[name])
+
+    @property
+    def stride(self) -> int:
+        return TAEF2_STRIDE
+
+    @property
+    def token_dim(self) -> int:
+        return self.config.token_dim
+
+    def default_schedule(self, height_px: int, width_px: int) -> Schedule:
+        """``schedule_for_grid`` of the latent grid (256 px: 1, 2, 4, 6, 8, 12, 16, 20, 24, 32)."""
+        return schedule_for_grid(height_px // self.stride, width_px // self.stride)
+
+    def _check_image(self, x_B3HW: Tensor) -> None:
+        if x_B3HW.ndim != 4 or x_B3HW.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W) in [-1, 1], got shape {tuple(x_B3HW.shape)}")
+        if x_B3HW.shape[2] % self.stride or x_B3HW.shape[3] % self.stride:
+            raise ValueError(f"image size {tuple(x_B3HW.shape[2:])} is not a multiple of the stride {self.stride}")
+
+    def encode(self, x_B3HW: Tensor) -> Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> normalised latent f (B, d, H/8, W/8)."""
+        self._check_image(x_B3HW)
+        return self.encoder(x_B3HW)
+
+    def tokenize(
+        self,
+        x_B3HW: Tensor,
+        schedule: Schedule | None = None,
+        *,
+        flip_probability: float = 0.0,
+        generator: torch.Generator | None = None,
+        **quantize_options: Any,
+    ) -> MultiScaleTokens:
+        """Encode and quantize over ``schedule`` (default: :meth:`default_schedule`); options as the bitwise one."""
+        f_BdHW = self.encode(x_B3HW)
+        if schedule is None:
+            schedule = schedule_for_grid(f_BdHW.shape[2], f_BdHW.shape[3])
+        return self.quantizer.quantize(
+            f_BdHW, schedule, flip_probability=flip_probability, generator=generator, **quantize_options
+        )
+
+    def decode(self, f_hat_BdHW: Tensor, *, clamp: bool = True) -> Tensor:
+        """f_hat (B, d, h, w) -> images (B, 3, 8h, 8w), clamped to [-1, 1] unless ``clamp=False``."""
+        if f_hat_BdHW.ndim != 4 or f_hat_BdHW.shape[1] != self.token_dim:
+            raise ValueError(f"expected a (B, {self.token_dim}, h, w) latent, got {tuple(f_hat_BdHW.shape)}")
+        x_B3HW = self.decoder(f_hat_BdHW)
+        return x_B3HW.clamp(-1, 1) if clamp else x_B3HW
+
+    def forward(self, x_B3HW: Tensor, schedule: Schedule | None = None) -> tuple[Tensor, MultiScaleTokens]:
+        """Reconstruction (unclamped, for losses) and the tokens."""
+        tokens = self.tokenize(x_B3HW, schedule)
+        return self.decode(tokens.f_hat, clamp=False), tokens
+
+    def labels_to_f_hat(self, labels: list[Tensor], schedule: Schedule) -> Tensor:
+        return self.quantizer.labels_to_f_hat(labels, schedule, schedule[-1])
+
+    def labels_to_image(self, labels: list[Tensor], schedule: Schedule) -> Tensor:
+        """Per-scale labels -> images (B, 3, 8*h_K, 8*w_K) in [-1, 1]."""
+        return self.decode(self.labels_to_f_hat(labels, schedule))
+
+    @torch.no_grad()
+    def calibrate(
+        self, x_B3HW: Tensor, schedule: Schedule | None = None, *, transform: str | None = None
+    ) -> list[float]:
+        """Set the latent transform and the gains from images ``x`` (all the same size); returns per-scale gains.
+
+        ``transform`` (default ``config.latent_transform``): ``pca``: shift = mean, whiten = V diag(1/sqrt(l))
+        from the eigenvectors V and eigenvalues l of the channel covariance, so f has uncorrelated
+        unit-variance channels; ``channel``: whiten = diag(1/std); ``none``: identity. Gains: scale by
+        scale, the least-squares length g of the sign codes against the residual,
+        g = <r, up(s)> / <up(s), up(s)> over all of ``x``, placed on the knots by octave.
+        """
+        self._check_image(x_B3HW)
+        transform = transform or self.config.latent_transform
+        token_dim = self.token_dim
+        raw = self.encoder.net((x_B3HW.float() + 1) * 0.5).double()
+        shift = raw.mean(dim=(0, 2, 3)) if transform != "none" else torch.zeros(token_dim, dtype=torch.float64)
+        centred = (raw - shift.view(1, -1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, token_dim)
+        if transform == "pca":
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / centred.shape[0])
+            whiten = eigenvectors.flip(1) / eigenvalues.flip(0).clamp_min(1e-8).sqrt()  # largest component first
+        elif transform == "channel":
+            whiten = torch.diag(1.0 / centred.std(dim=0).clamp_min(1e-4))
+        elif transform == "none":
+            whiten = torch.eye(token_dim, dtype=torch.float64)
+        else:
+            raise ValueError(f"transform must be pca, channel or none, got {transform!r}")
+        unwhiten = torch.linalg.inv(whiten)
+        for half in (self.encoder, self.decoder):
+            half.latent_shift.copy_(shift.float())
+            half.latent_whiten.copy_(whiten.float())
+            half.latent_unwhiten.copy_(unwhiten.float())
+        f = _mix((raw - shift.view(1, -1, 1, 1)).float(), whiten.float())
+        grid_hw = (f.shape[2], f.shape[3])
+        schedule = schedule or schedule_for_grid(*grid_hw)
+        rest, gains, octaves = f, [], []
+        for hw in schedule:
+            signs = torch.where(resize_latent(rest, hw, "area") > 0, 1.0, -1.0)
+            up = resize_latent(signs, grid_hw, self.config.upsample_mode)
+            gain = float((rest * up).sum() / up.pow(2).sum().clamp_min(1e-12))
+            rest = rest - gain * up
+            gains.append(gain)
+            octaves.append(octaves_below(hw, grid_hw))
+        self.quantizer.set_gains_from_scales(octaves, gains)
+        return gains
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_taef2(
+    directory: str | Path,
+    config: TAEF2Config | None = None,
+    *,
+    check_sha256: bool = True,
+) -> TAEF2Tokenizer:
+    """A :class:`TAEF2Tokenizer` with the released weights of ``directory`` (``taef2_{encoder,decoder}.pth``).
+
+    Strict: every tensor of ``encoder.net`` / ``decoder.net`` must be in the file under its own key
+    with its shape, nothing else; read with ``weights_only=True``; the sha256 of each file must be the
+    released one unless ``check_sha256=False`` (for re-saved or synthetic files). Latent statistics
+    and gains are left at 0 / 1 / 1: call :meth:`TAEF2Tokenizer.calibrate` next.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: wrong checksum, unreadable file, or missing/unexpected/mis-shaped tensors.
+    """
+    directory = Path(directory)
+    model = TAEF2Tokenizer(config or TAEF2Config())
+    for half, (name, sha256) in TAEF2_FILES.items():
+        path = directory / name
+        if not path.is_file():
+            raise FileNotFoundError(f"TAEF2 {half} weights not found: {path}")
+        if check_sha256 and (actual := file_sha256(path)) != sha256:
+            raise ValueError(f"{path}: sha256 {actual[:16]}... is not the released TAEF2 {half} ({sha256[:16]}...)")
+        state = load_state_dict(path)
+        net: nn.Module = getattr(model, half).net
+        check_state_dict(net, state, what=str(path))
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+__all__ = [
+    "TAEF2_FILES",
+    "TAEF2_PRESETS",
+    "TAEF2Config",
+    "TAEF2Decoder",
+    "TAEF2Encoder",
+    "TAEF2Tokenizer",
+    "file_sha256",
+    "load_taef2",
+]
