@@ -85,6 +85,10 @@ def _mix(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
 class _Normalised(nn.Module):
     """A TAEF2 half plus the latent transform it converts with: ``shift`` (d,), ``whiten`` and ``unwhiten`` (d, d)."""
 
+    latent_shift: Tensor
+    latent_whiten: Tensor
+    latent_unwhiten: Tensor
+
     def __init__(self, net: nn.Sequential, token_dim: int) -> None:
         super().__init__()
         self.net = net
