@@ -283,3 +283,36 @@ def test_cli_bench_peer_weights_errors_are_one_line(capsys) -> None:
     assert "NAME=PATH" in err and err.count("\n") == 1
     assert main(["bench", "--model", "tiny", "--peer-weights", "realesr-general-x4v3=/nonexistent.param"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_tokenizer_bench_times_tokenizers_side_by_side(tmp_path, capsys) -> None:
+    from varestorer.tokenizer.taef2 import TAEF2_PRESETS, TAEF2Tokenizer
+
+    folder = TAEF2Tokenizer(TAEF2_PRESETS["taef2-tiny"]).save_pretrained(tmp_path / "tok")
+    out = tmp_path / "tokenizers.json"
+    targets = f"taef2:taef2-tiny,tokenizer:tiny,{folder}"
+    assert main(["bench", "--tokenizer", targets, "--size", "64", "--runs", "1", "--json", str(out)]) == 0
+    assert "enc+quant" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["size"] == 64 and [row["target"] for row in result["tokenizers"]] == targets.split(",")
+    stride8, stride16, saved = result["tokenizers"]
+    assert (stride8["stride"], stride16["stride"], saved["model_type"]) == (8, 16, "TAEF2Tokenizer")
+    assert stride8["tokens"] > stride16["tokens"]  # the 8x8 grid's schedule has more tokens than the 4x4 one
+    for row in result["tokenizers"]:
+        stages = row["stages"]
+        assert all(stages[s]["ms"] > 0 and stages[s]["gflops"] > 0 for s in ("encode_quantize", "decode"))
+        assert stages["total"]["ms"] == pytest.approx(stages["encode_quantize"]["ms"] + stages["decode"]["ms"])
+    assert saved["stages"]["total"]["gflops"] == pytest.approx(stride8["stages"]["total"]["gflops"])  # same shape
+
+
+def test_tokenizer_bench_errors_are_one_line(capsys) -> None:
+    for argv, message in (
+        (["bench", "--tokenizer", "student:tiny"], "not a tokenizer family"),
+        (["bench", "--tokenizer", "taef2:huge"], "unknown taef2 preset 'huge'"),
+        (["bench", "--tokenizer", "taef2:taef2-tiny", "--model", "tiny"], "leave out --model"),
+        (["bench", "--tokenizer", "taef2:taef2-tiny", "--size", "60"], "not a multiple of"),
+        (["bench"], "give --model"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

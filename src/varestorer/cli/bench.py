@@ -12,7 +12,15 @@ from varestorer.io.atomic import atomic_path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="preset (tiny, small, infinity-125m, infinity-2b) or student folder"
+        "--model", default=None, help="preset (tiny, small, infinity-125m, infinity-2b) or student folder"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="A,B,...",
+        help="instead of --model: time encode+quantise and decode of these tokenizers side by side (embedded "
+        "names such as default-tokenizer or default, tokenizer/teacher/student folders, or presets such as "
+        "taef2:taef2 and tokenizer:small); --size defaults to 256",
     )
     parser.add_argument("--size", type=int, default=None, help="HQ size in px (LQ = size/4); default: the model's own")
     parser.add_argument("--schedule", default=None, help="token schedule override, e.g. 1,2,4,8,16,32 (square sides)")
@@ -58,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.train or args.predict_only:
+    if args.tokenizer is not None:
+        if args.model is not None or args.train or args.predict_only:
+            raise ValueError("--tokenizer times tokenizers alone: leave out --model and --train")
+        result = _tokenizer_bench(args)
+    elif args.model is None:
+        raise ValueError("give --model (a restorer) or --tokenizer (tokenizers)")
+    elif args.train or args.predict_only:
         result = _train_bench(args)
     else:
         result = _inference_bench(args)
@@ -93,6 +107,23 @@ def _train_bench(args: argparse.Namespace) -> dict:
         setting, device=args.device, steps=args.runs, warmup=args.warmup, predict_only=args.predict_only
     )
     print(format_train_table(result))
+    return result
+
+
+def _tokenizer_bench(args: argparse.Namespace) -> dict:
+    from varestorer.benchmark.tokenizer_bench import format_tokenizer_table, run_tokenizer_bench
+    from varestorer.inference.devices import check_device
+
+    result = run_tokenizer_bench(
+        [t.strip() for t in args.tokenizer.split(",") if t.strip()],
+        size=args.size or 256,
+        device=check_device(args.device),
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        runs=args.runs,
+    )
+    print(format_tokenizer_table(result))
     return result
 
 

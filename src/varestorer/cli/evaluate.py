@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", help="write per-image values and the mean as CSV here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     parser.add_argument("--device", default="cpu", help="torch device for LPIPS/DISTS (default cpu)")
-    parser.add_argument("--quiet", action="store_true", help="print only the mean row (no progress)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the mean row (no progress)")
 
 
 def run(args: argparse.Namespace) -> int:
