@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin, check_state_dict, load_state_dict
+from varestorer.tokenizer.base import MultiScaleTokenizerBase
 from varestorer.tokenizer.gained import GainedBitwiseQuantizer, octaves_below
-from varestorer.tokenizer.quantizer import MultiScaleTokens, resize_latent
+from varestorer.tokenizer.quantizer import resize_latent
 from varestorer.tokenizer.scales import Schedule, schedule_for_grid
 from varestorer.tokenizer.taef2_modules import TAEF2_STRIDE, taef2_decoder, taef2_encoder
 
@@ -115,10 +116,13 @@ class TAEF2Decoder(_Normalised):
         return self.net(_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)) * 2 - 1
 
 
-class TAEF2Tokenizer(PretrainedMixin, nn.Module):
+class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):
     """TAEF2 encoder/decoder around a :class:`GainedBitwiseQuantizer` (the tokenizer interface)."""
 
     config_class = TAEF2Config
+    encoder: TAEF2Encoder
+    decoder: TAEF2Decoder
+    quantizer: GainedBitwiseQuantizer
 
     def __init__(self, config: TAEF2Config | None = None) -> None:
         super().__init__()
@@ -146,57 +150,6 @@ class TAEF2Tokenizer(PretrainedMixin, nn.Module):
     @property
     def token_dim(self) -> int:
         return self.config.token_dim
-
-    def default_schedule(self, height_px: int, width_px: int) -> Schedule:
-        """``schedule_for_grid`` of the latent grid (256 px: 1, 2, 4, 6, 8, 12, 16, 20, 24, 32)."""
-        return schedule_for_grid(height_px // self.stride, width_px // self.stride)
-
-    def _check_image(self, x_B3HW: Tensor) -> None:
-        if x_B3HW.ndim != 4 or x_B3HW.shape[1] != 3:
-            raise ValueError(f"expected images (B, 3, H, W) in [-1, 1], got shape {tuple(x_B3HW.shape)}")
-        if x_B3HW.shape[2] % self.stride or x_B3HW.shape[3] % self.stride:
-            raise ValueError(f"image size {tuple(x_B3HW.shape[2:])} is not a multiple of the stride {self.stride}")
-
-    def encode(self, x_B3HW: Tensor) -> Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> normalised latent f (B, d, H/8, W/8)."""
-        self._check_image(x_B3HW)
-        return self.encoder(x_B3HW)
-
-    def tokenize(
-        self,
-        x_B3HW: Tensor,
-        schedule: Schedule | None = None,
-        *,
-        flip_probability: float = 0.0,
-        generator: torch.Generator | None = None,
-        **quantize_options: Any,
-    ) -> MultiScaleTokens:
-        """Encode and quantize over ``schedule`` (default: :meth:`default_schedule`); options as the bitwise one."""
-        f_BdHW = self.encode(x_B3HW)
-        if schedule is None:
-            schedule = schedule_for_grid(f_BdHW.shape[2], f_BdHW.shape[3])
-        return self.quantizer.quantize(
-            f_BdHW, schedule, flip_probability=flip_probability, generator=generator, **quantize_options
-        )
-
-    def decode(self, f_hat_BdHW: Tensor, *, clamp: bool = True) -> Tensor:
-        """f_hat (B, d, h, w) -> images (B, 3, 8h, 8w), clamped to [-1, 1] unless ``clamp=False``."""
-        if f_hat_BdHW.ndim != 4 or f_hat_BdHW.shape[1] != self.token_dim:
-            raise ValueError(f"expected a (B, {self.token_dim}, h, w) latent, got {tuple(f_hat_BdHW.shape)}")
-        x_B3HW = self.decoder(f_hat_BdHW)
-        return x_B3HW.clamp(-1, 1) if clamp else x_B3HW
-
-    def forward(self, x_B3HW: Tensor, schedule: Schedule | None = None) -> tuple[Tensor, MultiScaleTokens]:
-        """Reconstruction (unclamped, for losses) and the tokens."""
-        tokens = self.tokenize(x_B3HW, schedule)
-        return self.decode(tokens.f_hat, clamp=False), tokens
-
-    def labels_to_f_hat(self, labels: list[Tensor], schedule: Schedule) -> Tensor:
-        return self.quantizer.labels_to_f_hat(labels, schedule, schedule[-1])
-
-    def labels_to_image(self, labels: list[Tensor], schedule: Schedule) -> Tensor:
-        """Per-scale labels -> images (B, 3, 8*h_K, 8*w_K) in [-1, 1]."""
-        return self.decode(self.labels_to_f_hat(labels, schedule))
 
     @torch.no_grad()
     def calibrate(
