@@ -113,8 +113,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
                     orientation = image.getexif().get(_ORIENTATION_TAG, 1)
                     return _apply_orientation(_read_16bit_colour(path), orientation)
                 image.load()
-                image = ImageOps.exif_transpose(image) or image
-                return pil_to_array(image)
+                upright: Image.Image = ImageOps.exif_transpose(image) or image
+                return pil_to_array(upright)
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
