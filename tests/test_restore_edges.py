@@ -506,3 +506,23 @@ def test_cpu_peak_memory_counts_memory_freed_by_earlier_runs(monkeypatch) -> Non
         work()
     assert peak.mb > 30, peak.kind  # 40 MB live; without releasing the free heap first: 0 MB
     assert "free heap released first" in peak.kind
+
+
+def test_a_refused_training_state_names_what_was_blocked_without_the_unsafe_advice(tmp_path) -> None:
+    import os
+    import pickle
+
+    from varestorer.training.checkpoints import STATE_NAME, load_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    folder = tmp_path / "step_00000002"
+    folder.mkdir()
+    (folder / STATE_NAME).write_bytes(pickle.dumps(Payload(), protocol=4))
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint(folder)
+    message = str(refused.value)
+    assert "could run code" in message
+    assert "weights_only" not in message and "\n" not in message

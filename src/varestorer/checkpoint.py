@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -65,13 +66,19 @@ def load_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from None
     except Exception as error:  # pickle.UnpicklingError and friends from weights_only loading
-        raise ValueError(f"{path}: refused or unreadable torch file ({_refusal_reason(error)})") from None
+        raise ValueError(f"{path}: refused or unreadable torch file ({load_error_reason(error)})") from None
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return dict(state)
 
 
 def _torch_load(path: Path, mmap: bool) -> Any:
+    with warnings.catch_warnings():  # a refusal is reported as one line; torch's pickle warnings add nothing
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+        return _torch_load_unwarned(path, mmap)
+
+
+def _torch_load_unwarned(path: Path, mmap: bool) -> Any:
     if mmap:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -81,7 +88,7 @@ def _torch_load(path: Path, mmap: bool) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _refusal_reason(error: Exception) -> str:
+def load_error_reason(error: Exception) -> str:
     """The line of torch's weights-only refusal that says what was blocked, never its advice to set
     ``weights_only=False`` (which would run the pickled code)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from varestorer.checkpoint import load_error_reason
 from varestorer.io.atomic import atomic_directory, atomic_path
 
 logger = logging.getLogger(__name__)
@@ -141,11 +143,12 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, dict[str, torch.Tenso
     if not state_path.is_file():
         raise FileNotFoundError(f"not a training checkpoint (no {STATE_NAME}): {folder}")
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refusal is reported as one line below
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
         tensors = {p.name.removesuffix(".safetensors"): load_file(str(p)) for p in folder.glob("*.safetensors")}
     except Exception as error:  # unpickling refusals, truncated files, safetensors header errors
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{folder}: unreadable checkpoint ({first[:200]})") from None
+        raise ValueError(f"{folder}: unreadable checkpoint ({load_error_reason(error)})") from None
     return tensors, state
 
 
