@@ -232,3 +232,10 @@ def test_bitwise_losses_and_code_table() -> None:
     torch.testing.assert_close(out.commitment_loss, expected)
     assert out.codebook_loss.item() == 0
     assert q.code_table().tolist() == pytest.approx([-0.25, 0.25])
+
+
+def test_the_tokenizer_interface_is_abstract_until_a_family_gives_stride_and_token_dim() -> None:
+    from varestorer.tokenizer.base import MultiScaleTokenizerBase
+
+    with pytest.raises(TypeError, match="abstract"):
+        MultiScaleTokenizerBase()  # type: ignore[abstract]

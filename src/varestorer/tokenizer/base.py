@@ -12,6 +12,7 @@ students, ``varestorer reconstruct`` and ``bench --tokenizer`` use only this int
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -21,22 +22,23 @@ from varestorer.tokenizer.quantizer import MultiScaleQuantizer, MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule, schedule_for_grid
 
 
-class MultiScaleTokenizerBase(nn.Module):
-    """The tokenizer interface over ``self.encoder``, ``self.decoder`` and ``self.quantizer``."""
+class MultiScaleTokenizerBase(nn.Module, abc.ABC):
+    """The tokenizer interface over ``self.encoder``, ``self.decoder`` and ``self.quantizer`` (abstract: a family
+    defines ``stride`` and ``token_dim``)."""
 
     encoder: nn.Module
     decoder: nn.Module
     quantizer: MultiScaleQuantizer
 
     @property
+    @abc.abstractmethod
     def stride(self) -> int:
         """Pixels per token along each side."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def token_dim(self) -> int:
         """d: channels of the latent, bits per token for a bitwise quantizer."""
-        raise NotImplementedError
 
     def default_schedule(self, height_px: int, width_px: int) -> Schedule:
         """``schedule_for_grid`` of this image size's latent grid."""
