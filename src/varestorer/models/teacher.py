@@ -103,6 +103,11 @@ class Teacher(nn.Module):
         width = width or height
         if height % self.tokenizer.stride or width % self.tokenizer.stride:
             raise ValueError(f"image size {height}x{width} is not a multiple of {self.tokenizer.stride}")
+        if self.config.scales is not None and height == width == self.config.image_size:
+            grid = height // self.tokenizer.stride
+            if self.config.scales[-1] != grid:
+                raise ValueError(f"scales {self.config.scales} must end at the latent grid {grid} of {height}px")
+            return tuple((side, side) for side in self.config.scales)
         return self.tokenizer.default_schedule(height, width)
 
     @torch.no_grad()

@@ -61,6 +61,8 @@ class ModelConfig:
     """A Teacher folder to fine-tune (its tokenizer and transformer replace the three fields above)."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """``kind = "none"`` (unconditional) or a local ``transformers`` encoder folder."""
+    scales: tuple[int, ...] | None = None
+    """Square token-grid sides at the crop size (e.g. ``[1, 2, 4, 8, 16, 32]``); None: the tokenizer's schedule."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def teacher_param_groups(transformer: NextScaleTransformer) -> list[dict[str, An
 
 def build_teacher(config: ModelConfig, crop_size: int) -> Teacher:
     """The teacher to train: ``init_from`` folder, or a frozen tokenizer + a fresh transformer preset."""
-    teacher_config = TeacherConfig(text_encoder=config.text_encoder, image_size=crop_size)
+    teacher_config = TeacherConfig(text_encoder=config.text_encoder, image_size=crop_size, scales=config.scales)
     if config.init_from is not None:
         loaded = Teacher.from_pretrained(config.init_from)
         return Teacher(loaded.tokenizer, loaded.transformer, teacher_config)
