@@ -54,3 +54,20 @@ def test_generate_command_writes_images(tmp_path, capsys) -> None:
     assert main(command) == 2
     err = capsys.readouterr().err
     assert "exists" in err and err.count("\n") == 1
+
+
+def test_fixed_scales_at_image_size(tmp_path) -> None:
+    tokenizer = MultiScaleTokenizer.from_preset("tiny")
+    grid = 64 // tokenizer.stride
+    teacher = Teacher(
+        tokenizer, NextScaleTransformer(TRANSFORMER_PRESETS["tiny"]), TeacherConfig(image_size=64, scales=(1, grid))
+    )
+    assert teacher.schedule() == ((1, 1), (grid, grid))
+    assert teacher.schedule(128, 128) == tokenizer.default_schedule(128, 128)  # other sizes: the default
+    teacher.save_pretrained(tmp_path / "t")
+    assert Teacher.from_pretrained(tmp_path / "t").schedule() == ((1, 1), (grid, grid))
+    assert teacher.generate(num_images=1, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="must end at the latent grid"):
+        Teacher(tokenizer, teacher.transformer, TeacherConfig(image_size=64, scales=(1, 2))).schedule()
+    with pytest.raises(ValueError, match="increasing"):
+        TeacherConfig(scales=(2, 1))
