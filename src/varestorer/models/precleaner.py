@@ -9,6 +9,9 @@ its own resolution. Two variants share one wrapper:
   and upsamples x4, and the result is resized back to the LQ size with antialiased bicubic, which
   keeps its denoising and deblurring while discarding the invented detail.
 
+A student built with ``precleaner_resolution = "output"`` keeps the x4 output instead
+(``PreCleaner(net, keep_input_size=False)``) and encodes it at the working size directly.
+
 It has one slot: the ``precleaner`` of the model that runs it (``Student.precleaner``, trained with it,
 or the one of a :class:`PreCleaned` around a model without its own); never both.
 ``varestorer.foreign.peers.load_precleaner`` reads one from peer weight files.
@@ -22,17 +25,19 @@ from torch import nn
 
 
 class PreCleaner(nn.Module):
-    """``forward(lq_B3HW in [0, 1]) -> cleaned_B3HW`` in [0, 1], same size as the input."""
+    """``forward(lq_B3HW in [0, 1]) -> cleaned_B3HW`` in [0, 1], same size as the input (``keep_input_size``)
+    or the network's own output size."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, *, keep_input_size: bool = True) -> None:
         super().__init__()
         self.net = net
         self.scale = int(getattr(net, "scale", 1))
+        self.keep_input_size = keep_input_size
 
     def forward(self, lq_B3HW: torch.Tensor) -> torch.Tensor:
         height, width = lq_B3HW.shape[-2:]
         out = self.net(lq_B3HW)
-        if out.shape[-2:] != (height, width):
+        if self.keep_input_size and out.shape[-2:] != (height, width):
             out = F.interpolate(out, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
         return out.clamp(0, 1)
 

@@ -3,15 +3,24 @@
 One step (paper §3.2):
 
     lq (B, 3, S/s, S/s) in [0, 1]
-      -> optional pre-cleaner (same size)
-      -> bicubic resize to the working size S
+      -> optional pre-cleaner (same size; or ``precleaner_resolution = "output"``: an x4 pre-cleaner's S x S output)
+      -> bicubic resize to the working size S (none when it already is)
       -> student encoder (a trainable copy of the tokenizer encoder) -> f_LQ (B, d, S/p, S/p), p = its stride (8)
       -> multi-scale bitwise quantisation -> teacher-forcing inputs of the LQ pyramid (B, L-1, d)
       -> ONE transformer pass, full attention across all scales -> logits of every HQ token (B, L, d, 2)
       -> bits -> codes -> f_hat = sum_k up(codes_k) -> frozen decoder -> sr (B, 3, S, S) in [0, 1]
 
 The transformer is the teacher's, frozen, with LoRA adapters on its attention projections. The
-decoder and quantizer are the teacher tokenizer's, frozen.
+decoder and quantizer are the teacher tokenizer's, frozen. The tokenizer may be of any family
+(``config.tokenizer_type``, built through ``varestorer.families``).
+
+Two opt-in paths beyond the paper (``StudentConfig.lq_bit_skip``, ``fidelity_path``) start the student at
+the LQ's own reconstruction:
+
+    logits_k += g_k * (2 b_k - 1) / 2 * (-1, +1)      b_k: the LQ's bits at scale k, g_k learned per scale
+    decoder input = f_hat + w * (f_LQ - f_hat_LQ)     w: learned per channel, f_hat_LQ: f_LQ quantised
+
+With both on and untrained (the bits of the LQ win), the output is ``decoder(encoder(precleaner(lq)))``.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.models.teacher import Teacher
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
-from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.loading import build_tokenizer
+from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
@@ -45,7 +55,11 @@ class StudentOutput:
     logits: Tensor
     """(B, L, d, 2) float32 logits of every HQ bit, coarse scale first."""
     f_hat: Tensor
-    """(B, d, S/stride, S/stride) the latent that was decoded."""
+    """(B, d, S/stride, S/stride) the latent of the predicted bits (the decoder's input without ``fidelity_path``)."""
+    f_lq: Tensor | None = None
+    """(B, d, S/stride, S/stride) the encoder's unquantised LQ latent (``Student.restore``; None elsewhere)."""
+    f_hat_lq: Tensor | None = None
+    """(B, d, S/stride, S/stride) ``f_lq`` quantised over the schedule (the LQ's own tokens)."""
 
 
 def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float, float]) -> Tensor:
@@ -82,12 +96,16 @@ class Student(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config
-        tokenizer = MultiScaleTokenizer(config.tokenizer)
+        tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer)
         self.encoder = tokenizer.encoder
         self.decoder = tokenizer.decoder
         self.quantizer = tokenizer.quantizer
         self.transformer = NextScaleTransformer(config.transformer)
-        self.precleaner = PreCleaner(SRVGGNetCompact(config.precleaner)) if config.precleaner else None
+        self.precleaner = (
+            PreCleaner(SRVGGNetCompact(config.precleaner), keep_input_size=config.precleaner_resolution == "lq")
+            if config.precleaner
+            else None
+        )
         self.stride = config.tokenizer.stride
         self.schedule: Schedule = (
             tuple(config.schedule)
@@ -96,6 +114,13 @@ class Student(nn.Module):
         )
         if tuple(self.schedule[-1]) != (config.image_size // self.stride,) * 2:
             raise ValueError(f"schedule must end at the latent grid of {config.image_size}px, got {self.schedule[-1]}")
+        num_scales, token_dim = len(self.schedule), config.tokenizer.token_dim
+        self.lq_bit_gain = (
+            nn.Parameter(torch.full((num_scales,), float(config.lq_bit_gain_init))) if config.lq_bit_skip else None
+        )
+        """(K,) g_k of ``lq_bit_skip``: the logit margin given to the LQ's own bit at scale k."""
+        self.fidelity_weight = nn.Parameter(torch.ones(token_dim)) if config.fidelity_path else None
+        """(d,) w of ``fidelity_path``: how much of the LQ latent's quantisation residual reaches the decoder."""
         if not config.merged and config.lora_rank > 0:
             inject_lora(self.transformer, config.lora_targets, rank=config.lora_rank, alpha=config.lora_alpha)
         self._text_encoder: TextEncoder | None = None  # loaded on first prompt, never part of the weights
@@ -106,10 +131,21 @@ class Student(nn.Module):
     def from_teacher(cls, teacher: Teacher, config: StudentConfig) -> Student:
         """A fresh student whose weights are the teacher's (adapters at zero, so it starts as the teacher).
 
-        The shapes (tokenizer, transformer) come from the teacher; the rest of ``config`` is kept.
+        The shapes (tokenizer and its family, transformer) come from the teacher, and so does the schedule
+        when the teacher has fixed ``scales`` and ``config`` sets none; the rest of ``config`` is kept.
         """
         tokenizer, transformer = teacher.tokenizer, teacher.transformer
-        config = replace(config, tokenizer=tokenizer.config, transformer=transformer.config, merged=False)
+        schedule = config.schedule
+        if schedule is None and getattr(teacher.config, "scales", None) is not None:
+            schedule = teacher.schedule(config.image_size, config.image_size)
+        config = replace(
+            config,
+            tokenizer=tokenizer.config,
+            tokenizer_type=type(tokenizer).__name__,
+            transformer=transformer.config,
+            schedule=schedule,
+            merged=False,
+        )
         student = cls(config)
         student.encoder.load_state_dict(tokenizer.encoder.state_dict())
         student.decoder.load_state_dict(tokenizer.decoder.state_dict())
@@ -122,7 +158,8 @@ class Student(nn.Module):
         return student
 
     def freeze_teacher_parts(self) -> None:
-        """Trainable: LoRA adapters, the encoder (``train_encoder``), the pre-cleaner. Frozen: the rest."""
+        """Trainable: LoRA adapters, the encoder (``train_encoder``), the decoder (``train_decoder``), the
+        pre-cleaner (``train_precleaner``), the skip gains and fidelity weights. Frozen: the rest."""
         self.requires_grad_(False)
         for name, param in self.transformer.named_parameters():
             if LORA_MARKER in name.rsplit(".", 1)[-1]:
@@ -131,8 +168,11 @@ class Student(nn.Module):
             self.encoder.requires_grad_(True)
         if self.config.train_decoder:
             self.decoder.requires_grad_(True)
-        if self.precleaner is not None:
+        if self.precleaner is not None and self.config.train_precleaner:
             self.precleaner.requires_grad_(True)
+        for extra in (self.lq_bit_gain, self.fidelity_weight):
+            if extra is not None:
+                extra.requires_grad_(True)
 
     def encode_prompts(self, prompts: list[str]) -> TextCondition:
         """Prompts -> text tokens with the teacher's encoder (``config.text_encoder``)."""
@@ -161,17 +201,33 @@ class Student(nn.Module):
     # ------------------------------------------------------------------------------------- forward
     def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
         """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
+        return self.encode_lq(self.preclean(lq_B3hw))
+
+    def preclean(self, lq_B3hw: Tensor) -> Tensor:
+        """LQ (B, 3, h, w) in [0, 1] -> the pre-cleaner's output (the LQ itself without one)."""
         if lq_B3hw.ndim != 4 or lq_B3hw.shape[1] != 3:
             raise ValueError(f"expected LQ images (B, 3, h, w) in [0, 1], got shape {tuple(lq_B3hw.shape)}")
-        return self.encode_lq(self.precleaner(lq_B3hw) if self.precleaner is not None else lq_B3hw)
+        return self.precleaner(lq_B3hw) if self.precleaner is not None else lq_B3hw
 
     def encode_lq(self, x: Tensor) -> Tensor:
         """The LQ path after the pre-cleaner: resize to the working size, encode, quantise -> (B, L - 1, d)."""
+        return self.lq_tokens(x)[1].inputs
+
+    def lq_tokens(self, x: Tensor) -> tuple[Tensor, MultiScaleTokens]:
+        """Pre-cleaned LQ -> (f_LQ (B, d, H, W) the encoder's latent at the working size, its tokens)."""
         size = (self.config.image_size, self.config.image_size)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
-        return self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False).inputs
+        return f_BdHW, self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False)
+
+    def add_lq_bits(self, logits_BLd2: Tensor, lq_labels: list[Tensor]) -> Tensor:
+        """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits."""
+        assert self.lq_bit_gain is not None
+        counts = torch.tensor([h * w for h, w in self.schedule], device=logits_BLd2.device)
+        gain_L = torch.repeat_interleave(self.lq_bit_gain.to(logits_BLd2.dtype), counts)
+        half_BLd = gain_L.view(1, -1, 1) * (torch.cat(lq_labels, dim=1).to(logits_BLd2.dtype) * 2 - 1) / 2
+        return logits_BLd2 + torch.stack([-half_BLd, half_BLd], dim=-1)
 
     def logits_to_f_hat(self, logits_BLd2: Tensor) -> Tensor:
         """Per-scale bit logits -> f_hat (B, d, H, W), straight-through when gradients are on."""
@@ -193,16 +249,25 @@ class Student(nn.Module):
 
     def restore(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> StudentOutput:
         """The one-step pass with everything the losses need."""
-        inputs = self.lq_to_inputs(lq_B3hw)
-        logits = self.transformer(inputs, self.schedule, text, mask=self.config.attention)
+        f_lq, tokens = self.lq_tokens(self.preclean(lq_B3hw))
+        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention)
+        if self.lq_bit_gain is not None:
+            logits = self.add_lq_bits(logits, tokens.labels)
         f_hat = self.logits_to_f_hat(logits)
-        x = self.decoder(f_hat.to(next(self.decoder.parameters()).dtype))
+        latent = f_hat
+        if self.fidelity_weight is not None:  # the LQ latent's own residual (its gradient reaches the encoder)
+            residual = f_lq.float() - tokens.f_hat.detach()
+            latent = f_hat + self.fidelity_weight.view(1, -1, 1, 1) * residual
+        x = self.decoder(latent.to(next(self.decoder.parameters()).dtype))
         sr = (x + 1) / 2
-        return StudentOutput(sr=sr if self.training else sr.clamp(0, 1), logits=logits, f_hat=f_hat)
+        return StudentOutput(
+            sr=sr if self.training else sr.clamp(0, 1), logits=logits, f_hat=f_hat, f_lq=f_lq, f_hat_lq=tokens.f_hat
+        )
 
     # --------------------------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What an adapter checkpoint stores: LoRA tensors, the encoder (and decoder if trained), the pre-cleaner."""
+        """What an adapter checkpoint stores: LoRA tensors, the encoder (and decoder if trained), the pre-cleaner
+        (trained or not), the skip gains and fidelity weights."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         keep |= {f"encoder.{k}" for k in self.encoder.state_dict()} if self.config.train_encoder else set()
         keep |= {f"decoder.{k}" for k in self.decoder.state_dict()} if self.config.train_decoder else set()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
+from varestorer.tokenizer.loading import tokenizer_config_class, tokenizer_config_from_dict
 from varestorer.tokenizer.scales import infinity_schedule
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
 
@@ -22,8 +23,12 @@ DEFAULT_LORA_TARGETS: tuple[str, ...] = tuple(
 
 @dataclass(frozen=True)
 class StudentConfig:
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """The teacher's tokenizer (the student encoder starts as a copy of its encoder)."""
+    tokenizer: Any = field(default_factory=TokenizerConfig)
+    """The teacher's tokenizer config, of the family ``tokenizer_type`` (the student encoder starts as a copy
+    of its encoder). A plain table (from ``config.json``) is read as that family's config."""
+    tokenizer_type: str = "MultiScaleTokenizer"
+    """The tokenizer family (its ``model_type`` in ``varestorer.families``, e.g. ``TAEF2Tokenizer``);
+    ``config.json`` files written before this field are ``MultiScaleTokenizer``."""
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     """The teacher's transformer (frozen; adapted by LoRA)."""
     teacher: str | None = None
@@ -46,7 +51,26 @@ class StudentConfig:
     """Also fine-tune the decoder on the image losses. The paper keeps it frozen (shared with the teacher);
     a small tokenizer trained briefly (the CPU default) reconstructs poorly and gains from it."""
     precleaner: SRVGGConfig | None = None
-    """Optional same-size pre-cleaner run on the LQ before encoding (the paper's light SwinIR role)."""
+    """Optional pre-cleaner run on the LQ before encoding (the paper's light SwinIR role)."""
+    precleaner_resolution: Literal["lq", "output"] = "lq"
+    """``lq``: the pre-cleaner's output is resized back to the LQ size, then bicubic to the working size
+    (a same-size pre-cleaner, or an x4 one whose invented detail is discarded). ``output``: an upscaling
+    pre-cleaner (realesr-general-x4v3's x4) feeds the encoder at its own output size, with no down/up
+    resize (resized only when its factor differs from ``scale``)."""
+    train_precleaner: bool = True
+    """Train the pre-cleaner with the student; False keeps it frozen (a pretrained x4v3). Its weights are
+    stored in adapter checkpoints either way (the teacher does not hold them)."""
+    lq_bit_skip: bool = False
+    """Beyond the paper: add ``g_k * (2b - 1) / 2`` to the bit-1 logit and subtract it from the bit-0 logit,
+    with b the LQ's own bits at scale k (the quantised LQ latent) and g_k a learned gain per scale, so an
+    untrained student starts near the LQ's tokens and the transformer learns corrections."""
+    lq_bit_gain_init: float = 4.0
+    """Initial value of every g_k of ``lq_bit_skip`` (a logit margin of g_k between the two bits)."""
+    fidelity_path: bool = False
+    """Beyond the paper (after StableSR's controllable feature wrapping): the decoder reads
+    ``f_hat + w * (f_LQ - f_hat_LQ)``, the LQ latent's quantisation residual added back with a learned
+    per-channel weight w (initialised to 1). With ``lq_bit_skip`` an untrained student outputs
+    ``decoder(encoder(precleaner(lq)))``."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
@@ -55,6 +79,15 @@ class StudentConfig:
     """True for an exported checkpoint: LoRA folded in, every weight stored, no teacher needed."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.tokenizer, dict):  # a config.json table: the family's own config
+            tokenizer = tokenizer_config_from_dict(self.tokenizer_type, self.tokenizer, where="StudentConfig.tokenizer")
+            object.__setattr__(self, "tokenizer", tokenizer)
+        if not isinstance(self.tokenizer, tokenizer_config_class(self.tokenizer_type)):
+            raise ValueError(
+                f"tokenizer is a {type(self.tokenizer).__name__}, not a config of tokenizer_type {self.tokenizer_type}"
+            )
+        if self.precleaner_resolution not in ("lq", "output"):
+            raise ValueError(f"precleaner_resolution must be 'lq' or 'output', got {self.precleaner_resolution!r}")
         stride = self.tokenizer.stride
         if self.scale < 1 or self.image_size % (stride * self.scale):
             raise ValueError(f"image_size {self.image_size} must be a multiple of stride*scale = {stride * self.scale}")

@@ -3,7 +3,8 @@
 Recipe sections (see ``recipes/student_small.toml``)::
 
     [train]  TrainConfig (optimiser, schedule, precision, accumulation, EMA, checkpoints, logging)
-    [model]  teacher folder, LoRA rank/alpha/targets, attention full|causal, working size, pre-cleaner
+    [model]  teacher folder, LoRA rank/alpha/targets, attention full|causal, working size, pre-cleaner (its
+             resolution, init, frozen or not), the LQ-bit skip and fidelity path (beyond the paper)
     [data]   HQ training folders, degradation preset, paired validation folders
     [loss]   lambda_kl / lambda_perceptual / lambda_mse / lambda_dists, KL temperature
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varestorer.archs.srvgg import SRVGG_PRESETS
+from varestorer.archs.srvgg import SRVGG_PRESETS, SRVGGNetCompact
 from varestorer.config import config_to_dict
 from varestorer.data.datasets import PairedFolderDataset
 from varestorer.data.pairs import DegradedPairDataset
@@ -77,6 +78,25 @@ class ModelConfig:
     encoder; False is the no_prompt ablation. Without a text encoder both are unconditional anyway."""
     precleaner_features: int = 32
     precleaner_convs: int = 8
+    precleaner_upscale: int = 1
+    """The pre-cleaner's own factor (4 with ``precleaner_resolution = "output"``: realesr-general-x4v3's shape
+    is features 64, convs 32, upscale 4)."""
+    precleaner_resolution: str = "lq"
+    """``lq``: its output is resized back to the LQ size (today's default). ``output``: an upscaling
+    pre-cleaner's output goes straight to the encoder at the working size."""
+    train_precleaner: bool = True
+    """False keeps the pre-cleaner frozen (e.g. the pretrained x4v3 of ``precleaner_init``)."""
+    precleaner_init: str | None = None
+    """Initialise the pre-cleaner from an SRVGGNetCompact checkpoint folder (``config.json`` + safetensors, e.g.
+    ``src/varestorer/weights/realesr-general-x4v3``) or peer weights (an ncnn ``.param``/``.bin`` pair or a
+    Real-ESRGAN ``.pth``); its shape must be the one the fields above describe."""
+    lq_bit_skip: bool = False
+    """Beyond the paper: the LQ's own bits added to the student's logits with a learned gain per scale."""
+    lq_bit_gain_init: float = 4.0
+    fidelity_path: bool = False
+    """Beyond the paper: the LQ latent's quantisation residual added to the decoder input (per-channel weight)."""
+    skip_lr_scale: float = 1.0
+    """Learning-rate multiplier of the skip gains and fidelity weights (no weight decay)."""
     init_from: str | None = None
     """A student folder to continue from (its adapters, encoder and pre-cleaner)."""
     shared_teacher: bool = True
@@ -124,13 +144,25 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     tokenizer, transformer = teacher.tokenizer, teacher.transformer
     if model.attention not in ("full", "causal"):
         raise ValueError(f"[model] attention must be 'full' or 'causal', got {model.attention!r}")
+    if model.precleaner_resolution not in ("lq", "output"):
+        raise ValueError(f"[model] precleaner_resolution must be 'lq' or 'output', got {model.precleaner_resolution!r}")
+    if model.kind != "student" and (model.lq_bit_skip or model.fidelity_path):
+        raise ValueError("[model] lq_bit_skip and fidelity_path apply to kind = 'student' only")
     precleaner = (
-        replace(SRVGG_PRESETS["precleaner-1x"], num_feat=model.precleaner_features, num_conv=model.precleaner_convs)
+        replace(
+            SRVGG_PRESETS["precleaner-1x"],
+            num_feat=model.precleaner_features,
+            num_conv=model.precleaner_convs,
+            upscale=model.precleaner_upscale,
+        )
         if model.precleaner
         else None
     )
+    if model.precleaner_init and precleaner is None:
+        raise ValueError("[model] precleaner_init needs precleaner = true")
     config = StudentConfig(
         tokenizer=tokenizer.config,
+        tokenizer_type=type(tokenizer).__name__,
         transformer=transformer.config,
         teacher=str(Path(model.teacher).resolve()),
         scale=model.scale,
@@ -142,18 +174,65 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         train_encoder=model.train_encoder,
         train_decoder=model.train_decoder,
         precleaner=precleaner,
+        precleaner_resolution=model.precleaner_resolution,  # type: ignore[arg-type]
+        train_precleaner=model.train_precleaner,
+        lq_bit_skip=model.lq_bit_skip,
+        lq_bit_gain_init=model.lq_bit_gain_init,
+        fidelity_path=model.fidelity_path,
         text_encoder=teacher.config.text_encoder,
     )
     kinds = {entry.name: entry.model_class for entry in families(trains="student").values()}  # varestorer.families
     if model.kind not in kinds:
         raise ValueError(f"[model] kind must be one of {', '.join(kinds)}, got {model.kind!r}")
     student = kinds[model.kind]().from_teacher(teacher, config)
+    if model.precleaner_init:
+        load_precleaner_init(student, model.precleaner_init)
     if model.init_from:
         previous = kinds[model.kind]().from_pretrained(model.init_from)
         student.load_state_dict(previous.trainable_state_dict(), strict=False)
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()
     return student, tokenizer, transformer
+
+
+def load_precleaner_init(student: Student, path: str | Path) -> None:
+    """Copy SRVGGNetCompact weights (a checkpoint folder, ncnn pair or ``.pth``) into the student's pre-cleaner.
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: not an SRVGGNetCompact, or not the shape of the student's pre-cleaner.
+    """
+    from varestorer.foreign.peers import load_peer
+
+    assert student.precleaner is not None
+    if not Path(path).exists():
+        raise FileNotFoundError(f"[model] precleaner_init not found: {path}")
+    peer = load_peer(path)
+    if not isinstance(peer, SRVGGNetCompact):
+        raise ValueError(f"[model] precleaner_init {path} holds a {type(peer).__name__}, not an SRVGGNetCompact")
+    ours = student.config.precleaner
+    if peer.config != ours:
+        raise ValueError(f"[model] precleaner_init {path} is {peer.config}, the recipe's pre-cleaner is {ours}")
+    student.precleaner.net.load_state_dict({k: v.float() for k, v in peer.state_dict().items()})
+    logger.info("pre-cleaner initialised from %s", path)
+
+
+def skip_param_groups(student: Student, scale: float) -> list[dict[str, Any]] | None:
+    """AdamW groups with the skip gains and fidelity weights at ``scale`` x the learning rate (None: the
+    trainer's default groups, when ``scale`` is 1 or the student has neither)."""
+    extras = [
+        p for p in (getattr(student, "lq_bit_gain", None), getattr(student, "fidelity_weight", None)) if p is not None
+    ]
+    if scale == 1.0 or not extras:
+        return None
+    ids = {id(p) for p in extras}
+    rest = [p for p in student.parameters() if p.requires_grad and id(p) not in ids]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in rest if p.ndim >= 2]},
+        {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0},
+        {"params": extras, "weight_decay": 0.0, "lr_scale": scale},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 TEACHER_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -338,7 +417,15 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         module.student.save_pretrained(directory)
 
     recipe_dict = {name: config_to_dict(value) for name, value in configs.items()}
-    trainer = Trainer(train, module, resume=resume, validate=validate, export=export, recipe=recipe_dict)
+    trainer = Trainer(
+        train,
+        module,
+        resume=resume,
+        validate=validate,
+        export=export,
+        recipe=recipe_dict,
+        param_groups=skip_param_groups(student, model.skip_lr_scale),
+    )
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     logger.info(
         "distilling a %s-attention student (%.2fM trainable parameters) on %d images, %d process(es), device %s",
