@@ -142,6 +142,27 @@ def test_degraded_pairs_in_workers_and_batched_collate(tmp_path, tiny_image) -> 
     assert batch["lq"].shape == (4, 3, 8, 8) and len(batch["params"]) == 4 and len(batch["caption"]) == 4
 
 
+def test_degraded_pairs_mix_presets_per_item(tmp_path, tiny_image) -> None:
+    from varestorer.data.pairs import DegradedPairDataset
+    from varestorer.degradation.pipeline import DegradationPipeline, degrade
+
+    for i in range(6):
+        _save(tmp_path / f"{i}.png", tiny_image(40, 40, seed=i))
+    hq = HQFolderDataset(tmp_path, crop_size=32, seed=0)
+    pairs = DegradedPairDataset(hq, "bicubic, mild", seed=3)
+    configs = [DegradationPipeline.from_preset(name).config for name in ("bicubic", "mild")]
+    used = set()
+    for index in range(len(pairs)):
+        item = pairs[index]
+        which = item["seed"] % 2
+        used.add(which)
+        expected, _ = degrade(item["gt"], configs[which], torch.Generator().manual_seed(item["seed"]))
+        assert torch.equal(item["lq"], expected)
+    assert used == {0, 1}  # both presets drawn over six items
+    with pytest.raises(ValueError, match="empty degradation preset"):
+        DegradedPairDataset(hq, "mild,")
+
+
 def test_pair_pool_mixes_batches() -> None:
     from varestorer.data.pairs import PairPool
 

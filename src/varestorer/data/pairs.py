@@ -13,6 +13,7 @@ Two ways to get batches of pairs from an :class:`~varestorer.data.datasets.HQFol
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -33,12 +34,28 @@ def _config(config: DegradationConfig | str) -> DegradationConfig:
     return DegradationPipeline.from_preset(config).config if isinstance(config, str) else config
 
 
+def _configs(config: DegradationConfig | str | Sequence[DegradationConfig | str]) -> list[DegradationConfig]:
+    """One config, a preset name, comma-separated preset names (``"mild,realesrgan"``) or a sequence."""
+    if isinstance(config, str):
+        names = [name.strip() for name in config.split(",")]
+        if not all(names):
+            raise ValueError(f"empty degradation preset name in {config!r}")
+        return [_config(name) for name in names]
+    if isinstance(config, DegradationConfig):
+        return [config]
+    if not config:
+        raise ValueError("no degradation given")
+    return [_config(c) for c in config]
+
+
 class DegradedPairDataset(Dataset):
     """Wraps a dataset of ``{"gt": (3, H, W), ...}`` items and adds ``"lq"`` ``(3, H/s, W/s)``.
 
     Args:
         dataset: e.g. an ``HQFolderDataset`` whose crop size is a multiple of the scale.
-        config: a :class:`DegradationConfig` or a preset name.
+        config: a :class:`DegradationConfig`, a preset name, or several (a sequence, or preset names joined
+            by commas such as ``"mild,realesrgan"``): each item then uses one of them, drawn uniformly from
+            its seed, so a model learns both.
         seed: ``None`` draws each item's generator seed from torch's global RNG (seeded per worker by
             the DataLoader); an int makes item ``i`` of epoch ``e`` depend only on ``(seed, e, i)``.
         return_params: add ``"params"``, the JSON string of every drawn value.
@@ -47,13 +64,14 @@ class DegradedPairDataset(Dataset):
     def __init__(
         self,
         dataset: Dataset,
-        config: DegradationConfig | str,
+        config: DegradationConfig | str | Sequence[DegradationConfig | str],
         *,
         seed: int | None = None,
         return_params: bool = False,
     ) -> None:
         self.dataset = dataset
-        self.config = _config(config)
+        self.configs = _configs(config)
+        self.config = self.configs[0]
         self.seed = seed
         self.epoch = 0
         self.return_params = return_params
@@ -74,7 +92,8 @@ class DegradedPairDataset(Dataset):
             seed = int(torch.randint(0, 2**62, (1,)).item())
         else:
             seed = (self.seed * 1_000_003 + self.epoch * 7_919 + index) % 2**62 + 1
-        lq, params = degrade(item["gt"], self.config, torch.Generator().manual_seed(seed))
+        config = self.configs[seed % len(self.configs)]
+        lq, params = degrade(item["gt"], config, torch.Generator().manual_seed(seed))
         item["lq"] = lq
         item["seed"] = seed
         if self.return_params:

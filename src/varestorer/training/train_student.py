@@ -112,7 +112,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig(PhotoFolderConfig):
     degradation: str = "mild"
-    """Degradation preset name (``mild``, ``realesrgan``, ``bicubic``) or a pipeline config file."""
+    """Degradation preset name (``mild``, ``realesrgan``, ``bicubic``), several joined by commas (each pair
+    uses one, drawn per item: ``"mild,realesrgan"``), or a pipeline config file."""
     hflip: bool = True
     val_lq_dir: str | None = None
     val_gt_dir: str | None = None
