@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="time a peer with these weights (as `varestorer baseline` loads them); repeatable; default random",
+        help="time a peer with these weights (as `varestorer baseline` loads them); repeatable; default: "
+        "the embedded weights (realesr-general-x4v3), else random",
     )
     parser.add_argument("--no-multi-step", action="store_true", help="skip the autoregressive generation reference")
     parser.add_argument("--precleaner", action="store_true", help="presets: add the precleaner-1x stage")
