@@ -131,6 +131,8 @@ def bench_peer(
             return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
     elif name in PEERS and name in peer_presets():
+        if weights is None and name in EMBEDDED_PEERS:
+            weights = peer_weights(name)  # named in the result: the shipped weights, not random ones
         net = peer_module(name, weights=weights, device=device, dtype=dtype)
 
         def fn() -> torch.Tensor:
