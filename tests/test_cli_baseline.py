@@ -40,8 +40,8 @@ def test_missing_weights_are_one_line_errors(tmp_path, tiny_image, capsys, monke
     monkeypatch.setenv("VARESTORER_CACHE", str(tmp_path / "empty-cache"))  # as before `assets fetch`
     write_image(tmp_path / "a.png", tiny_image(6, 5))
     base = ["baseline", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
-    assert main([*base, "--method", "realesr-general-x4v3"]) == 2
-    assert "needs --weights" in capsys.readouterr().err
+    assert main([*base, "--method", "realesr-general-x4v3", "--weights", str(tmp_path / "none.pth")]) == 2
+    assert "none.pth" in capsys.readouterr().err
     assert main([*base, "--method", "realesrgan-x4plus"]) == 2
     assert "realesrgan-x4plus" in capsys.readouterr().err
     torch.save(build_peer("precleaner-1x").state_dict(), tmp_path / "wrong.pth")

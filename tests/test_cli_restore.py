@@ -122,8 +122,8 @@ def test_options_and_one_line_errors(tmp_path, tiny_image, checkpoint, capsys) -
     assert main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "default")]) == 0  # the embedded model
     assert (tmp_path / "default" / "a.png").is_file()
     base = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
-    assert main([*base, "--model", checkpoint, "--precleaner", "default"]) == 2
-    assert "pre-cleaner" in capsys.readouterr().err
+    assert main([*base, "--model", checkpoint, "--precleaner", str(tmp_path / "none.pth")]) == 2
+    assert "none.pth" in capsys.readouterr().err
     assert main([*base, "--model", checkpoint, "--prompt", "a cat"]) == 2
     assert "takes no text prompt" in capsys.readouterr().err
     options = ["--color-fix", "wavelet", "--precleaner", checkpoint, "--device", "cpu", "--dtype", "float32"]

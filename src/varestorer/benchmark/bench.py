@@ -22,11 +22,12 @@ restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``,
 setting: ``model``, ``device``, ``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``,
 ``threads``, ``load_avg``, ``schedule``, ``tokens``, ``params_m``.
 
-Peers are the modules ``varestorer baseline`` runs (:func:`peer_module`): random weights by default, or the
-user's file through ``peer_weights``. On a shared CPU, compare at ``--threads 1``: with more threads than
-free cores every OpenMP barrier waits for a preempted thread, which inflated x4plus 3x here (2 threads:
-4.7 s of CPU time for 147 GFLOP; 1 thread: 1.6 s, about 93 GFLOP per CPU second), so a low
-``gflop_per_s`` next to a normal ``cpu_gflop_per_s`` means load, not a slow path.
+Peers are the modules ``varestorer baseline`` runs (:func:`peer_module`): the embedded weights of a peer the
+package ships (realesr-general-x4v3), else random weights, or the user's file through ``peer_weights``. On a
+shared CPU, compare at ``--threads 1``: with more threads than free cores every OpenMP barrier waits for a
+preempted thread, which inflated x4plus 3x here (2 threads: 4.7 s of CPU time for 147 GFLOP; 1 thread: 1.6 s,
+about 93 GFLOP per CPU second), so a low ``gflop_per_s`` next to a normal ``cpu_gflop_per_s`` means load, not
+a slow path.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 
 from varestorer.benchmark.presets import bench_student
 from varestorer.benchmark.timing import DTYPES, Dtype, Timing, count_flops, measure, peak_memory, precision
-from varestorer.foreign.peers import build_peer, load_peer, peer_presets
+from varestorer.foreign.peers import EMBEDDED_PEERS, build_peer, load_peer, peer_presets, peer_weights
 from varestorer.inference.devices import check_device
 from varestorer.models.student import Student
 from varestorer.tokenizer.scales import Schedule, token_count
@@ -95,11 +96,14 @@ def peer_module(
     name: str, *, weights: str | Path | None = None, device: torch.device | str = "cpu", dtype: Dtype = "fp32"
 ) -> torch.nn.Module:
     """The peer module ``bench`` times: ``load_peer(weights, arch=name)`` (what ``varestorer baseline`` gives a
-    user) or, without weights, the preset's arch with random weights (same class and config; speed does not
-    depend on the values: no denormals were seen in either), moved and set to eval as ``Restorer`` does."""
+    user) or, without weights, the package's embedded weights of that peer if it ships them, else the preset's
+    arch with random weights (same class and config; speed does not depend on the values: no denormals were
+    seen in either), moved and set to eval as ``Restorer`` does."""
     if name not in PEERS or name == "bicubic" or name not in peer_presets():
         raise ValueError(f"unknown peer arch {name!r}; choose from {', '.join(p for p in PEERS if p != 'bicubic')}")
     device = torch.device(device)
+    if weights is None and name in EMBEDDED_PEERS:
+        weights = peer_weights(name)  # the weights shipped in the package: what a user gets
     if weights is not None:
         net = load_peer(weights, arch=name).to(device)
     else:
@@ -127,6 +131,8 @@ def bench_peer(
             return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
     elif name in PEERS and name in peer_presets():
+        if weights is None and name in EMBEDDED_PEERS:
+            weights = peer_weights(name)  # named in the result: the shipped weights, not random ones
         net = peer_module(name, weights=weights, device=device, dtype=dtype)
 
         def fn() -> torch.Tensor:

@@ -23,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser)
     parser.add_argument("--method", required=True, choices=METHODS, help="interpolation or peer network")
     parser.add_argument("--scale", type=float, default=4.0, help="output/input size ratio (default 4)")
-    parser.add_argument("--weights", default=None, help="network weights: ncnn .param/.bin, .pth or .safetensors")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="network weights: ncnn .param/.bin, .pth, .safetensors or a folder "
+        "(default: realesr-general-x4v3's embedded weights, x4plus's fetched asset)",
+    )
     add_device_arguments(parser)
 
 
@@ -41,10 +46,12 @@ def resize_array(array: np.ndarray, scale: float, method: str) -> np.ndarray:
 
 
 def _weights(args: argparse.Namespace) -> Path:
+    from varestorer.foreign.peers import EMBEDDED_PEERS, peer_weights
+
     if args.weights:
-        return Path(args.weights)
-    if args.method == "realesr-general-x4v3":
-        raise ValueError("realesr-general-x4v3 needs --weights PATH (ncnn .param/.bin, .pth or .safetensors)")
+        return peer_weights(args.weights)
+    if args.method in EMBEDDED_PEERS:
+        return peer_weights(args.method)  # shipped inside the package (licence beside)
     try:
         from varestorer.assets import asset_path
     except ImportError:

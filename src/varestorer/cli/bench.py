@@ -12,7 +12,10 @@ from varestorer.io.atomic import atomic_path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=None, help="preset (tiny, small, infinity-125m, infinity-2b) or student folder"
+        "--model",
+        default=None,
+        help="preset (tiny, small, infinity-125m, infinity-2b) or student folder; leave out with --peers to time "
+        "the peers alone",
     )
     parser.add_argument(
         "--tokenizer",
@@ -36,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="time a peer with these weights (as `varestorer baseline` loads them); repeatable; default random",
+        help="time a peer with these weights (as `varestorer baseline` loads them); repeatable; default: "
+        "the embedded weights (realesr-general-x4v3), else random",
     )
     parser.add_argument("--no-multi-step", action="store_true", help="skip the autoregressive generation reference")
     parser.add_argument("--precleaner", action="store_true", help="presets: add the precleaner-1x stage")
@@ -70,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         if args.model is not None or args.train or args.predict_only:
             raise ValueError("--tokenizer times tokenizers alone: leave out --model and --train")
         result = _tokenizer_bench(args)
+    elif args.model is None and args.peers and not (args.train or args.predict_only):
+        result = _peer_bench(args)  # the peers alone
     elif args.model is None:
-        raise ValueError("give --model (a restorer) or --tokenizer (tokenizers)")
+        raise ValueError("give --model (a restorer), --peers alone, or --tokenizer (tokenizers)")
     elif args.train or args.predict_only:
         result = _train_bench(args)
     else:
@@ -124,6 +130,23 @@ def _tokenizer_bench(args: argparse.Namespace) -> dict:
         runs=args.runs,
     )
     print(format_tokenizer_table(result))
+    return result
+
+
+def _peer_bench(args: argparse.Namespace) -> dict:
+    from varestorer.benchmark.peer_bench import format_peer_table, run_peer_bench
+
+    result = run_peer_bench(
+        [p for p in args.peers.split(",") if p],
+        size=args.size or 256,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        runs=args.runs,
+        warmup=args.warmup,
+        peer_weights=_peer_weights(args.peer_weights),
+    )
+    print(format_peer_table(result))
     return result
 
 

@@ -40,7 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="caption each image with this local transformers image-to-text model (e.g. BLIP) when no "
         "--prompt is given, and use the caption as the prompt (off by default)",
     )
-    parser.add_argument("--precleaner", default="none", help="none, default, or a path to pre-cleaner weights")
+    parser.add_argument(
+        "--precleaner",
+        default="none",
+        help="none, default (the embedded realesr-general-x4v3), an embedded peer name, or a path to "
+        "pre-cleaner weights",
+    )
 
 
 def _model_path(args: argparse.Namespace) -> str:
@@ -60,12 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     planned = prepare_batch(args)  # bad inputs and an unwritable -o are found before the model loads
     precleaner = None
-    if args.precleaner == "default":
-        raise ValueError("no default pre-cleaner is bundled yet; pass --precleaner PATH (e.g. realesr-general-x4v3)")
     if args.precleaner != "none":
-        from varestorer.foreign.peers import load_precleaner
+        from varestorer.foreign.peers import DEFAULT_PRECLEANER, load_precleaner
 
-        precleaner = load_precleaner(args.precleaner)
+        precleaner = load_precleaner(DEFAULT_PRECLEANER if args.precleaner == "default" else args.precleaner)
     captioner = None
     if args.caption_model is not None:
         from varestorer.inference.restorer import default_device

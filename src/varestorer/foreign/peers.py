@@ -1,9 +1,10 @@
 """Loading peer weights from any file we accept (the classes are pure modules in ``varestorer.archs``).
 
-Accepted weights: a checkpoint folder written by ``save_pretrained`` (``config.json`` +
-``model.safetensors`` or its shards), Real-ESRGAN ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` /
-``params`` wrappers unwrapped) and ncnn ``.param``/``.bin`` pairs. For foreign files the config is
-read off the tensor shapes (or the ncnn layer list), so no arch flag is needed.
+Accepted weights: the name of a peer embedded in the package (:data:`EMBEDDED_PEERS`), a checkpoint folder
+written by ``save_pretrained`` (``config.json`` + ``model.safetensors`` or its shards), Real-ESRGAN
+``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` / ``params`` wrappers unwrapped) and ncnn
+``.param``/``.bin`` pairs. For foreign files the config is read off the tensor shapes (or the ncnn layer
+list), so no arch flag is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
 from varestorer.checkpoint import CONFIG_NAME, load_state_dict, load_strict
 from varestorer.families import families, load_pretrained
 from varestorer.models.precleaner import PreCleaner
+
+# Peers whose weights ship inside the package (varestorer/weights/<folder>, licence beside):
+# name -> folder. The one place a peer name becomes weights; every command resolves through it.
+EMBEDDED_PEERS: dict[str, str] = {"realesr-general-x4v3": "realesr-general-x4v3"}
+DEFAULT_PRECLEANER = "realesr-general-x4v3"
+"""The embedded peer ``--precleaner default`` stands for (the paper's light coarse restorer)."""
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def peer_weights(path_or_name: str | Path) -> Path:
+    """The weights an embedded peer name (``realesr-general-x4v3``) or a path stands for.
+
+    A name wins only when no file or folder of that name exists (an explicit path is kept as given).
+    """
+    if str(path_or_name) in EMBEDDED_PEERS and not Path(path_or_name).exists():
+        return WEIGHTS_DIR / EMBEDDED_PEERS[str(path_or_name)]
+    return Path(path_or_name)
 
 
 def peer_presets() -> dict[str, tuple[type[nn.Module], Any]]:
@@ -103,7 +121,7 @@ def arch_from_ncnn(param_path: str | Path) -> nn.Module:
 
 
 def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
-    """Load peer weights from a folder, a ``.pth``/``.safetensors`` file, or an ncnn pair.
+    """Load peer weights from an embedded name, a folder, a ``.pth``/``.safetensors`` file, or an ncnn pair.
 
     For ncnn, ``path`` may name the ``.param`` or the ``.bin``; the other is found beside it.
     ``arch`` (a :func:`peer_presets` name) overrides the detected architecture.
@@ -115,7 +133,7 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
         FileNotFoundError: no such file/folder.
         ValueError: unrecognised or mismatching weights.
     """
-    path = Path(path)
+    path = peer_weights(path)
     if path.is_dir():
         return load_pretrained(path, require="peer", what="a peer arch")
     if path.suffix in (".param", ".bin") and not (path.parent / CONFIG_NAME).exists():
@@ -134,5 +152,5 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
 
 
 def load_precleaner(path: str | Path) -> PreCleaner:
-    """A pre-cleaner from peer weights (folder, ``.pth``/``.safetensors`` or ncnn ``.param``/``.bin``)."""
+    """A pre-cleaner from peer weights (an embedded name, a folder, ``.pth``/``.safetensors`` or ncnn)."""
     return PreCleaner(load_peer(path)).eval()
