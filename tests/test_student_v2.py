@@ -188,3 +188,5 @@ def test_precleaner_init_reads_pth_and_refuses_other_shapes(tmp_path: Path) -> N
         train_student.load_precleaner_init(student, tmp_path / "other")
     with pytest.raises(FileNotFoundError):
         train_student.load_precleaner_init(student, tmp_path / "missing")
+    with pytest.raises(ValueError, match="the recipe's pre-cleaner"):  # the embedded name resolves (64 x 32 convs)
+        train_student.load_precleaner_init(student, "realesr-general-x4v3")

@@ -197,16 +197,17 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
 
 
 def load_precleaner_init(student: Student, path: str | Path) -> None:
-    """Copy SRVGGNetCompact weights (a checkpoint folder, ncnn pair or ``.pth``) into the student's pre-cleaner.
+    """Copy SRVGGNetCompact weights (a checkpoint folder, ncnn pair, ``.pth`` or an embedded peer name such as
+    ``realesr-general-x4v3``) into the student's pre-cleaner.
 
     Raises:
         FileNotFoundError: no such file or folder.
         ValueError: not an SRVGGNetCompact, or not the shape of the student's pre-cleaner.
     """
-    from varestorer.foreign.peers import load_peer
+    from varestorer.foreign.peers import load_peer, peer_weights
 
     assert student.precleaner is not None
-    if not Path(path).exists():
+    if not peer_weights(path).exists():
         raise FileNotFoundError(f"[model] precleaner_init not found: {path}")
     peer = load_peer(path)
     if not isinstance(peer, SRVGGNetCompact):
