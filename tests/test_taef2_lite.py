@@ -121,3 +121,23 @@ def test_a_distillation_step_lowers_the_latent_loss() -> None:
     assert float(logs["distill"]) < first
     with pytest.raises(ValueError, match="needs model.distill_from"):
         TokenizerTraining(student, loss_config)
+
+
+def test_init_from_with_changes_derives_the_lite_variant_and_trainable_parts(tmp_path: Path) -> None:
+    from varestorer.training.train_tokenizer import ModelConfig, build_tokenizer, set_trainable
+
+    torch.manual_seed(0)
+    source = TAEF2Tokenizer(TINY)
+    source.save_pretrained(tmp_path / "full")
+    config = ModelConfig(
+        preset="taef2-tiny-lite", init_from=str(tmp_path / "full"), changes={"full_resolution_blocks": False}
+    )
+    lite = build_tokenizer(config)
+    assert isinstance(lite, TAEF2Tokenizer) and lite.config == LITE
+    assert torch.equal(lite.decoder.net[19].weight, source.decoder.net[19].weight)
+    assert build_tokenizer(ModelConfig(preset="taef2-tiny", init_from=str(tmp_path / "full"))).config == TINY
+    set_trainable(lite, ("decoder",))
+    assert not any(p.requires_grad for p in lite.encoder.parameters()) and not lite.quantizer.gains.requires_grad
+    assert all(p.requires_grad for p in lite.decoder.parameters())
+    with pytest.raises(ValueError, match="model.trainable takes"):
+        set_trainable(lite, ("transformer",))

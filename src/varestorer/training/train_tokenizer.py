@@ -141,6 +141,15 @@ def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None
     return MultiScaleTokenizer(config_from_dict(TokenizerConfig, base | dict(config.changes), where="model.changes"))
 
 
+def set_trainable(tokenizer: Tokenizer, parts: tuple[str, ...] | list[str]) -> None:
+    """Let only ``parts`` (of encoder, decoder, quantizer) learn; one clear error for anything else."""
+    names = ("encoder", "decoder", "quantizer")
+    if not parts or set(parts) - set(names):
+        raise ValueError(f"model.trainable takes encoder, decoder, quantizer (at least one), got {list(parts)}")
+    for part in names:
+        getattr(tokenizer, part).requires_grad_(part in parts)
+
+
 def _perceptual_loss() -> nn.Module:
     try:
         from varestorer.metrics.lpips import LPIPS
@@ -255,13 +264,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         picks = [round(i * (len(crops) - 1) / max(count - 1, 1)) for i in range(count)]  # spread over the folders
         calibration = torch.stack([crops[i]["gt"] for i in picks]) * 2 - 1  # type: ignore[misc]
     tokenizer = build_tokenizer(model, calibration)
-    unknown = sorted(set(model.trainable) - {"encoder", "decoder", "quantizer"})
-    if unknown or not model.trainable:
-        raise ValueError(
-            f"model.trainable takes encoder, decoder, quantizer (at least one), got {list(model.trainable)}"
-        )
-    for part in ("encoder", "decoder", "quantizer"):
-        getattr(tokenizer, part).requires_grad_(part in model.trainable)
+    set_trainable(tokenizer, model.trainable)
     distill_teacher = load_tokenizer(model.distill_from).float() if model.distill_from is not None else None
     for name, size in (("crop_size", data.crop_size), ("val_crop_size", data.val_crop_size)):
         if size % tokenizer.stride:
@@ -295,4 +298,13 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     return 0
 
 
-__all__ = ["SECTIONS", "DataConfig", "LossConfig", "ModelConfig", "TokenizerTraining", "build_tokenizer", "main"]
+__all__ = [
+    "SECTIONS",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "TokenizerTraining",
+    "build_tokenizer",
+    "main",
+    "set_trainable",
+]
