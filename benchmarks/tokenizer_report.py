@@ -8,7 +8,8 @@ The measurements of docs/tokenizer.md (2-core CPU). Tokenizer SPECs:
 
     python benchmarks/tokenizer_report.py recon SPEC INPUT_DIR OUT_DIR [--crop 256] [--no-quant]
     python benchmarks/tokenizer_report.py stats SPEC INPUT_DIR [--crop 256]      # JSON per scale
-    python benchmarks/tokenizer_report.py speed SPEC [SPEC ...] [--size 256 --repeat 5]
+    python benchmarks/tokenizer_report.py speed SPEC [SPEC ...] [--size 256 --repeat 5 --threads 1 --clock thread]
+    python benchmarks/tokenizer_report.py agree SPEC REFERENCE INPUT_DIR [--crop 256]  # shared token space?
     python benchmarks/tokenizer_report.py sheet OUT.png --names a,b,c COL_DIR [COL_DIR ...] --labels ...
     python benchmarks/tokenizer_report.py export TRAINED_MODEL_DIR OUT_DIR --license LICENSE-taesd.txt
 
@@ -144,14 +145,15 @@ def cmd_speed(args: argparse.Namespace) -> int:
     for spec in args.specs:
         tokenizer = open_tokenizer(spec, 4)
         times = {"encode": [], "quantise": [], "decode": []}
+        clock = time.thread_time if args.clock == "thread" else time.perf_counter
         for _ in range(args.repeat + 1):
-            t0 = time.perf_counter()
+            t0 = clock()
             f = tokenizer.encode(x)
-            t1 = time.perf_counter()
+            t1 = clock()
             tokens = tokenizer.quantizer.quantize(f, tokenizer.default_schedule(args.size, args.size), with_norms=False)
-            t2 = time.perf_counter()
+            t2 = clock()
             tokenizer.decode(tokens.f_hat)
-            t3 = time.perf_counter()
+            t3 = clock()
             for name, value in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
                 times[name].append(value)
         # best of the runs after a warm-up: the least disturbed by other load on a shared machine
@@ -159,6 +161,28 @@ def cmd_speed(args: argparse.Namespace) -> int:
         row["total"] = round(sum(row.values()), 3)
         params = sum(p.numel() for p in tokenizer.parameters())
         print(json.dumps({"spec": spec, "params": params, "size": args.size, "threads": args.threads, **row}))
+    return 0
+
+
+@torch.no_grad()
+def cmd_agree(args: argparse.Namespace) -> int:
+    """Share of bits per scale that SPEC's tokens have in common with REFERENCE's on the same crops, and the
+    MSE between their normalised latents f: does a distilled tokenizer share the reference's token space?"""
+    tokenizer, reference = open_tokenizer(args.spec, args.calibrate), open_tokenizer(args.reference, args.calibrate)
+    same: dict[int, list[float]] = {}
+    mse = []
+    for path in list_images([Path(args.input)], recursive=True):
+        x = read(path, args.crop) * 2 - 1
+        if x.shape[-1] != args.crop or x.shape[-2] != args.crop:
+            continue
+        f, f_ref = tokenizer.encode(x), reference.encode(x)
+        mse.append(float((f - f_ref).pow(2).mean()))
+        schedule = tokenizer.default_schedule(*x.shape[-2:])
+        ours, theirs = (t.quantizer.quantize(g, schedule).labels for t, g in ((tokenizer, f), (reference, f_ref)))
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            same.setdefault(k, []).append(float((a == b).float().mean()))
+    scales = [statistics.fmean(v) for _, v in sorted(same.items())]
+    print(json.dumps({"latent_mse": statistics.fmean(mse), "same_bits_per_scale": [round(v, 3) for v in scales]}))
     return 0
 
 
@@ -216,6 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--size", type=int, default=256)
     speed.add_argument("--repeat", type=int, default=5)
     speed.add_argument("--threads", type=int, default=2)
+    speed.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="thread: CPU time of this thread (with --threads 1: robust to other jobs on a shared machine)",
+    )
+    tokens = sub.add_parser("agree")
+    tokens.add_argument("spec")
+    tokens.add_argument("reference")
+    tokens.add_argument("input")
+    tokens.add_argument("--crop", type=int, default=256)
     sheet = sub.add_parser("sheet")
     sheet.add_argument("out")
     sheet.add_argument("columns", nargs="+")
@@ -226,10 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("model")
     export.add_argument("out")
     export.add_argument("--license", required=True)
-    for command in (recon, stats, speed):
+    for command in (recon, stats, speed, tokens):
         command.add_argument("--calibrate", type=int, default=32, help="taef2:DIR: calibration crops")
     args = parser.parse_args(argv)
-    commands = {"recon": cmd_recon, "stats": cmd_stats, "speed": cmd_speed, "sheet": cmd_sheet, "export": cmd_export}
+    commands = {
+        "recon": cmd_recon,
+        "stats": cmd_stats,
+        "speed": cmd_speed,
+        "agree": cmd_agree,
+        "sheet": cmd_sheet,
+        "export": cmd_export,
+    }
     return commands[args.command](args)
 
 

@@ -18,7 +18,7 @@ their keys are those of ``encoder.net`` and ``decoder.net`` exactly. Weights der
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,9 @@ TAEF2_FILES: dict[str, tuple[str, str]] = {
     "decoder": ("taef2_decoder.pth", "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"),
 }
 """Half -> (released file name, its sha256) from ``madebyollin/taesd``."""
+
+FULL_RESOLUTION_BLOCKS: dict[str, int] = {"encoder": 1, "decoder": 18}
+"""Half -> index (in ``net``) of its Block at image resolution, left out by ``full_resolution_blocks=False``."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class TAEF2Config:
     latent_transform: Literal["pca", "channel", "none"] = "pca"
     """What :meth:`TAEF2Tokenizer.calibrate` fits: PCA whitening of the 32 channels, per-channel mean/std,
     or nothing (raw latent). The fitted matrices are buffers, so a saved tokenizer keeps them."""
+    full_resolution_blocks: bool = True
+    """False: the lite variant. The two 3-conv blocks at image resolution (encoder index 1, decoder
+    index 18; 29 of the 66 GFLOP at 256 px) are identities, every other key keeps its released name
+    (:data:`FULL_RESOLUTION_BLOCKS`); trained to share a full tokenizer's token space (docs/tokenizer.md)."""
 
     def __post_init__(self) -> None:
         if self.token_dim < 1 or self.channels < 4 or self.channels % 4:
@@ -72,8 +79,11 @@ class TAEF2Config:
 TAEF2_PRESETS: dict[str, TAEF2Config] = {
     # Unit tests: the real structure at 8 channels (~22k parameters).
     "taef2-tiny": TAEF2Config(token_dim=8, channels=8),
+    "taef2-tiny-lite": TAEF2Config(token_dim=8, channels=8, full_resolution_blocks=False),
     # The released TAEF2 (2.68M parameters), under the 10-scale schedule at 256 px.
     "taef2": TAEF2Config(),
+    # Without the full-resolution blocks (2.46M parameters, 37 GFLOP at 256 px instead of 66).
+    "taef2-lite": TAEF2Config(full_resolution_blocks=False),
 }
 """Named TAEF2 tokenizer shapes."""
 
@@ -92,7 +102,9 @@ class _Normalised(nn.Module):
 
     def __init__(self, net: nn.Sequential, token_dim: int) -> None:
         super().__init__()
-        self.net = net
+        # channels_last weights and activations: oneDNN's fast path on CPU (docs/tokenizer.md, Speed); the
+        # weights keep this layout through load_state_dict, and saving writes them contiguous.
+        self.net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # real kwarg
         self.register_buffer("latent_shift", torch.zeros(token_dim))
         self.register_buffer("latent_whiten", torch.eye(token_dim))
         self.register_buffer("latent_unwhiten", torch.eye(token_dim))
@@ -105,15 +117,16 @@ class TAEF2Encoder(_Normalised):
     """Images in [-1, 1] -> normalised latent ``(z - shift) @ whiten``."""
 
     def forward(self, x_B3HW: Tensor) -> Tensor:
-        z = self.net((x_B3HW + 1) * 0.5)
-        return _mix(z - self._shift(z), self.latent_whiten)
+        z = self.net(((x_B3HW + 1) * 0.5).contiguous(memory_format=torch.channels_last))
+        return _mix(z - self._shift(z), self.latent_whiten).contiguous()
 
 
 class TAEF2Decoder(_Normalised):
     """Normalised latent -> images in about [-1, 1] (not clamped)."""
 
     def forward(self, f_BdHW: Tensor) -> Tensor:
-        return self.net(_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)) * 2 - 1
+        z = (_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)).contiguous(memory_format=torch.channels_last)
+        return (self.net(z) * 2 - 1).contiguous()
 
 
 class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):
@@ -127,8 +140,13 @@ class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):
     def __init__(self, config: TAEF2Config | None = None) -> None:
         super().__init__()
         self.config = config = config or TAEF2Config()
-        self.encoder = TAEF2Encoder(taef2_encoder(config.token_dim, config.channels), config.token_dim)
-        self.decoder = TAEF2Decoder(taef2_decoder(config.token_dim, config.channels), config.token_dim)
+        full = config.full_resolution_blocks
+        self.encoder = TAEF2Encoder(
+            taef2_encoder(config.token_dim, config.channels, full_resolution_block=full), config.token_dim
+        )
+        self.decoder = TAEF2Decoder(
+            taef2_decoder(config.token_dim, config.channels, full_resolution_block=full), config.token_dim
+        )
         self.quantizer = GainedBitwiseQuantizer(
             config.token_dim,
             num_knots=config.num_gain_knots,
@@ -233,18 +251,69 @@ def load_taef2(
             raise ValueError(f"{path}: sha256 {actual[:16]}... is not the released TAEF2 {half} ({sha256[:16]}...)")
         state = load_state_dict(path)
         net: nn.Module = getattr(model, half).net
+        state = _without_full_resolution_block(state, half, model.config, what=str(path))
         check_state_dict(net, state, what=str(path))
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()
 
 
+def _without_full_resolution_block(
+    state: dict[str, Tensor], half: str, config: TAEF2Config, *, prefix: str = "", what: str
+) -> dict[str, Tensor]:
+    """``state`` less the keys of ``half``'s full-resolution Block when ``config`` leaves it out.
+
+    Raises:
+        ValueError: the Block is left out but ``state`` has none of its keys (it is not a full TAEF2 half).
+    """
+    if config.full_resolution_blocks:
+        return state
+    block = f"{prefix}{FULL_RESOLUTION_BLOCKS[half]}."
+    dropped = [k for k in state if k.startswith(block)]
+    if not dropped:
+        raise ValueError(f"{what}: no {block}* tensors to leave out; is it already a lite TAEF2 {half}?")
+    return {k: v for k, v in state.items() if not k.startswith(block)}
+
+
+def dropped_keys(config: TAEF2Config) -> list[str]:
+    """The keys of a full :class:`TAEF2Tokenizer` state dict that a tokenizer of ``config`` has not (sorted)."""
+    full = TAEF2Tokenizer(replace(config, full_resolution_blocks=True)).state_dict()
+    return sorted(set(full) - set(TAEF2Tokenizer(config).state_dict()))
+
+
+def derive_taef2(source: TAEF2Tokenizer, config: TAEF2Config) -> tuple[TAEF2Tokenizer, list[str]]:
+    """A tokenizer of ``config`` holding ``source``'s weights, buffers and gains, and the keys it left out.
+
+    Strict: every tensor of the new tokenizer comes from ``source`` under the same key and shape; the
+    only keys of ``source`` not used are those of the blocks ``config`` leaves out (returned, sorted),
+    e.g. the lite variant of ``default-tokenizer`` (``full_resolution_blocks=False``) drops
+    ``encoder.net.1.conv.{0,2,4}.{weight,bias}`` and ``decoder.net.18.conv.{0,2,4}.{weight,bias}``.
+
+    Raises:
+        ValueError: the shapes differ (another token_dim or width) or other keys are missing or extra.
+    """
+    state = source.state_dict()
+    for half in FULL_RESOLUTION_BLOCKS:
+        if source.config.full_resolution_blocks:
+            state = _without_full_resolution_block(state, half, config, prefix=f"{half}.net.", what="source")
+        elif config.full_resolution_blocks:
+            raise ValueError("a lite TAEF2 tokenizer has no full-resolution blocks to give a full one")
+    model = TAEF2Tokenizer(config)
+    check_state_dict(model, state, what="source tokenizer")
+    model.load_state_dict(state, strict=True)
+    dropped = sorted(set(source.state_dict()) - set(state))
+    return model.to(next(source.parameters()).dtype).eval(), dropped
+
+
 __all__ = [
+    "FULL_RESOLUTION_BLOCKS",
     "TAEF2_FILES",
     "TAEF2_PRESETS",
     "TAEF2Config",
     "TAEF2Decoder",
     "TAEF2Encoder",
     "TAEF2Tokenizer",
+    "derive_taef2",
+    "dropped_keys",
     "file_sha256",
     "load_taef2",
 ]

@@ -11,7 +11,8 @@ shapes; written here, not copied)::
     Decoder: 0 tanh(z/3)*3 | 1 conv 32->64 | 2 ReLU | 3-5 pooled Blocks | 6 up x2 (nearest) | 7 conv |
              8-10 Blocks | 11 up | 12 conv | 13-15 Blocks | 16 up | 17 conv | 18 Block | 19 conv 64->3
 
-79 tensors per half (1,338,528 encoder / 1,338,499 decoder parameters at 64 channels).
+79 tensors per half (1,338,528 encoder / 1,338,499 decoder parameters at 64 channels). Without the
+full-resolution blocks (encoder 1, decoder 18: identities) 73 tensors per half remain.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ class TAEBlock(nn.Module):
     def __init__(self, channels: int, *, pooled: bool = False) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            conv3x3(channels, channels), nn.ReLU(), conv3x3(channels, channels), nn.ReLU(), conv3x3(channels, channels)
+            conv3x3(channels, channels),
+            nn.ReLU(inplace=True),
+            conv3x3(channels, channels),
+            nn.ReLU(inplace=True),
+            conv3x3(channels, channels),
         )
         self.pool = (
             nn.Sequential(
                 nn.Conv2d(channels, 4 * channels, 1, bias=False),
                 nn.GroupNorm(4, 4 * channels),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.Conv2d(4 * channels, channels, 1, bias=False),
             )
             if pooled
@@ -46,7 +51,7 @@ class TAEBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.pool is not None:
             x = x + self.pool(x)
-        return torch.relu(self.conv(x) + x)
+        return torch.relu_(self.conv(x).add_(x))  # in place on the fresh conv output (autograd-safe)
 
 
 class SoftClamp(nn.Module):
@@ -60,12 +65,18 @@ class SoftClamp(nn.Module):
         return torch.tanh(z / self.limit) * self.limit
 
 
-def taef2_encoder(latent_channels: int = 32, channels: int = 64) -> nn.Sequential:
-    """RGB (B, 3, H, W) in [0, 1] -> raw latent (B, latent_channels, H/8, W/8)."""
+def taef2_encoder(
+    latent_channels: int = 32, channels: int = 64, *, full_resolution_block: bool = True
+) -> nn.Sequential:
+    """RGB (B, 3, H, W) in [0, 1] -> raw latent (B, latent_channels, H/8, W/8).
+
+    ``full_resolution_block=False``: index 1 (the Block at image resolution) is an ``nn.Identity``, so
+    every other index, hence every other key, stays that of the released file.
+    """
     c = channels
     return nn.Sequential(
         conv3x3(3, c),
-        TAEBlock(c),
+        TAEBlock(c) if full_resolution_block else nn.Identity(),
         conv3x3(c, c, stride=2, bias=False),
         *(TAEBlock(c) for _ in range(3)),
         conv3x3(c, c, stride=2, bias=False),
@@ -76,13 +87,18 @@ def taef2_encoder(latent_channels: int = 32, channels: int = 64) -> nn.Sequentia
     )
 
 
-def taef2_decoder(latent_channels: int = 32, channels: int = 64) -> nn.Sequential:
-    """Raw latent (B, latent_channels, h, w) -> RGB (B, 3, 8h, 8w), about [0, 1] (not clamped)."""
+def taef2_decoder(
+    latent_channels: int = 32, channels: int = 64, *, full_resolution_block: bool = True
+) -> nn.Sequential:
+    """Raw latent (B, latent_channels, h, w) -> RGB (B, 3, 8h, 8w), about [0, 1] (not clamped).
+
+    ``full_resolution_block=False``: index 18 (the Block at image resolution) is an ``nn.Identity``.
+    """
     c = channels
     return nn.Sequential(
         SoftClamp(3.0),
         conv3x3(latent_channels, c),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         *(TAEBlock(c, pooled=True) for _ in range(3)),
         nn.Upsample(scale_factor=2, mode="nearest"),
         conv3x3(c, c, bias=False),
@@ -92,7 +108,7 @@ def taef2_decoder(latent_channels: int = 32, channels: int = 64) -> nn.Sequentia
         *(TAEBlock(c) for _ in range(3)),
         nn.Upsample(scale_factor=2, mode="nearest"),
         conv3x3(c, c, bias=False),
-        TAEBlock(c),
+        TAEBlock(c) if full_resolution_block else nn.Identity(),
         conv3x3(c, 3),
     )
 

@@ -4,14 +4,15 @@ Recipe sections (see ``recipes/tokenizer_small.toml``, ``recipes/tokenizer_taef2
 
     [train]  TrainConfig (optimiser, schedule, precision, checkpoints, logging)
     [model]  preset, changes to the preset's config, optional init_from checkpoint; for a TAEF2 preset,
-             pretrained_dir (the released .pth files) and the calibration of latent statistics and gains
+             pretrained_dir (the released .pth files) and the calibration of latent statistics and gains;
+             init_from + changes derives a variant (e.g. lite TAEF2); distill_from; trainable parts
     [data]   training folders, crop size, validation folder
     [loss]   L1 / MSE / LPIPS-VGG / DISTS weights, optional PatchGAN (hinge) discriminator
 
 Per step: HQ crops in [0, 1] -> x in [-1, 1] -> encode -> multi-scale bitwise quantisation
 (straight-through) -> decode -> loss = w_l1 |x_rec - x| + w_mse (x_rec - x)^2 [+ w_lpips LPIPS]
-[+ w_dists DISTS] [+ w_gan hinge generator term after ``gan_start_step``; the discriminator is trained by its hinge
-loss in the same backward pass through detached copies, see ``discriminator.py``].
+[+ w_dists DISTS] [+ w_distill (f - f_teacher)^2] [+ w_gan hinge generator term after ``gan_start_step``; the
+discriminator is trained by its hinge loss in the same backward pass through detached copies, see ``discriminator.py``].
 Validation: PSNR (RGB, [0, 1], whole centre crop) of the clamped reconstruction on the validation
 folder. Each checkpoint holds ``model/``, loadable with ``tokenizer.loading.load_tokenizer``;
 the last one is also exported to ``<output_dir>/model``.
@@ -32,7 +33,8 @@ from varestorer.data.datasets import HQFolderDataset
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
 from varestorer.tokenizer.loading import load_tokenizer
-from varestorer.tokenizer.taef2 import TAEF2_PRESETS, TAEF2Config, TAEF2Tokenizer, load_taef2
+from varestorer.tokenizer.scales import schedule_for_grid
+from varestorer.tokenizer.taef2 import TAEF2_PRESETS, TAEF2Config, TAEF2Tokenizer, derive_taef2, load_taef2
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from varestorer.training.losses import batch_psnr
@@ -57,6 +59,11 @@ class ModelConfig:
     """Side of those crops (256 px: a 32x32 grid, the 10-scale schedule)."""
     verify_sha256: bool = True
     """TAEF2: refuse ``pretrained_dir`` files whose sha256 is not the released one (False for re-saved files)."""
+    distill_from: str | None = None
+    """A tokenizer folder whose encoder the trained one learns to reproduce: ``loss.distill_weight`` times
+    the MSE between the two normalised latents f (a student sharing its token space, e.g. a lite TAEF2)."""
+    trainable: tuple[str, ...] = ("encoder", "decoder", "quantizer")
+    """Parts that learn; the others are frozen. ``("decoder",)`` keeps the tokens of the start exactly."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class LossConfig:
     """LPIPS-VGG weight; > 0 needs ``varestorer.metrics.lpips`` and its cached VGG/LPIPS weights."""
     dists_weight: float = 0.0
     """DISTS weight (structure + texture statistics); > 0 needs its cached VGG/DISTS weights."""
+    distill_weight: float = 0.0
+    """Weight of mean((f - f_teacher)^2) with ``model.distill_from``'s encoder as the teacher."""
     gan_weight: float = 0.0
     """Hinge generator-term weight; > 0 adds a PatchGAN discriminator (trained from step 0)."""
     gan_start_step: int = 0
@@ -104,7 +113,17 @@ def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None
     images (B, 3, S, S) in [-1, 1], sets its latent statistics and gains from them.
     """
     if config.init_from is not None:
-        return load_tokenizer(config.init_from)
+        start = load_tokenizer(config.init_from).float()  # a shipped fp16 folder trains in fp32
+        if not config.changes:
+            return start
+        if not isinstance(start, TAEF2Tokenizer):
+            raise ValueError("model.changes with model.init_from needs a TAEF2 tokenizer folder")
+        changed = config_from_dict(
+            TAEF2Config, config_to_dict(start.config) | dict(config.changes), where="model.changes"
+        )
+        derived, dropped = derive_taef2(start, changed)
+        logger.info("started from %s; left out %d tensors: %s", config.init_from, len(dropped), ", ".join(dropped))
+        return derived
     if config.preset in TAEF2_PRESETS:
         base = config_to_dict(TAEF2_PRESETS[config.preset])
         taef2 = config_from_dict(TAEF2Config, base | dict(config.changes), where="model.changes")
@@ -120,6 +139,15 @@ def build_tokenizer(config: ModelConfig, calibration: torch.Tensor | None = None
         )
     base = config_to_dict(tokenizer_preset(config.preset))
     return MultiScaleTokenizer(config_from_dict(TokenizerConfig, base | dict(config.changes), where="model.changes"))
+
+
+def set_trainable(tokenizer: Tokenizer, parts: tuple[str, ...] | list[str]) -> None:
+    """Let only ``parts`` (of encoder, decoder, quantizer) learn; one clear error for anything else."""
+    names = ("encoder", "decoder", "quantizer")
+    if not parts or set(parts) - set(names):
+        raise ValueError(f"model.trainable takes encoder, decoder, quantizer (at least one), got {list(parts)}")
+    for part in names:
+        getattr(tokenizer, part).requires_grad_(part in parts)
 
 
 def _perceptual_loss() -> nn.Module:
@@ -143,10 +171,13 @@ def _dists_loss() -> nn.Module:
 class TokenizerTraining(nn.Module):
     """Tokenizer + optional discriminator/LPIPS; ``forward(batch, step) -> (loss, logs)``."""
 
-    def __init__(self, tokenizer: Tokenizer, loss: LossConfig) -> None:
+    def __init__(self, tokenizer: Tokenizer, loss: LossConfig, distill_teacher: Tokenizer | None = None) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.loss_config = loss
+        if loss.distill_weight > 0 and distill_teacher is None:
+            raise ValueError("loss.distill_weight > 0 needs model.distill_from (the tokenizer to reproduce)")
+        self.distill_teacher = distill_teacher.requires_grad_(False).eval() if distill_teacher is not None else None
         self.perceptual = _perceptual_loss() if loss.perceptual_weight > 0 else None
         self.dists = _dists_loss() if loss.dists_weight > 0 else None
         self.discriminator = (
@@ -155,7 +186,7 @@ class TokenizerTraining(nn.Module):
 
     def train(self, mode: bool = True) -> TokenizerTraining:
         super().train(mode)
-        for metric in (self.perceptual, self.dists):
+        for metric in (self.perceptual, self.dists, self.distill_teacher):
             if metric is not None:
                 metric.eval()  # a fixed metric network
         return self
@@ -164,12 +195,19 @@ class TokenizerTraining(nn.Module):
         """Batch ``{"gt": (B, 3, H, W) in [0, 1]}`` -> total loss and its parts."""
         weights = self.loss_config
         x_B3HW = batch["gt"] * 2 - 1
-        tokens = self.tokenizer.tokenize(x_B3HW)
+        f_BdHW = self.tokenizer.encode(x_B3HW)
+        tokens = self.tokenizer.quantizer.quantize(f_BdHW, schedule_for_grid(f_BdHW.shape[2], f_BdHW.shape[3]))
         rec_B3HW = self.tokenizer.decode(tokens.f_hat, clamp=False).float()
         l1 = (rec_B3HW - x_B3HW).abs().mean()
         mse = (rec_B3HW - x_B3HW).pow(2).mean()
         loss = weights.l1_weight * l1 + weights.mse_weight * mse
         logs = {"l1": l1.detach(), "mse": mse.detach()}
+        if self.distill_teacher is not None and weights.distill_weight > 0:
+            with torch.no_grad():
+                target = self.distill_teacher.encode(x_B3HW)
+            distill = (f_BdHW.float() - target.float()).pow(2).mean()
+            loss = loss + weights.distill_weight * distill
+            logs["distill"] = distill.detach()
         if weights.commitment_weight > 0 and tokens.commitment_loss is not None:
             commitment = tokens.commitment_loss + (tokens.codebook_loss if tokens.codebook_loss is not None else 0)
             loss = loss + weights.commitment_weight * commitment
@@ -226,10 +264,12 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         picks = [round(i * (len(crops) - 1) / max(count - 1, 1)) for i in range(count)]  # spread over the folders
         calibration = torch.stack([crops[i]["gt"] for i in picks]) * 2 - 1  # type: ignore[misc]
     tokenizer = build_tokenizer(model, calibration)
+    set_trainable(tokenizer, model.trainable)
+    distill_teacher = load_tokenizer(model.distill_from).float() if model.distill_from is not None else None
     for name, size in (("crop_size", data.crop_size), ("val_crop_size", data.val_crop_size)):
         if size % tokenizer.stride:
             raise ValueError(f"data.{name} = {size} is not a multiple of the tokenizer stride {tokenizer.stride}")
-    module = TokenizerTraining(tokenizer, configs["loss"])
+    module = TokenizerTraining(tokenizer, configs["loss"], distill_teacher)
     dataset = data.train_set(data.crop_size, seed=train.seed, hflip=data.hflip)
 
     validate = None
@@ -258,4 +298,13 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     return 0
 
 
-__all__ = ["SECTIONS", "DataConfig", "LossConfig", "ModelConfig", "TokenizerTraining", "build_tokenizer", "main"]
+__all__ = [
+    "SECTIONS",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "TokenizerTraining",
+    "build_tokenizer",
+    "main",
+    "set_trainable",
+]
