@@ -15,10 +15,11 @@ from varestorer.inference.restorer import EMBEDDED_MODELS, Restorer
 # changes to the weights, the model code or the restore path. Regenerate only for an intended change.
 # Re-recorded when the restorer began mirroring 4 px of context around the image (issue 20: no dark frame),
 # and when the shipped weights moved from fp16 to int8 storage (outputs moved by about 2 levels).
+# Re-recorded for default model v2 (issue 16: x4v3 pre-cleaner + TAEF2 tokenizer, fp16 weights).
 GOLDEN = [
-    [0.79395, 0.69344, 0.62980],
-    [0.83024, 0.73033, 0.67507],
-    [0.80053, 0.72041, 0.68918],
+    [0.53488, 0.60088, 0.59735],
+    [0.52945, 0.58586, 0.58580],
+    [0.53150, 0.56409, 0.54110],
 ]
 
 
@@ -40,12 +41,20 @@ def test_default_model_restores_deterministically_and_matches_the_golden_slice()
     torch.testing.assert_close(centre, torch.tensor(GOLDEN), atol=2e-3, rtol=0)
 
 
-def test_default_model_is_embedded_small_and_recommends_its_colour_fix() -> None:
+def test_default_model_is_embedded_small_and_needs_no_colour_fix() -> None:
     assert "default" in EMBEDDED_MODELS
     restorer = Restorer.from_pretrained(device="cpu")
-    assert restorer.scale == 4 and restorer.color_fix == "wavelet"
+    assert restorer.scale == 4 and restorer.color_fix == "none"  # v2 was measured without one
     folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default"]
     weights = sorted(folder.glob("*.safetensors"))
     assert weights and all(f.stat().st_size < 16_000_000 for f in weights)  # each file under 16 MB
     embedded = [f for f in folder.parent.rglob("*") if f.is_file()]  # every embedded model together
     assert sum(f.stat().st_size for f in embedded) <= 25_000_000  # the package's budget
+
+
+def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:
+    folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default"]
+    assert "BSD" in (folder / "LICENSE-Real-ESRGAN.txt").read_text(encoding="utf-8")  # realesr-general-x4v3
+    assert "MIT" in (folder / "LICENSE-taesd.txt").read_text(encoding="utf-8")  # TAEF2 encoder/decoder
+    restorer = Restorer.from_pretrained(device="cpu")
+    assert restorer.model.precleaner is not None and type(restorer.model.encoder).__name__ == "TAEF2Encoder"
