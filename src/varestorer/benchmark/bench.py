@@ -57,6 +57,20 @@ PEERS: tuple[str, ...] = ("bicubic", "realesrgan-x4plus", "realesr-general-x4v3"
 CFG_SCALE, TEMPERATURE, TOP_P, CAPTION_TOKENS = 3.0, 0.5, 0.97, 32
 
 
+def peer_names(peers: list[str] | tuple[str, ...], peer_weights: Mapping[str, Any]) -> list[str]:
+    """The peers to time (``peers`` then any only named in ``peer_weights``), each checked against :data:`PEERS`."""
+    names = list(dict.fromkeys([*peers, *peer_weights]))
+    unknown = [p for p in names if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+    return names
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The OS load averages (1, 5, 15 min), or None where the platform has none."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -194,12 +208,10 @@ def run_bench(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     peer_weights = dict(peer_weights or {})
-    unknown = [p for p in [*peers, *peer_weights] if p not in PEERS]
-    if unknown:
-        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+    names = peer_names(peers, peer_weights)
     device = check_device(device)  # one clear line for CUDA on a CPU build, unknown names, missing GPUs
     generator = torch.Generator().manual_seed(seed)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
 
     student = bench_student(model, size=size, schedule=schedule, precleaner=precleaner, device=device)
     _half_weights(student, device, dtype)
@@ -248,7 +260,7 @@ def run_bench(
             multi = _bench_multi_step(student, batch_size, device, dtype, warmup, runs, generator)
         peer_results = {
             name: bench_peer(name, lq, dtype=dtype, warmup=warmup, runs=runs, weights=peer_weights.get(name))
-            for name in dict.fromkeys([*peers, *peer_weights])
+            for name in names
         }
 
     total_ms = stages["total"].ms  # type: ignore[union-attr]
@@ -264,7 +276,7 @@ def run_bench(
         "lq_size": S // s,
         "batch_size": batch_size,
         "threads": torch.get_num_threads(),
-        "load_avg": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "load_avg": {"before": load_before, "after": load_average()},
         "runs": runs,
         "warmup": warmup,
         "schedule": [list(hw) for hw in student.schedule],

@@ -8,14 +8,13 @@ restorer's stages. Result keys: ``peers`` (as in ``run_bench``), ``device``, ``t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from varestorer.benchmark.bench import PEERS, bench_peer, device_name
+from varestorer.benchmark.bench import bench_peer, device_name, load_average, peer_names
 from varestorer.benchmark.timing import DTYPES, Dtype
 from varestorer.inference.devices import check_device
 
@@ -34,10 +33,7 @@ def run_peer_bench(
 ) -> dict[str, Any]:
     """Time each peer x4 restorer on a ``size // 4`` px LQ batch (``peer_weights``: name -> weights file)."""
     peer_weights = dict(peer_weights or {})
-    names = list(dict.fromkeys([*peers, *peer_weights]))
-    unknown = [p for p in names if p not in PEERS]
-    if unknown:
-        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+    names = peer_names(peers, peer_weights)
     if not names:
         raise ValueError("no peers to time")
     if batch_size < 1 or size < 4 or size % 4:
@@ -45,7 +41,7 @@ def run_peer_bench(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     device = check_device(device)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     generator = torch.Generator().manual_seed(seed)
     lq = torch.rand(batch_size, 3, size // 4, size // 4, generator=generator).to(device)
     results = {
@@ -60,7 +56,7 @@ def run_peer_bench(
         "lq_size": size // 4,
         "batch_size": batch_size,
         "threads": torch.get_num_threads(),
-        "load_avg": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "load_avg": {"before": load_before, "after": load_average()},
         "runs": runs,
         "warmup": warmup,
         "peers": results,
