@@ -152,7 +152,7 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
         assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
     assert "exists" in capsys.readouterr().err
-    half_args = ["--merge", "--dtype", "float16", "--color-fix", "wavelet"]
+    half_args = ["--merge", "--dtype", "float16", "--color-fix", "wavelet", "--tile-overlap", "2"]
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "half"), *half_args]) == 0
     half = (tmp_path / "half" / "model.safetensors").stat().st_size
     assert half < 0.6 * (tmp_path / "out" / "model.safetensors").stat().st_size
@@ -164,6 +164,10 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
     assert Restorer.from_pretrained(tmp_path / "half").color_fix == "wavelet"  # the checkpoint's recommendation
     assert Restorer.from_pretrained(tmp_path / "half", color_fix="none").color_fix == "none"
     assert Restorer.from_pretrained(tmp_path / "out").color_fix == "none"
+    assert Restorer.from_pretrained(tmp_path / "half").tile_overlap == 2  # also the checkpoint's own
+    assert Restorer.from_pretrained(tmp_path / "out").tile_overlap is None  # a quarter of the tile
+    bad = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "bad"), "--merge", "--tile-overlap", "99"]
+    assert main(bad) == 2 and "tile_overlap must be in" in capsys.readouterr().err
 
 
 def test_paper_lora_budget_on_infinity_2b() -> None:

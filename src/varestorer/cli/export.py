@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="colour correction the restorer applies by default with this checkpoint (default: unchanged)",
     )
     parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        help="overlap of neighbouring tiles in LQ pixels the restorer uses by default with this checkpoint "
+        "(default: unchanged; a student without one uses a quarter of its tile)",
+    )
+    parser.add_argument(
         "--max-shard-size",
         default=None,
         help="split the weights into Hugging Face shards of at most this size, e.g. 15MB, 500KB, 2GB, 16MiB "
@@ -74,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     merged = student if student.config.merged else student.merged()
     if args.color_fix is not None:
         merged.config = replace(merged.config, color_fix=args.color_fix)
+    if args.tile_overlap is not None:
+        if not hasattr(merged.config, "tile_overlap"):
+            raise ValueError(f"a {type(merged).__name__} has no default tile overlap to set")
+        merged.config = replace(merged.config, tile_overlap=args.tile_overlap)  # validated by the config
     merged.save_pretrained(target, overwrite=args.overwrite, dtype=args.dtype, max_shard_bytes=max_shard_bytes)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     shards = len(list(target.glob("model-*-of-*.safetensors")))

@@ -56,7 +56,11 @@ class OneStepSR(Protocol):
 
 
 # Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
-EMBEDDED_MODELS: dict[str, str] = {"default": "default", "default-tokenizer": "default-tokenizer"}
+EMBEDDED_MODELS: dict[str, str] = {
+    "default": "default",
+    "default-tokenizer": "default-tokenizer",
+    "realesr-general-x4v3": "realesr-general-x4v3",  # the light peer (BSD-3), also the v2 pre-cleaner
+}
 
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
 DEFAULT_OVERLAP = 32
@@ -135,8 +139,8 @@ class Restorer:
         tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
             than a tile are split into overlapping tiles whose outputs are blended with feathered
             weights (no seams); at most ``batch_size`` tiles run at once.
-        tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default tile/4 for
-            fixed-size models, else 32).
+        tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default: the model's
+            ``default_tile_overlap`` attribute if it sets one, else tile/4 for fixed-size models, else 32).
         color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
             model's own recommendation (its ``default_color_fix`` attribute, else "none").
         precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
@@ -182,6 +186,8 @@ class Restorer:
         self.size_multiple = int(model.size_multiple)  # type: ignore[arg-type]
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        if tile_overlap is None:
+            tile_overlap = getattr(model, "default_tile_overlap", None)
         self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
         if color_fix is None:
             color_fix = getattr(model, "default_color_fix", "none")

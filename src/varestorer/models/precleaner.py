@@ -56,6 +56,7 @@ class PreCleaned(nn.Module):
         self.input_size = model.input_size
         self.size_multiple = model.size_multiple
         self.default_color_fix = getattr(model, "default_color_fix", "none")
+        self.default_tile_overlap = getattr(model, "default_tile_overlap", None)
         if callable(getattr(model, "encode_prompts", None)):
             self.encode_prompts = model.encode_prompts
 

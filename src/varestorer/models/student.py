@@ -21,6 +21,10 @@ the LQ's own reconstruction:
     decoder input = f_hat + w * (f_LQ - f_hat_LQ)     w: learned per channel, f_hat_LQ: f_LQ quantised
 
 With both on and untrained (the bits of the LQ win), the output is ``decoder(encoder(precleaner(lq)))``.
+
+A third opt-in change (``StudentConfig.lq_encoder``, ``models/lq_encoder.py``) encodes the LQ at its own
+resolution (no pre-cleaner, no resize to the working size), and ``decoder_skip_blocks`` leaves TAEF2
+decoder Blocks out: both for CPU speed (docs/default_model.md).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from torch import Tensor, nn
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.checkpoint import StorageDtype, buffer_names, load_weights, read_config, save_pretrained
 from varestorer.config import config_from_dict
+from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.models.teacher import Teacher
@@ -44,6 +49,7 @@ from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametr
 from varestorer.tokenizer.loading import build_tokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
+from varestorer.tokenizer.taef2_modules import TAEBlock
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
 
@@ -97,8 +103,13 @@ class Student(nn.Module):
         super().__init__()
         self.config = config
         tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer)
-        self.encoder = tokenizer.encoder
+        self.encoder: nn.Module = (
+            LQEncoder(config.lq_encoder, tokenizer.encoder, scale=config.scale)  # type: ignore[arg-type]
+            if config.lq_encoder is not None
+            else tokenizer.encoder
+        )
         self.decoder = tokenizer.decoder
+        skip_decoder_blocks(self.decoder, config.decoder_skip_blocks)
         self.quantizer = tokenizer.quantizer
         self.transformer = NextScaleTransformer(config.transformer)
         self.precleaner = (
@@ -147,8 +158,15 @@ class Student(nn.Module):
             merged=False,
         )
         student = cls(config)
-        student.encoder.load_state_dict(tokenizer.encoder.state_dict())
-        student.decoder.load_state_dict(tokenizer.decoder.state_dict())
+        if isinstance(student.encoder, LQEncoder):
+            student.encoder.init_from(tokenizer.encoder)  # type: ignore[arg-type]
+        else:
+            student.encoder.load_state_dict(tokenizer.encoder.state_dict())
+        decoder_state = tokenizer.decoder.state_dict()
+        own = student.decoder.state_dict()
+        if not set(own) <= set(decoder_state):
+            raise ValueError(f"teacher decoder lacks {sorted(set(own) - set(decoder_state))[:8]}")
+        student.decoder.load_state_dict({k: v for k, v in decoder_state.items() if k in own})
         student.quantizer.load_state_dict(tokenizer.quantizer.state_dict())
         state = to_parametrized_keys(student.transformer, transformer.state_dict())
         missing, unexpected = student.transformer.load_state_dict(state, strict=False)
@@ -198,6 +216,10 @@ class Student(nn.Module):
     def default_color_fix(self) -> str:
         return self.config.color_fix
 
+    @property
+    def default_tile_overlap(self) -> int | None:
+        return self.config.tile_overlap
+
     # ------------------------------------------------------------------------------------- forward
     def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
         """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
@@ -214,8 +236,11 @@ class Student(nn.Module):
         return self.lq_tokens(x)[1].inputs
 
     def lq_tokens(self, x: Tensor) -> tuple[Tensor, MultiScaleTokens]:
-        """Pre-cleaned LQ -> (f_LQ (B, d, H, W) the encoder's latent at the working size, its tokens)."""
-        size = (self.config.image_size, self.config.image_size)
+        """Pre-cleaned LQ -> (f_LQ (B, d, H, W) the encoder's latent at the working size, its tokens).
+
+        The encoder reads ``x`` resized to the working size, or to the LQ size with ``lq_encoder``."""
+        side = self.input_size if self.config.lq_encoder is not None else self.config.image_size
+        size = (side, side)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
@@ -266,10 +291,12 @@ class Student(nn.Module):
 
     # --------------------------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What an adapter checkpoint stores: LoRA tensors, the encoder (and decoder if trained), the pre-cleaner
+        """What an adapter checkpoint stores: LoRA tensors, the encoder (if trained or an LQ encoder; and the decoder
+        if trained), the pre-cleaner
         (trained or not), the skip gains and fidelity weights."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        keep |= {f"encoder.{k}" for k in self.encoder.state_dict()} if self.config.train_encoder else set()
+        own_encoder = self.config.train_encoder or self.config.lq_encoder is not None  # the teacher has no LQ encoder
+        keep |= {f"encoder.{k}" for k in self.encoder.state_dict()} if own_encoder else set()
         keep |= {f"decoder.{k}" for k in self.decoder.state_dict()} if self.config.train_decoder else set()
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
         return {k: v for k, v in self.state_dict().items() if k in keep}
@@ -305,6 +332,22 @@ class Student(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Student:
         return load_adapter_checkpoint(cls, directory, device=device)
+
+
+def skip_decoder_blocks(decoder: nn.Module, indices: tuple[int, ...]) -> None:
+    """Replace the TAEF2 decoder Blocks at ``indices`` of ``decoder.net`` by identities (in place).
+
+    Raises:
+        ValueError: the decoder has no ``net`` stack, or an index is not one of its Blocks.
+    """
+    if not indices:
+        return
+    net = getattr(decoder, "net", None)
+    blocks = [i for i, layer in enumerate(net or ()) if isinstance(layer, TAEBlock)]
+    for index in indices:
+        if index not in blocks:
+            raise ValueError(f"decoder_skip_blocks: {index} is not a decoder Block; the Blocks are at {blocks}")
+        net[index] = nn.Identity()  # type: ignore[index]
 
 
 M = TypeVar("M", bound=nn.Module)

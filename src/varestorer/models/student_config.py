@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
+from varestorer.models.lq_encoder import LQEncoderConfig
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
 from varestorer.tokenizer.loading import tokenizer_config_class, tokenizer_config_from_dict
 from varestorer.tokenizer.scales import infinity_schedule
@@ -71,10 +72,20 @@ class StudentConfig:
     ``f_hat + w * (f_LQ - f_hat_LQ)``, the LQ latent's quantisation residual added back with a learned
     per-channel weight w (initialised to 1). With ``lq_bit_skip`` an untrained student outputs
     ``decoder(encoder(precleaner(lq)))``."""
+    lq_encoder: LQEncoderConfig | None = None
+    """Beyond the paper: encode the LQ at its own resolution (``models/lq_encoder.py``: a stem plus the TAEF2
+    encoder's tail from ``tail_from`` on) instead of its working-size upsample; no pre-cleaner then (the stem
+    does its work). None: the tokenizer encoder at the working size (the paper)."""
+    decoder_skip_blocks: tuple[int, ...] = ()
+    """Indices of TAEF2 decoder Blocks left out (identities) for speed, e.g. ``(15, 18)``: the last Block at
+    128 px and the one at 256 px; the other layers keep their indices and start as the teacher's."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
     """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
+    tile_overlap: int | None = None
+    """Overlap of neighbouring tiles (LQ px) the Restorer uses by default (``--tile-overlap`` overrides it);
+    None: a quarter of the tile. Fewer overlapping pixels mean fewer tiles (docs/default_model_v2_design.md §3)."""
     merged: bool = False
     """True for an exported checkpoint: LoRA folded in, every weight stored, no teacher needed."""
 
@@ -86,8 +97,14 @@ class StudentConfig:
             raise ValueError(
                 f"tokenizer is a {type(self.tokenizer).__name__}, not a config of tokenizer_type {self.tokenizer_type}"
             )
+        if self.tile_overlap is not None and not 0 <= self.tile_overlap < self.image_size // self.scale:
+            raise ValueError(
+                f"tile_overlap must be in [0, LQ size {self.image_size // self.scale}), got {self.tile_overlap}"
+            )
         if self.precleaner_resolution not in ("lq", "output"):
             raise ValueError(f"precleaner_resolution must be 'lq' or 'output', got {self.precleaner_resolution!r}")
+        if self.lq_encoder is not None and self.precleaner is not None:
+            raise ValueError("lq_encoder replaces the pre-cleaner (its stem cleans the LQ): set precleaner to None")
         stride = self.tokenizer.stride
         if self.scale < 1 or self.image_size % (stride * self.scale):
             raise ValueError(f"image_size {self.image_size} must be a multiple of stride*scale = {stride * self.scale}")

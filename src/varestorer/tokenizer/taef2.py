@@ -88,7 +88,7 @@ TAEF2_PRESETS: dict[str, TAEF2Config] = {
 """Named TAEF2 tokenizer shapes."""
 
 
-def _mix(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
+def mix_channels(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
     """Channels times a matrix: out[:, j] = sum_i x[:, i] * matrix[i, j]."""
     return torch.einsum("bihw,ij->bjhw", x_BdHW, matrix_dd.to(x_BdHW.dtype))
 
@@ -118,14 +118,16 @@ class TAEF2Encoder(_Normalised):
 
     def forward(self, x_B3HW: Tensor) -> Tensor:
         z = self.net(((x_B3HW + 1) * 0.5).contiguous(memory_format=torch.channels_last))
-        return _mix(z - self._shift(z), self.latent_whiten).contiguous()
+        return mix_channels(z - self._shift(z), self.latent_whiten).contiguous()
 
 
 class TAEF2Decoder(_Normalised):
     """Normalised latent -> images in about [-1, 1] (not clamped)."""
 
     def forward(self, f_BdHW: Tensor) -> Tensor:
-        z = (_mix(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)).contiguous(memory_format=torch.channels_last)
+        z = (mix_channels(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)).contiguous(
+            memory_format=torch.channels_last
+        )
         return (self.net(z) * 2 - 1).contiguous()
 
 
@@ -201,7 +203,7 @@ class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):
             half.latent_shift.copy_(shift.float())
             half.latent_whiten.copy_(whiten.float())
             half.latent_unwhiten.copy_(unwhiten.float())
-        f = _mix((raw - shift.view(1, -1, 1, 1)).float(), whiten.float())
+        f = mix_channels((raw - shift.view(1, -1, 1, 1)).float(), whiten.float())
         grid_hw = (f.shape[2], f.shape[3])
         schedule = schedule or schedule_for_grid(*grid_hw)
         rest, gains, octaves = f, [], []

@@ -38,6 +38,7 @@ from varestorer.data.pairs import DegradedPairDataset
 from varestorer.data.transforms import to_uint8
 from varestorer.families import families
 from varestorer.metrics.fidelity import psnr
+from varestorer.models.lq_encoder import LQEncoder, LQEncoderConfig
 from varestorer.models.student import Student
 from varestorer.models.student_config import DEFAULT_LORA_TARGETS, StudentConfig
 from varestorer.models.teacher import Teacher
@@ -97,8 +98,25 @@ class ModelConfig:
     """Beyond the paper: the LQ latent's quantisation residual added to the decoder input (per-channel weight)."""
     skip_lr_scale: float = 1.0
     """Learning-rate multiplier of the skip gains and fidelity weights (no weight decay)."""
+    lq_encoder: bool = False
+    """Beyond the paper: encode the LQ at its own resolution (``models/lq_encoder.py``; needs a TAEF2 teacher and
+    ``precleaner = false``): a stem of ``lq_encoder_stem_convs`` convs at width ``lq_encoder_features``, then the
+    teacher encoder's layers from ``lq_encoder_tail_from`` on."""
+    lq_encoder_features: int = 64
+    lq_encoder_stem_convs: int = 6
+    lq_encoder_tail_from: int = 10
+    lq_encoder_init: str | None = None
+    """Initialise the LQ encoder's stem from the first convs of an SRVGGNetCompact (as ``precleaner_init``,
+    e.g. ``realesr-general-x4v3``); its last conv and the tail start as they are (random / the teacher's)."""
+    decoder_skip_blocks: tuple[int, ...] = ()
+    """TAEF2 decoder Blocks to leave out for speed (``StudentConfig.decoder_skip_blocks``), e.g. [15, 18]."""
+    latent_teacher: str | None = None
+    """A student folder whose LQ latent (``f_LQ`` of its own pre-cleaner and encoder) the student's encoder is
+    regressed to with ``loss.lambda_latent``: e.g. default model v2, to carry its x4v3 + TAEF2 encoder path
+    over to an LQ encoder at a tenth of its cost."""
     init_from: str | None = None
-    """A student folder to continue from (its adapters, encoder and pre-cleaner)."""
+    """A student folder to continue from (its adapters, encoder, decoder and pre-cleaner, where this student has
+    them: tensors of layers this one has not, e.g. skipped decoder Blocks, are left out)."""
     shared_teacher: bool = True
     """Run the teacher as the student's own frozen base with the adapters switched off (no second copy of
     the transformer; training/teacher_pass.py). False keeps a separate frozen teacher copy."""
@@ -129,6 +147,8 @@ class LossConfig:
     lambda_dists: float = 0.0
     """Weight of a DISTS term (Ding et al. 2020, who propose it as an optimisation objective) on the same
     crop as LPIPS. Not in the paper; DISTS rewards texture statistics that LPIPS and MSE alone flatten."""
+    lambda_latent: float = 0.0
+    """Weight of the MSE between the student's LQ latent and ``[model] latent_teacher``'s (per element)."""
     perceptual_crop: int | None = None
     """Compute LPIPS (and DISTS) on one random crop of this side (same place in SR and GT) instead of the whole image:
     VGG16 dominates a CPU step, a 128 px crop of a 256 px output costs a quarter."""
@@ -161,6 +181,13 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     )
     if model.precleaner_init and precleaner is None:
         raise ValueError("[model] precleaner_init needs precleaner = true")
+    if model.lq_encoder_init and not model.lq_encoder:
+        raise ValueError("[model] lq_encoder_init needs lq_encoder = true")
+    lq_encoder = (
+        LQEncoderConfig(model.lq_encoder_features, model.lq_encoder_stem_convs, model.lq_encoder_tail_from)
+        if model.lq_encoder
+        else None
+    )
     config = StudentConfig(
         tokenizer=tokenizer.config,
         tokenizer_type=type(tokenizer).__name__,
@@ -180,6 +207,8 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         lq_bit_skip=model.lq_bit_skip,
         lq_bit_gain_init=model.lq_bit_gain_init,
         fidelity_path=model.fidelity_path,
+        lq_encoder=lq_encoder,
+        decoder_skip_blocks=tuple(model.decoder_skip_blocks),
         text_encoder=teacher.config.text_encoder,
     )
     kinds = {entry.name: entry.model_class for entry in families(trains="student").values()}  # varestorer.families
@@ -188,9 +217,17 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     student = kinds[model.kind]().from_teacher(teacher, config)
     if model.precleaner_init:
         load_precleaner_init(student, model.precleaner_init)
+    if model.lq_encoder_init:
+        load_lq_encoder_init(student, model.lq_encoder_init)
     if model.init_from:
         previous = kinds[model.kind]().from_pretrained(model.init_from)
-        student.load_state_dict(previous.trainable_state_dict(), strict=False)
+        own = student.state_dict()
+        state = {k: v for k, v in previous.trainable_state_dict().items() if k in own}
+        left = sorted(set(previous.trainable_state_dict()) - set(state))
+        student.load_state_dict(state, strict=False)
+        logger.info(
+            "continued from %s (%d tensors; %d it has and this student has not)", model.init_from, len(state), len(left)
+        )
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()
     return student, tokenizer, transformer
@@ -217,6 +254,26 @@ def load_precleaner_init(student: Student, path: str | Path) -> None:
         raise ValueError(f"[model] precleaner_init {path} is {peer.config}, the recipe's pre-cleaner is {ours}")
     student.precleaner.net.load_state_dict({k: v.float() for k, v in peer.state_dict().items()})
     logger.info("pre-cleaner initialised from %s", path)
+
+
+def load_lq_encoder_init(student: Student, path: str | Path) -> None:
+    """Copy the first convs of SRVGGNetCompact weights (as :func:`load_precleaner_init` reads them) into the
+    stem of the student's LQ encoder.
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: not an SRVGGNetCompact, or narrower or shallower than the stem.
+    """
+    from varestorer.foreign.peers import load_peer, peer_weights
+
+    if not peer_weights(path).exists():
+        raise FileNotFoundError(f"[model] lq_encoder_init not found: {path}")
+    peer = load_peer(path)
+    if not isinstance(peer, SRVGGNetCompact):
+        raise ValueError(f"[model] lq_encoder_init {path} holds a {type(peer).__name__}, not an SRVGGNetCompact")
+    assert isinstance(student.encoder, LQEncoder)
+    copied = student.encoder.init_stem_from_srvgg(peer.float().body)
+    logger.info("LQ encoder stem: %d tensors from %s", copied, path)
 
 
 def skip_param_groups(student: Student, scale: float) -> list[dict[str, Any]] | None:
@@ -279,6 +336,7 @@ class StudentDistillation(nn.Module):
         shared_teacher: bool = True,
         teacher_dtype: torch.dtype | None = None,
         captions: CaptionCache | None = None,
+        latent_teacher: Student | None = None,
     ) -> None:
         super().__init__()
         self.use_prompt = use_prompt and student.config.text_encoder.kind != "none"
@@ -290,10 +348,13 @@ class StudentDistillation(nn.Module):
         self.loss_config = loss
         self.perceptual = _perceptual_loss() if loss.lambda_perceptual > 0 else None
         self.dists = _dists_loss() if loss.lambda_dists > 0 else None
+        if (loss.lambda_latent > 0) != (latent_teacher is not None):
+            raise ValueError("loss.lambda_latent > 0 and [model] latent_teacher go together")
+        self.latent_teacher = latent_teacher.requires_grad_(False).eval() if latent_teacher is not None else None
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)
-        for frozen in (self.teacher, self.perceptual, self.dists):
+        for frozen in (self.teacher, self.perceptual, self.dists, self.latent_teacher):
             if frozen is not None:
                 frozen.eval()
         return self
@@ -320,13 +381,24 @@ class StudentDistillation(nn.Module):
             return self.conditioned_cross_entropy(gt, lq, text)
         out = self.student.restore(lq, text)
         sr = out.sr.float()
-        mse = F.mse_loss(sr, gt)
-        loss = weights.lambda_mse * mse
+        if weights.lambda_mse > 0:
+            mse = F.mse_loss(sr, gt)
+            loss = weights.lambda_mse * mse
+        else:  # logged only: no gradient through the decoder (a latent-only stage leaves it untouched)
+            mse = F.mse_loss(sr.detach(), gt)
+            loss = sr.new_zeros(())
         logs = {"mse": mse.detach()}
         if weights.lambda_kl > 0:
             kl = token_kl(self.teacher_logits(gt, text), out.logits, temperature=weights.kl_temperature)
             loss = loss + weights.lambda_kl * kl
             logs["kl"] = kl.detach()
+        if self.latent_teacher is not None:
+            assert out.f_lq is not None
+            with torch.no_grad():
+                target = self.latent_teacher.lq_tokens(self.latent_teacher.preclean(lq))[0]
+            latent = F.mse_loss(out.f_lq.float(), target.float())
+            loss = loss + weights.lambda_latent * latent
+            logs["latent"] = latent.detach()
         if self.perceptual is not None or self.dists is not None:  # one crop, shared by both terms
             sr_crop, gt_crop = random_crop_pair(sr, gt, weights.perceptual_crop)
         if self.perceptual is not None:
@@ -403,6 +475,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         shared_teacher=model.shared_teacher,
         teacher_dtype=teacher_dtype(model.teacher_dtype),
         captions=caption_cache(student, model) if model.use_prompt else None,
+        latent_teacher=Student.from_pretrained(model.latent_teacher) if model.latent_teacher else None,
     )
     del tokenizer, transformer  # a shared-base teacher keeps no copy: let the loaded one go
     hq = data.train_set(model.image_size, seed=train.seed, hflip=data.hflip)
