@@ -12,7 +12,7 @@ from PIL import Image
 
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
 from varestorer.cli.main import main
-from varestorer.io.images import read_image
+from varestorer.io.images import read_image, write_image
 
 
 @pytest.fixture
@@ -140,3 +140,14 @@ def test_python_dash_m_restore(tmp_path, tiny_image, checkpoint) -> None:
     result = subprocess.run([*command, "--model", checkpoint], capture_output=True, text=True, env=subprocess_env())
     assert result.returncode == 0, result.stderr
     assert "restored 1" in result.stdout and (tmp_path / "o" / "a.png").is_file()
+
+
+def test_a_refused_run_leaves_no_empty_output_folder(tmp_path, tiny_image) -> None:
+    write_image(tmp_path / "in" / "a.png", tiny_image(12, 10))
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "new" / "deep"), "--model", "nope"]) == 2
+    assert not (tmp_path / "new").exists()  # created for the write check, removed again: nothing was written
+    assert main(["restore", str(tmp_path / "missing"), "-o", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "mine").mkdir()
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "mine"), "--model", "nope"]) == 2
+    assert (tmp_path / "mine").is_dir()  # a folder the user had stays

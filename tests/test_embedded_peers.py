@@ -69,3 +69,10 @@ def test_restore_precleaner_default_is_the_embedded_peer(tmp_path, tiny_image, o
     args = ["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(checkpoint)]
     assert main([*args, "--precleaner", option, "--device", "cpu", "--dtype", "float32"]) == 0
     assert read_image(tmp_path / "out" / "a.png").shape == (16, 16, 3)
+
+
+def test_restore_runs_the_embedded_peer_by_name(tmp_path, tiny_image) -> None:
+    """``restore --model realesr-general-x4v3`` (and ``Restorer.from_pretrained``) find the shipped copy."""
+    write_image(tmp_path / "in" / "a.png", tiny_image(12, 10, seed=3))
+    assert main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "realesr-general-x4v3"]) == 0
+    assert read_image(tmp_path / "out" / "a.png").shape == (48, 40, 3)

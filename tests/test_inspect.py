@@ -65,3 +65,10 @@ def test_help_documents_preset_names(capsys) -> None:
         main(["inspect", "--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0 and "FAMILY:NAME" in out and "tokenizer:small" in out
+
+
+def test_student_summary_names_the_trainable_parts(capsys) -> None:
+    assert main(["inspect", "student:tiny", "--depth", "0"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("student: "))
+    assert "LoRA" in line and "other trainable parts (encoder, precleaner" not in line
+    assert "other trainable parts (encoder) " in line  # the tiny preset trains its encoder, no pre-cleaner

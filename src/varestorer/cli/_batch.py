@@ -8,6 +8,7 @@ atomically; an input is never overwritten; an existing output is kept unless ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -93,15 +94,30 @@ def earlier_outputs(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Pa
     return keep, earlier
 
 
+CREATED_FOLDERS: list[Path] = []
+"""Output folders this process created (deepest first), so that a run that writes nothing leaves none behind."""
+
+
+def remove_empty_created_folders() -> None:
+    """Remove the folders :func:`check_writable` created that are still empty (a refused or failed run)."""
+    while CREATED_FOLDERS:
+        folder = CREATED_FOLDERS.pop(0)
+        with contextlib.suppress(OSError):  # not empty: the run wrote something, or another process did
+            folder.rmdir()
+
+
 def check_writable(folders: list[Path]) -> None:
-    """Create each output folder and write a probe file there, before any work.
+    """Create each output folder and write a probe file there, before any work (the CLI removes the folders
+    it created again if the run leaves them empty: :func:`remove_empty_created_folders`).
 
     Raises:
         PermissionError: a folder cannot be created or written (one line naming it and why).
     """
     for folder in dict.fromkeys(folders):
         try:
+            missing = [f for f in (folder, *folder.parents) if not f.exists()]
             folder.mkdir(parents=True, exist_ok=True)
+            CREATED_FOLDERS.extend(missing)  # deepest first
             remove_orphans(folder)  # temporaries a killed earlier run left behind
             fd, probe = tempfile.mkstemp(prefix=".varestorer-probe-", dir=folder)
             os.close(fd)
@@ -181,7 +197,12 @@ def _frame_tiles(tiles: Callable[[int, int], None], index: int, count: int) -> C
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=None, help="LQ tile size in pixels (default: model-dependent)")
-    parser.add_argument("--tile-overlap", type=int, default=None, help="overlap of tiles in LQ pixels")
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        help="overlap of tiles in LQ pixels (default: the model's own, else a quarter of the tile)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"), help="default: bf16 on CUDA"

@@ -131,8 +131,14 @@ def _student_summary(model: nn.Module) -> str:
     return (
         f"student: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%); "
         f"LoRA {lora:,} = {100 * lora / base:.2f}% of the {base:,}-parameter transformer; "
-        f"encoder and pre-cleaner {trainable - lora:,}"
+        f"other trainable parts ({_trainable_parts(model)}) {trainable - lora:,}"
     )
+
+
+def _trainable_parts(model: nn.Module) -> str:
+    """The top-level parts of ``model`` with trainable tensors other than LoRA (e.g. "encoder, decoder")."""
+    parts = {n.split(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
+    return ", ".join(sorted(parts - {"transformer"})) or "none"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,3 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"varestorer {command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        from varestorer.cli._batch import remove_empty_created_folders  # a run that wrote nothing leaves no folder
+
+        remove_empty_created_folders()
