@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_student_v2 import RECIPE, X4, _taef2_teacher, _v2, _x4_folder
+from test_student_v2 import RECIPE, X4, _taef2_teacher, _v2, _x4_folder, assert_adapter_and_merged_round_trip
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.inference.restorer import Restorer
 from varestorer.models.lq_encoder import LQEncoder, LQEncoderConfig, layer_strides
@@ -110,13 +110,7 @@ def test_adapter_checkpoint_keeps_the_lq_encoder_even_when_frozen(tmp_path: Path
     with torch.no_grad():
         student.encoder.stem[0].weight.add_(0.3)  # type: ignore[index, union-attr]
     assert any(k.startswith("encoder.stem.") for k in student.trainable_state_dict())
-    student.save_pretrained(tmp_path / "adapter")
-    lq = torch.rand(1, 3, 16, 16)
-    with torch.no_grad():
-        reference = student.eval()(lq)
-        assert torch.allclose(Student.from_pretrained(tmp_path / "adapter")(lq), reference, atol=1e-5)
-        student.merged().save_pretrained(tmp_path / "merged")
-        assert torch.allclose(Student.from_pretrained(tmp_path / "merged")(lq), reference, atol=1e-5)
+    assert_adapter_and_merged_round_trip(student, tmp_path)
 
 
 def test_latent_loss_pulls_the_lq_encoder_towards_another_students_latent() -> None:

@@ -114,6 +114,12 @@ def test_gains_and_weights_train_save_and_merge(tmp_path: Path) -> None:
         next(student.precleaner.parameters()).add_(1.0)  # type: ignore[union-attr]
     kept = student.trainable_state_dict()
     assert {"lq_bit_gain", "fidelity_weight"} <= kept.keys() and any(k.startswith("precleaner.") for k in kept)
+    merged = assert_adapter_and_merged_round_trip(student, tmp_path)
+    assert torch.equal(merged.lq_bit_gain, student.lq_bit_gain)  # type: ignore[arg-type]
+
+
+def assert_adapter_and_merged_round_trip(student: Student, tmp_path: Path) -> Student:
+    """Save ``student`` as an adapter checkpoint and as a merged export; both reload to the same output."""
     student.save_pretrained(tmp_path / "adapter")
     lq = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
@@ -122,7 +128,7 @@ def test_gains_and_weights_train_save_and_merge(tmp_path: Path) -> None:
         student.merged().save_pretrained(tmp_path / "merged")
         merged = Student.from_pretrained(tmp_path / "merged")
         assert torch.allclose(merged(lq), reference, atol=1e-5)
-        assert torch.equal(merged.lq_bit_gain, student.lq_bit_gain)  # type: ignore[arg-type]
+    return merged
 
 
 def test_defaults_add_no_tensors() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from varestorer.tokenizer.taef2 import TAEF2Encoder, mix_channels
+from varestorer.tokenizer.taef2 import LatentNormalised, TAEF2Encoder, mix_channels
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,9 @@ def layer_strides(net: nn.Sequential) -> list[int]:
     return strides
 
 
-class LQEncoder(nn.Module):
+class LQEncoder(LatentNormalised):
     """LQ (B, 3, h, w) in [-1, 1] -> the tokenizer's normalised latent; same contract as ``TAEF2Encoder``
-    (which reads the image at the working size), so it slots in as ``Student.encoder``."""
-
-    latent_shift: Tensor
-    latent_whiten: Tensor
-    latent_unwhiten: Tensor
+    (which reads the image at the working size), so it slots in as ``Student.encoder``. ``net`` is the tail."""
 
     def __init__(self, config: LQEncoderConfig, encoder: TAEF2Encoder, *, scale: int) -> None:
         """Build the stem (random) and the tail with ``encoder``'s shapes (call :meth:`init_from` for its weights).
@@ -65,7 +61,6 @@ class LQEncoder(nn.Module):
         Raises:
             ValueError: ``encoder`` is no TAEF2 encoder, or layer ``tail_from`` does not see stride ``scale``.
         """
-        super().__init__()
         if not isinstance(encoder, TAEF2Encoder):
             raise ValueError(f"an LQ encoder needs a TAEF2 tokenizer's encoder, got a {type(encoder).__name__}")
         strides = layer_strides(encoder.net)
@@ -73,6 +68,7 @@ class LQEncoder(nn.Module):
             valid = [i for i, s in enumerate(strides) if s == scale and i > 0]
             raise ValueError(f"lq_encoder.tail_from must be a TAEF2 encoder layer at stride {scale}: one of {valid}")
         tail = encoder.net[config.tail_from :]
+        super().__init__(copy.deepcopy(tail), encoder.latent_shift.numel())
         channels = next(m for m in tail if isinstance(m, nn.Conv2d)).in_channels
         self.config = config
         width = config.features
@@ -81,11 +77,6 @@ class LQEncoder(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.PReLU(width)]
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
         self.stem = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.net = copy.deepcopy(tail)
-        token_dim = encoder.latent_shift.numel()
-        self.register_buffer("latent_shift", torch.zeros(token_dim))
-        self.register_buffer("latent_whiten", torch.eye(token_dim))
-        self.register_buffer("latent_unwhiten", torch.eye(token_dim))
 
     def init_from(self, encoder: TAEF2Encoder) -> None:
         """Copy the tail's weights and the latent normalisation from ``encoder`` (the teacher tokenizer's)."""
@@ -116,7 +107,7 @@ class LQEncoder(nn.Module):
 
     def forward(self, lq_B3hw: Tensor) -> Tensor:
         z = self.net(self.stem(((lq_B3hw + 1) * 0.5).contiguous(memory_format=torch.channels_last)))
-        return mix_channels(z - self.latent_shift.to(z.dtype).view(1, -1, 1, 1), self.latent_whiten).contiguous()
+        return mix_channels(z - self._shift(z), self.latent_whiten).contiguous()
 
 
 __all__ = ["LQEncoder", "LQEncoderConfig", "layer_strides"]

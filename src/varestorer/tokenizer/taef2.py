@@ -93,7 +93,7 @@ def mix_channels(x_BdHW: Tensor, matrix_dd: Tensor) -> Tensor:
     return torch.einsum("bihw,ij->bjhw", x_BdHW, matrix_dd.to(x_BdHW.dtype))
 
 
-class _Normalised(nn.Module):
+class LatentNormalised(nn.Module):
     """A TAEF2 half plus the latent transform it converts with: ``shift`` (d,), ``whiten`` and ``unwhiten`` (d, d)."""
 
     latent_shift: Tensor
@@ -113,7 +113,7 @@ class _Normalised(nn.Module):
         return self.latent_shift.to(like.dtype).view(1, -1, 1, 1)
 
 
-class TAEF2Encoder(_Normalised):
+class TAEF2Encoder(LatentNormalised):
     """Images in [-1, 1] -> normalised latent ``(z - shift) @ whiten``."""
 
     def forward(self, x_B3HW: Tensor) -> Tensor:
@@ -121,7 +121,7 @@ class TAEF2Encoder(_Normalised):
         return mix_channels(z - self._shift(z), self.latent_whiten).contiguous()
 
 
-class TAEF2Decoder(_Normalised):
+class TAEF2Decoder(LatentNormalised):
     """Normalised latent -> images in about [-1, 1] (not clamped)."""
 
     def forward(self, f_BdHW: Tensor) -> Tensor:
@@ -307,6 +307,7 @@ def derive_taef2(source: TAEF2Tokenizer, config: TAEF2Config) -> tuple[TAEF2Toke
 
 
 __all__ = [
+    "LatentNormalised",
     "FULL_RESOLUTION_BLOCKS",
     "TAEF2_FILES",
     "TAEF2_PRESETS",

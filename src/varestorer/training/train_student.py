@@ -233,46 +233,50 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
     return student, tokenizer, transformer
 
 
+def load_srvgg(path: str | Path, option: str) -> SRVGGNetCompact:
+    """SRVGGNetCompact weights from a checkpoint folder, ncnn pair, ``.pth`` or an embedded peer name such as
+    ``realesr-general-x4v3`` (``option`` names the recipe key in errors).
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: not an SRVGGNetCompact.
+    """
+    from varestorer.foreign.peers import load_peer, peer_weights
+
+    if not peer_weights(path).exists():
+        raise FileNotFoundError(f"[model] {option} not found: {path}")
+    peer = load_peer(path)
+    if not isinstance(peer, SRVGGNetCompact):
+        raise ValueError(f"[model] {option} {path} holds a {type(peer).__name__}, not an SRVGGNetCompact")
+    return peer.float()
+
+
 def load_precleaner_init(student: Student, path: str | Path) -> None:
-    """Copy SRVGGNetCompact weights (a checkpoint folder, ncnn pair, ``.pth`` or an embedded peer name such as
-    ``realesr-general-x4v3``) into the student's pre-cleaner.
+    """Copy SRVGGNetCompact weights (:func:`load_srvgg`) into the student's pre-cleaner.
 
     Raises:
         FileNotFoundError: no such file or folder.
         ValueError: not an SRVGGNetCompact, or not the shape of the student's pre-cleaner.
     """
-    from varestorer.foreign.peers import load_peer, peer_weights
-
     assert student.precleaner is not None
-    if not peer_weights(path).exists():
-        raise FileNotFoundError(f"[model] precleaner_init not found: {path}")
-    peer = load_peer(path)
-    if not isinstance(peer, SRVGGNetCompact):
-        raise ValueError(f"[model] precleaner_init {path} holds a {type(peer).__name__}, not an SRVGGNetCompact")
+    peer = load_srvgg(path, "precleaner_init")
     ours = student.config.precleaner
     if peer.config != ours:
         raise ValueError(f"[model] precleaner_init {path} is {peer.config}, the recipe's pre-cleaner is {ours}")
-    student.precleaner.net.load_state_dict({k: v.float() for k, v in peer.state_dict().items()})
+    student.precleaner.net.load_state_dict(peer.state_dict())
     logger.info("pre-cleaner initialised from %s", path)
 
 
 def load_lq_encoder_init(student: Student, path: str | Path) -> None:
-    """Copy the first convs of SRVGGNetCompact weights (as :func:`load_precleaner_init` reads them) into the
-    stem of the student's LQ encoder.
+    """Copy the first convs of SRVGGNetCompact weights (:func:`load_srvgg`) into the stem of the student's
+    LQ encoder.
 
     Raises:
         FileNotFoundError: no such file or folder.
         ValueError: not an SRVGGNetCompact, or narrower or shallower than the stem.
     """
-    from varestorer.foreign.peers import load_peer, peer_weights
-
-    if not peer_weights(path).exists():
-        raise FileNotFoundError(f"[model] lq_encoder_init not found: {path}")
-    peer = load_peer(path)
-    if not isinstance(peer, SRVGGNetCompact):
-        raise ValueError(f"[model] lq_encoder_init {path} holds a {type(peer).__name__}, not an SRVGGNetCompact")
     assert isinstance(student.encoder, LQEncoder)
-    copied = student.encoder.init_stem_from_srvgg(peer.float().body)
+    copied = student.encoder.init_stem_from_srvgg(load_srvgg(path, "lq_encoder_init").body)
     logger.info("LQ encoder stem: %d tensors from %s", copied, path)
 
 
