@@ -47,3 +47,14 @@ def test_missing_weights_are_one_line_errors(tmp_path, tiny_image, capsys, monke
     torch.save(build_peer("precleaner-1x").state_dict(), tmp_path / "wrong.pth")
     assert main([*base, "--method", "realesr-general-x4v3", "--weights", str(tmp_path / "wrong.pth")]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_interpolation_names_the_network_options_it_ignores(tmp_path, tiny_image, capsys) -> None:
+    write_image(tmp_path / "a.png", tiny_image(6, 5))
+    base = ["baseline", str(tmp_path / "a.png"), "--method", "bicubic"]
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "o"), "--device", "cuda", "--tile", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "--device, --tile do not apply to bicubic" in err and "--weights" not in err
+    assert read_image(tmp_path / "o" / "a.png").shape == (24, 20, 3)  # still resized, on the CPU

@@ -180,7 +180,8 @@ def test_suffix_into_the_input_folder_skips_earlier_outputs(tmp_path, tiny_image
     assert main(args) == 0  # the second run sees a_x2.png as an input too
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x2.png"]
     captured = capsys.readouterr()
-    assert "a_x2.png: an output of a.png" in captured.err and "restored 0, skipped 2 (exist)" in captured.out
+    assert "a_x2.png: an output of a.png" in captured.err
+    assert "restored 0, skipped 1 (exist), 1 earlier output(s) not taken as inputs, failed 0" in captured.out
 
 
 # 7. unwritable output -------------------------------------------------------------------------------
@@ -288,6 +289,25 @@ def test_icc_profile_and_exif_are_carried_with_orientation_reset(tmp_path, tiny_
         assert out.size == (12, 16)  # upright (8x6 rotated), x2
         assert out.info.get("icc_profile") == icc
         assert out.getexif().get(0x010F) == "TestCam" and out.getexif().get(0x0112) == 1
+
+
+@pytest.mark.parametrize("ext", ["tif", "png"])
+def test_a_tiffs_photo_tags_are_carried_but_not_its_layout(tmp_path, tiny_image, ext) -> None:
+    from varestorer.io.image_file import read_image_file, write_image_file
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated on display
+    exif[0x010F], exif[0x0110] = "TestCam", "Model 7"
+    exif.get_ifd(0x8769)[0x829A] = (1, 250)  # ExposureTime, in the EXIF sub-directory
+    Image.fromarray(tiny_image(6, 8)).save(tmp_path / "a.tif", exif=exif.tobytes())  # among the TIFF's own tags
+    source = read_image_file(tmp_path / "a.tif")
+    grown = np.repeat(np.repeat(source.frames[0], 2, axis=0), 2, axis=1)
+    write_image_file(tmp_path / f"out.{ext}", [grown], source)
+    with Image.open(tmp_path / f"out.{ext}") as out:
+        tags = out.getexif()
+        assert out.size == (12, 16) and np.array_equal(np.asarray(out.convert("RGB")), grown)
+        assert (tags.get(0x010F), tags.get(0x0110), tags.get(0x0112)) == ("TestCam", "Model 7", 1)
+        assert tags.get_ifd(0x8769).get(0x829A) == (1, 250)
 
 
 def test_icc_profile_survives_16_bit_png(tmp_path) -> None:

@@ -129,7 +129,7 @@ def check_writable(folders: list[Path]) -> None:
 class BatchPlan(NamedTuple):
     pairs: list[tuple[Path, Path]]  # (input, output) to run
     failures: list[tuple[str, str]]  # (name, reason) already failed while planning
-    skipped: int  # inputs that are outputs of an earlier run
+    earlier: int  # inputs that are outputs of an earlier run (not run, reported apart)
 
 
 def prepare_batch(args: argparse.Namespace) -> BatchPlan:
@@ -155,8 +155,8 @@ def run_batch(
     """Apply ``process(array, progress)`` to every planned input and write the results; print failures
     and a summary. ``progress(done_tiles, total_tiles)`` is the tile callback of ``Restorer``;
     ``planned`` is the result of an earlier ``prepare_batch(args)``."""
-    pairs, failures, skipped = planned if planned is not None else prepare_batch(args)
-    failures = list(failures)
+    pairs, failures, earlier = planned if planned is not None else prepare_batch(args)
+    failures, skipped = list(failures), 0
     done, start = 0, time.perf_counter()
     with Progress(len(pairs), desc=verb, quiet=getattr(args, "quiet", False)) as progress:
         for source, target in pairs:
@@ -183,7 +183,11 @@ def run_batch(
                 progress.write(f"FAILED {source}: {reason}")
                 progress.finish("failed")
     seconds = time.perf_counter() - start
-    print(f"{verb} {done}, skipped {skipped} (exist), failed {len(failures)} in {seconds:.1f} s -> {args.output}")
+    passed_over = f", {earlier} earlier output(s) not taken as inputs" if earlier else ""
+    print(
+        f"{verb} {done}, skipped {skipped} (exist){passed_over}, failed {len(failures)} in {seconds:.1f} s"
+        f" -> {args.output}"
+    )
     if failures:
         print("failed: " + ", ".join(name for name, _ in failures), file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,30 @@ def _weights(args: argparse.Namespace) -> Path:
     return asset_path("realesrgan-x4plus")
 
 
+def _network_only_options(args: argparse.Namespace) -> list[str]:
+    """The options given that only a peer network uses, as the user spelled them."""
+    given = {
+        "--weights": args.weights is not None,
+        "--device": args.device is not None,
+        "--dtype": args.dtype != "auto",
+        "--tile": args.tile is not None,
+        "--tile-overlap": args.tile_overlap is not None,
+        "--batch-size": args.batch_size != 1,
+    }
+    return [name for name, present in given.items() if present]
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     if args.method in ("bicubic", "lanczos"):
+        ignored = _network_only_options(args)
+        if ignored:
+            verb = "does" if len(ignored) == 1 else "do"
+            print(
+                f"warning: {', '.join(ignored)} {verb} not apply to {args.method} (a PIL resize on the CPU); ignored",
+                file=sys.stderr,
+            )
         return run_batch(args, lambda array, _: resize_array(array, args.scale, args.method), verb=args.method)
     from varestorer.foreign.peers import load_peer
     from varestorer.inference.restorer import Restorer

@@ -35,6 +35,61 @@ from varestorer.io.images import (
 
 MULTI_FRAME_SUFFIXES = (".gif", ".png", ".webp", ".tif", ".tiff")
 _ORIENTATION_TAG = 0x0112
+_EXIF_IFD_TAG, _GPS_IFD_TAG = 0x8769, 0x8825
+# TIFF tags that describe the file's own pixel layout (size, strips, compression, colour model, ICC), not
+# the photo: a TIFF keeps its EXIF fields (Make, Model, DateTime...) in the same directory as these, and a
+# copy of them would contradict the output's own layout.
+_TIFF_LAYOUT_TAGS = frozenset(
+    {
+        254,
+        255,
+        256,
+        257,
+        258,
+        259,
+        262,
+        263,
+        266,
+        273,
+        277,
+        278,
+        279,
+        280,
+        281,
+        284,
+        288,
+        289,
+        290,
+        291,
+        292,
+        293,
+        296,
+        297,
+        317,
+        318,
+        319,
+        320,
+        321,
+        322,
+        323,
+        324,
+        325,
+        332,
+        334,
+        338,
+        339,
+        340,
+        341,
+        347,
+        513,
+        514,
+        529,
+        530,
+        531,
+        532,
+        34675,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +143,18 @@ def read_image_file(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PI
 
 
 def _upright_exif(image: Image.Image) -> bytes | None:
-    if "exif" not in image.info:
-        return None
+    """The EXIF block to write beside upright pixels: orientation 1; from a TIFF, its photo tags only."""
     exif = image.getexif()
+    if "exif" not in image.info:
+        if image.format != "TIFF":
+            return None
+        for tag in _TIFF_LAYOUT_TAGS & set(exif):
+            del exif[tag]
+        if not set(exif) - {_ORIENTATION_TAG}:
+            return None
+    for pointer in (_EXIF_IFD_TAG, _GPS_IFD_TAG):
+        if pointer in exif:
+            exif.get_ifd(pointer)  # loaded, so that tobytes writes the sub-directory, not a dangling offset
     if _ORIENTATION_TAG in exif:
         exif[_ORIENTATION_TAG] = 1
     return exif.tobytes()
