@@ -38,58 +38,18 @@ _ORIENTATION_TAG = 0x0112
 _EXIF_IFD_TAG, _GPS_IFD_TAG = 0x8769, 0x8825
 # TIFF tags that describe the file's own pixel layout (size, strips, compression, colour model, ICC), not
 # the photo: a TIFF keeps its EXIF fields (Make, Model, DateTime...) in the same directory as these, and a
-# copy of them would contradict the output's own layout.
-_TIFF_LAYOUT_TAGS = frozenset(
-    {
-        254,
-        255,
-        256,
-        257,
-        258,
-        259,
-        262,
-        263,
-        266,
-        273,
-        277,
-        278,
-        279,
-        280,
-        281,
-        284,
-        288,
-        289,
-        290,
-        291,
-        292,
-        293,
-        296,
-        297,
-        317,
-        318,
-        319,
-        320,
-        321,
-        322,
-        323,
-        324,
-        325,
-        332,
-        334,
-        338,
-        339,
-        340,
-        341,
-        347,
-        513,
-        514,
-        529,
-        530,
-        531,
-        532,
-        34675,
-    }
-)
+# copy of them would contradict the output's own layout. Resolution (282, 283, 296) is the photo's: kept.
+# fmt: off
+_TIFF_LAYOUT_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 266,  # subfile type, size, bits, compression, photometric, fill order
+    273, 277, 278, 279, 280, 281, 284,  # strips, samples per pixel, min/max sample, planar configuration
+    288, 289, 290, 291, 292, 293, 297,  # free offsets, gray response, T4/T6 options, page number
+    317, 318, 319, 320, 321, 322, 323, 324, 325,  # predictor, white point, primaries, colour map, halftone, tiles
+    332, 334, 338, 339, 340, 341, 347,  # ink set, extra samples, sample format, JPEG tables
+    513, 514, 529, 530, 531, 532,  # old-style JPEG, YCbCr coefficients, subsampling, positioning, reference
+    34675,  # ICC profile (carried apart)
+})
+# fmt: on
 
 
 @dataclass(frozen=True)
