@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -75,3 +76,32 @@ def test_cli_missing_asset_names_the_fetch_command(tmp_path: Path, tiny_image, c
     pred, _ = _folders(tmp_path, tiny_image)
     assert main(["evaluate", "--pred", str(pred), "--metrics", "niqe"]) == 2
     assert "varestorer assets fetch niqe-pristine" in capsys.readouterr().err
+
+
+def test_a_metric_that_cannot_score_an_image_leaves_only_itself_out(tmp_path: Path, tiny_image, monkeypatch) -> None:
+    """NIQE on an image under two 96x96 blocks: PSNR is still scored there, NIQE's mean is over the rest."""
+    from varestorer.metrics import niqe
+
+    window = np.outer(*[np.exp(-0.5 * (np.arange(-3, 4) / (7 / 6)) ** 2)] * 2)
+    window /= window.sum()
+    big = tiny_image(200, 200, seed=3)
+    luma = np.round(big.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103]))
+    features = niqe.niqe_features(luma, window)
+    model = {"mu": features.mean(0) + 1.0, "cov": np.cov(features, rowvar=False), "gaussian_window": window}
+    monkeypatch.setattr(niqe, "load_pristine_model", lambda: model)  # the real LIVE file is a fetched asset
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for folder, seed in ((pred, 0), (gt, 1)):
+        folder.mkdir()
+        Image.fromarray(tiny_image(200, 200, seed=3 + seed)).save(folder / "big.png")
+        Image.fromarray(tiny_image(100, 120, seed=5 + seed)).save(folder / "small.png")  # one 96x96 block
+    report = evaluate(pred, gt, ["psnr", "niqe"])
+    assert sorted(report.per_image) == ["big", "small"] and "psnr" in report.per_image["small"]
+    assert "niqe" not in report.per_image["small"] and report.counts == {"psnr": 2, "niqe": 1}
+    assert report.mean["niqe"] == pytest.approx(report.per_image["big"]["niqe"]) and report.mean["niqe"] > 0
+    why = "NIQE needs at least two 96x96 blocks, a 120x100 image has 1"
+    assert report.problems == [f"{pred / 'small.png'}: niqe not scored: {why}"]
+    out_csv = tmp_path / "r.csv"
+    argv = ["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr,niqe", "--csv", str(out_csv)]
+    assert main(argv) == 1
+    rows = {row[0]: row for row in csv.reader(out_csv.open())}
+    assert rows["small"][2] == "" and float(rows["small"][1]) > 0 and float(rows["big"][2]) > 0

@@ -2,7 +2,9 @@
 
 ``evaluate(pred_dir, gt_dir, metrics)`` never stops at a bad file: unreadable images, size mismatches,
 duplicate stems and unpaired files are listed in ``EvalReport.problems`` and the rest is still scored.
-Reports are written atomically as JSON ``{"mean", "per_image", "count", ...}`` or CSV.
+A metric that cannot score one image (NIQE on an image under two 96x96 blocks) leaves only that metric
+out for that image: its mean is over the images it scored (``EvalReport.counts``), the others keep it.
+Reports are written atomically as JSON ``{"mean", "per_image", "count", "counts", ...}`` or CSV.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class EvalReport:
     def count(self) -> int:
         return len(self.per_image)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images each per-image metric scored (fewer than ``count`` where it could not score some)."""
+        rows = self.per_image.values()
+        return {name: sum(name in row for row in rows) for name in self.metrics if METRICS[name].per_image}
+
     def to_json_dict(self) -> dict:
         """JSON-safe dict; non-finite values (PSNR of identical images) become null."""
 
@@ -44,6 +52,7 @@ class EvalReport:
             "mean": {k: clean(v) for k, v in self.mean.items()},
             "per_image": {stem: {k: clean(v) for k, v in row.items()} for stem, row in self.per_image.items()},
             "count": self.count,
+            "counts": self.counts,
             "metrics": {
                 name: {"higher_is_better": METRICS[name].higher_is_better, "description": METRICS[name].description}
                 for name in self.metrics
@@ -109,19 +118,19 @@ def evaluate(
             report.problems.append(f"{pred[stem]}: size {w}x{h} differs from ground truth {gw}x{gh}; skipped")
             continue
         row: dict[str, float] = {}
-        try:
-            for name, scorer in scorers.items():
+        for name, scorer in scorers.items():
+            try:
                 row[name] = float(scorer(image, reference))
-        except ValueError as error:  # e.g. an image too small for NIQE's 96x96 blocks
-            report.problems.append(f"{pred[stem]}: {error}; skipped")
-            continue
-        report.per_image[stem] = row
+            except ValueError as error:  # e.g. an image too small for NIQE's 96x96 blocks: the others still score
+                report.problems.append(f"{pred[stem]}: {name} not scored: {error}")
+        if row:
+            report.per_image[stem] = row
     if "fid" in metrics and gt_dir is not None:
         from varestorer.metrics.adapters import fid
 
         report.mean["fid"] = fid(pred_dir, gt_dir, device=device)
     for name in per_image:
-        values = [row[name] for row in report.per_image.values()]
+        values = [row[name] for row in report.per_image.values() if name in row]
         report.mean[name] = float(np.mean(values)) if values else float("nan")
     return report
 
@@ -135,12 +144,20 @@ def format_table(report: EvalReport, *, per_image: bool = True) -> str:
     lines = [header, "-" * len(header)]
     rows = list(report.per_image.items()) if per_image else []
     for stem, row in rows:
-        lines.append(f"{stem:<{width}}  " + "  ".join(f"{row.get(name, float('nan')):>10.4f}" for name in names))
+        lines.append(f"{stem:<{width}}  " + "  ".join(_cell(row, name) for name in names))
     if rows:
         lines.append("-" * len(header))
     lines.append(f"{'mean':<{width}}  " + "  ".join(f"{report.mean[name]:>10.4f}" for name in names))
     lines.append(f"{report.count} image(s)")
+    counts = report.counts
+    partial = [f"{name} over {counts[name]}" for name in names if counts.get(name, report.count) < report.count]
+    if partial:
+        lines[-1] += f" ({', '.join(partial)}: see the problems)"
     return "\n".join(lines)
+
+
+def _cell(row: dict[str, float], name: str) -> str:
+    return f"{row[name]:>10.4f}" if name in row else f"{'-':>10}"
 
 
 def write_json(report: EvalReport, path: str | Path, *, overwrite: bool = False) -> None:
@@ -154,7 +171,7 @@ def write_csv(report: EvalReport, path: str | Path, *, overwrite: bool = False) 
     writer = csv.writer(buffer)
     writer.writerow(["image", *names])
     for stem, row in report.per_image.items():
-        writer.writerow([stem, *(f"{row[name]:.6f}" for name in names if name in row)])
+        writer.writerow([stem, *(f"{row[name]:.6f}" if name in row else "" for name in names)])
     writer.writerow(["mean", *(f"{report.mean[name]:.6f}" for name in names)])
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")

@@ -130,7 +130,11 @@ def niqe(
     features = niqe_features(luma, model["gaussian_window"])
     complete = features[~np.isnan(features).any(axis=1)]  # MATLAB nancov: complete rows only
     if complete.shape[0] < 2:
-        raise ValueError("NIQE needs at least two 96x96 blocks with texture (flat image?)")
+        blocks, (h, w) = features.shape[0], luma.shape
+        if blocks < 2:
+            raise ValueError(f"NIQE needs at least two 96x96 blocks, a {w}x{h} image has {blocks}")
+        textured = complete.shape[0]
+        raise ValueError(f"NIQE needs two 96x96 blocks with texture, {textured} of {blocks} have any (flat image?)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mu = np.nanmean(features, axis=0)  # MATLAB nanmean: per column
