@@ -272,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         "sheet": cmd_sheet,
         "export": cmd_export,
     }
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:  # bad input: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Default model v2 (issue 16, docs/default_model.md), end to end on a CPU, from the repository root:
-#   teacher  recipes/teacher_taef2.toml  next-scale teacher on the embedded `default-tokenizer` tokens
+#   teacher  recipes/teacher_taef2.toml  next-scale teacher on the full TAEF2 tokenizer's tokens (local/taef2_full,
+#                                        written by recipes/taef2_full.sh, which this script runs first)
 #   student  recipes/student_v2.toml     one-step student: frozen embedded realesr-general-x4v3 at x4 ->
 #                                        TAEF2 encoder -> LQ pyramid -> one full-attention pass (LoRA) ->
 #                                        fine-tuned decoder; LQ-bit skip + fidelity path (beyond the paper)
@@ -19,6 +20,7 @@ OUT=${OUT:-local/v2/model_v2}
 stage=${1:-all}
 
 if [[ $stage == teacher || $stage == all ]]; then
+  bash recipes/taef2_full.sh local/taef2_full
   $VR train teacher --config recipes/teacher_taef2.toml --resume
 fi
 if [[ $stage == student || $stage == all ]]; then

@@ -1,4 +1,4 @@
-"""The embedded ``default-tokenizer``: fine-tuned TAEF2 with its MIT notice, fp16, round trips through the quantiser."""
+"""The embedded ``default-tokenizer``: fine-tuned TAEF2 lite, MIT notice, fp16, round trips through the quantiser."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def test_default_tokenizer_ships_fp16_weights_with_the_mit_notice() -> None:
 def test_default_tokenizer_round_trips_an_image_through_the_full_quantiser() -> None:
     tokenizer = load_tokenizer(FOLDER)
     assert isinstance(tokenizer, TAEF2Tokenizer) and tokenizer.stride == 8 and tokenizer.token_dim == 32
+    assert not tokenizer.config.full_resolution_blocks  # the lite variant (docs/tokenizer.md): no 256 px blocks
+    assert sum(p.numel() for p in tokenizer.parameters()) == 2_455_476
     x = _image()
     with torch.no_grad():
         tokens = tokenizer.tokenize(x)
@@ -40,4 +42,4 @@ def test_default_tokenizer_round_trips_an_image_through_the_full_quantiser() -> 
         again = tokenizer.labels_to_image(tokens.labels, tokenizer.default_schedule(64, 64))
     assert rec.shape == x.shape and torch.allclose(rec, again, atol=1e-5)
     mse = float((rec - x).pow(2).mean()) / 4  # in [0, 1] units
-    assert -10 * np.log10(mse) > 20.0  # measured 21.7 dB on this 64 px image (8x8 tokens); a broken model ~10
+    assert -10 * np.log10(mse) > 20.0  # measured 21.7 dB (64 px, 8x8 tokens), lite and full alike; broken ~10
