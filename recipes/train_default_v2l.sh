@@ -7,7 +7,7 @@
 #            token space; the transformer is v2's teacher unchanged)  -> local/v2l/teacher
 #   student  recipes/student_v2.toml from v2's student (its transformer LoRA, skip gains, fidelity weights
 #            and decoder; the decoder's Block 18 is not in the lite decoder), 45 min, seed 1
-#   export   merged fp16 checkpoint, tile overlap 8 -> $OUT (default local/v2l/model_v2l; the package ships it
+#   export   merged fp16 checkpoint, tile overlap 6 -> $OUT (default local/v2l/model_v2l; the package ships it
 #            as src/varestorer/weights/default)
 #
 #   bash recipes/train_default_v2l.sh [v2|lite|teacher|student|export|all]
@@ -43,5 +43,5 @@ if [[ $stage == student || $stage == all ]]; then
     --set 'train.output_dir="local/runs/student_v2l"' --set train.time_budget_minutes=45 --set train.seed=1
 fi
 if [[ $stage == export || $stage == all ]]; then
-  $VR export local/runs/student_v2l/model -o "$OUT" --merge --dtype float16 --tile-overlap 8
+  $VR export local/runs/student_v2l/model -o "$OUT" --merge --dtype float16 --tile-overlap 6
 fi
