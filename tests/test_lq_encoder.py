@@ -103,6 +103,27 @@ def test_options_are_checked() -> None:
         Student(_v3(tokenizer=lite.config, tokenizer_type="TAEF2Tokenizer", transformer=_tiny_transformer()))
 
 
+def test_encoder_blocks_left_out_are_checked_and_kept_by_adapter_checkpoints(tmp_path: Path) -> None:
+    """v2Q's encoder (``encoder_skip_blocks``): identities at those indices, the rest the teacher's; an adapter
+    checkpoint stores it even frozen (the teacher's encoder has those Blocks)."""
+    teacher = _taef2_teacher()
+    teacher.save_pretrained(tmp_path / "teacher")
+    with pytest.raises(ValueError, match=r"6 is not an encoder Block; the Blocks are at \[1, 3, 4, 5, 7"):
+        Student.from_teacher(teacher, _v2(encoder_skip_blocks=(6,)))
+    with pytest.raises(ValueError, match="not to an lq_encoder"):
+        _v3(encoder_skip_blocks=(3,))
+    config = _v2(teacher=str(tmp_path / "teacher"), encoder_skip_blocks=(3, 4, 5), train_encoder=False)
+    student = Student.from_teacher(teacher, config)
+    net = student.encoder.net  # type: ignore[union-attr]
+    assert all(isinstance(net[i], torch.nn.Identity) for i in (3, 4, 5))
+    for key, value in student.encoder.state_dict().items():
+        assert torch.equal(value, teacher.tokenizer.encoder.state_dict()[key]), key
+    with torch.no_grad():
+        net[0].weight.add_(0.1)  # type: ignore[index, union-attr]  # as a latent stage would leave it
+    assert any(k.startswith("encoder.net.0.") for k in student.trainable_state_dict())
+    assert_adapter_and_merged_round_trip(student, tmp_path)
+
+
 def test_adapter_checkpoint_keeps_the_lq_encoder_even_when_frozen(tmp_path: Path) -> None:
     teacher = _taef2_teacher()
     teacher.save_pretrained(tmp_path / "teacher")

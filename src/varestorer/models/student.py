@@ -108,8 +108,9 @@ class Student(nn.Module):
             if config.lq_encoder is not None
             else tokenizer.encoder
         )
+        skip_blocks(self.encoder, config.encoder_skip_blocks, "encoder")
         self.decoder = tokenizer.decoder
-        skip_decoder_blocks(self.decoder, config.decoder_skip_blocks)
+        skip_blocks(self.decoder, config.decoder_skip_blocks, "decoder")
         self.quantizer = tokenizer.quantizer
         self.transformer = NextScaleTransformer(config.transformer)
         self.precleaner = (
@@ -161,7 +162,8 @@ class Student(nn.Module):
         if isinstance(student.encoder, LQEncoder):
             student.encoder.init_from(tokenizer.encoder)  # type: ignore[arg-type]
         else:
-            student.encoder.load_state_dict(tokenizer.encoder.state_dict())
+            own = student.encoder.state_dict()
+            student.encoder.load_state_dict({k: v for k, v in tokenizer.encoder.state_dict().items() if k in own})
         decoder_state = tokenizer.decoder.state_dict()
         own = student.decoder.state_dict()
         if not set(own) <= set(decoder_state):
@@ -291,11 +293,12 @@ class Student(nn.Module):
 
     # --------------------------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What an adapter checkpoint stores: LoRA tensors, the encoder (if trained or an LQ encoder; and the decoder
-        if trained), the pre-cleaner
+        """What an adapter checkpoint stores: LoRA tensors, the encoder (if trained, an LQ encoder or with Blocks left
+        out; and the decoder if trained), the pre-cleaner
         (trained or not), the skip gains and fidelity weights."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        own_encoder = self.config.train_encoder or self.config.lq_encoder is not None  # the teacher has no LQ encoder
+        config = self.config  # the teacher has no LQ encoder, nor one with Blocks left out
+        own_encoder = config.train_encoder or config.lq_encoder is not None or bool(config.encoder_skip_blocks)
         keep |= {f"encoder.{k}" for k in self.encoder.state_dict()} if own_encoder else set()
         keep |= {f"decoder.{k}" for k in self.decoder.state_dict()} if self.config.train_decoder else set()
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
@@ -334,19 +337,20 @@ class Student(nn.Module):
         return load_adapter_checkpoint(cls, directory, device=device)
 
 
-def skip_decoder_blocks(decoder: nn.Module, indices: tuple[int, ...]) -> None:
-    """Replace the TAEF2 decoder Blocks at ``indices`` of ``decoder.net`` by identities (in place).
+def skip_blocks(half: nn.Module, indices: tuple[int, ...], which: str) -> None:
+    """Replace the TAEF2 Blocks at ``indices`` of ``half.net`` (an encoder or decoder) by identities, in place.
 
     Raises:
-        ValueError: the decoder has no ``net`` stack, or an index is not one of its Blocks.
+        ValueError: ``half`` has no ``net`` stack, or an index is not one of its Blocks.
     """
     if not indices:
         return
-    net = getattr(decoder, "net", None)
+    net = getattr(half, "net", None)
     blocks = [i for i, layer in enumerate(net or ()) if isinstance(layer, TAEBlock)]
     for index in indices:
         if index not in blocks:
-            raise ValueError(f"decoder_skip_blocks: {index} is not a decoder Block; the Blocks are at {blocks}")
+            article = "an" if which[0] in "aeiou" else "a"
+            raise ValueError(f"{which}_skip_blocks: {index} is not {article} {which} Block; the Blocks are at {blocks}")
         net[index] = nn.Identity()  # type: ignore[index]
 
 

@@ -79,6 +79,10 @@ class StudentConfig:
     decoder_skip_blocks: tuple[int, ...] = ()
     """Indices of TAEF2 decoder Blocks left out (identities) for speed, e.g. ``(15, 18)``: the last Block at
     128 px and the one at 256 px; the other layers keep their indices and start as the teacher's."""
+    encoder_skip_blocks: tuple[int, ...] = ()
+    """Indices of TAEF2 encoder Blocks left out (identities) for speed, e.g. ``(3, 4, 5)``: the three Blocks at
+    half the working size; the other layers keep their indices and start as the teacher's. Not with
+    ``lq_encoder`` (whose tail is the encoder's end)."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
@@ -103,6 +107,8 @@ class StudentConfig:
             )
         if self.precleaner_resolution not in ("lq", "output"):
             raise ValueError(f"precleaner_resolution must be 'lq' or 'output', got {self.precleaner_resolution!r}")
+        if self.lq_encoder is not None and self.encoder_skip_blocks:
+            raise ValueError("encoder_skip_blocks applies to the tokenizer encoder, not to an lq_encoder")
         if self.lq_encoder is not None and self.precleaner is not None:
             raise ValueError("lq_encoder replaces the pre-cleaner (its stem cleans the LQ): set precleaner to None")
         stride = self.tokenizer.stride

@@ -30,6 +30,12 @@ from varestorer.tokenizer.base import MultiScaleTokenizerBase
 from varestorer.tokenizer.gained import GainedBitwiseQuantizer, octaves_below
 from varestorer.tokenizer.quantizer import resize_latent
 from varestorer.tokenizer.scales import Schedule, schedule_for_grid
+from varestorer.tokenizer.taef2_fused import (
+    decoder_tail_fusable,
+    encoder_head_fusable,
+    fused_decoder_tail,
+    fused_encoder_head,
+)
 from varestorer.tokenizer.taef2_modules import TAEF2_STRIDE, taef2_decoder, taef2_encoder
 
 TAEF2_FILES: dict[str, tuple[str, str]] = {
@@ -117,7 +123,12 @@ class TAEF2Encoder(LatentNormalised):
     """Images in [-1, 1] -> normalised latent ``(z - shift) @ whiten``."""
 
     def forward(self, x_B3HW: Tensor) -> Tensor:
-        z = self.net(((x_B3HW + 1) * 0.5).contiguous(memory_format=torch.channels_last))
+        x = ((x_B3HW + 1) * 0.5).contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() or x.shape[-1] % 2 or x.shape[-2] % 2 or not encoder_head_fusable(self.net):
+            z = self.net(x)
+        else:  # inference without the full-resolution Block: convs 0 and 2 as one (taef2_fused.py, exact)
+            head = fused_encoder_head(x, self.net[0], self.net[2])  # type: ignore[arg-type]  # checked Conv2d
+            z = self.net[3:](head.contiguous(memory_format=torch.channels_last))
         return mix_channels(z - self._shift(z), self.latent_whiten).contiguous()
 
 
@@ -128,7 +139,11 @@ class TAEF2Decoder(LatentNormalised):
         z = (mix_channels(f_BdHW, self.latent_unwhiten) + self._shift(f_BdHW)).contiguous(
             memory_format=torch.channels_last
         )
-        return (self.net(z) * 2 - 1).contiguous()
+        if torch.is_grad_enabled() or not decoder_tail_fusable(self.net):
+            out = self.net(z)
+        else:  # inference without the full-resolution Block: the tail at half resolution (taef2_fused.py, exact)
+            out = fused_decoder_tail(self.net[:-4](z), self.net[-3], self.net[-1])  # type: ignore[arg-type]
+        return (out * 2 - 1).contiguous()
 
 
 class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):

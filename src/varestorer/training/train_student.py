@@ -110,6 +110,8 @@ class ModelConfig:
     e.g. ``realesr-general-x4v3``); its last conv and the tail start as they are (random / the teacher's)."""
     decoder_skip_blocks: tuple[int, ...] = ()
     """TAEF2 decoder Blocks to leave out for speed (``StudentConfig.decoder_skip_blocks``), e.g. [15, 18]."""
+    encoder_skip_blocks: tuple[int, ...] = ()
+    """TAEF2 encoder Blocks to leave out for speed (``StudentConfig.encoder_skip_blocks``), e.g. [3, 4, 5]."""
     latent_teacher: str | None = None
     """A student folder whose LQ latent (``f_LQ`` of its own pre-cleaner and encoder) the student's encoder is
     regressed to with ``loss.lambda_latent``: e.g. default model v2, to carry its x4v3 + TAEF2 encoder path
@@ -209,6 +211,7 @@ def build_student(model: ModelConfig) -> tuple[Student, MultiScaleTokenizer, Nex
         fidelity_path=model.fidelity_path,
         lq_encoder=lq_encoder,
         decoder_skip_blocks=tuple(model.decoder_skip_blocks),
+        encoder_skip_blocks=tuple(model.encoder_skip_blocks),
         text_encoder=teacher.config.text_encoder,
     )
     kinds = {entry.name: entry.model_class for entry in families(trains="student").values()}  # varestorer.families
