@@ -21,6 +21,7 @@ Used in inference only (no gradient); training runs the layers as they are.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,15 +38,30 @@ def _is_conv3x3(layer: nn.Module, stride: int) -> bool:
     )
 
 
+# Where each pair of taps lands (fixed index maps, built once): tap (dy, dx) of the second conv after tap
+# (ey, ex) of the first is tap (dy + ey, dx + ex) of the composed 5x5 kernel.
+_COMPOSED = [(dy + ey) * 5 + dx + ex for dy in range(3) for dx in range(3) for ey in range(3) for ex in range(3)]
+# Decoder phase (a, b) reads 5x5 tap (ty, tx) at 3x3 tap ((a + ty - 2) // 2 + 1, (b + tx - 2) // 2 + 1) of f.
+_UP_PHASES = [
+    (2 * a + b) * 9 + ((a + ty - 2) // 2 + 1) * 3 + (b + tx - 2) // 2 + 1
+    for a in range(2)
+    for b in range(2)
+    for ty in range(5)
+    for tx in range(5)
+]
+# Encoder: 5x5 stride-2 tap (ty, tx) is phase (ty % 2, tx % 2), 3x3 tap (ty // 2, tx // 2) of the space-to-depth input.
+_DOWN_PHASES = [(ty % 2 * 2 + tx % 2) * 9 + ty // 2 * 3 + tx // 2 for ty in range(5) for tx in range(5)]
+
+
+def _index(positions: list[int], like: Tensor) -> Tensor:
+    return torch.tensor(positions, device=like.device)
+
+
 def compose_kernels(second: Tensor, first: Tensor) -> Tensor:
     """``conv(conv(x, first), second)`` as one kernel: (O, M, 3, 3) after (M, I, 3, 3) -> (O, I, 5, 5)."""
-    out = second.new_zeros(second.shape[0], first.shape[1], 5, 5)
-    for dy in range(3):
-        for dx in range(3):
-            for ey in range(3):
-                for ex in range(3):
-                    out[:, :, dy + ey, dx + ex] += second[:, :, dy, dx] @ first[:, :, ey, ex]
-    return out
+    pairs = torch.einsum("omd,mie->oide", second.flatten(2), first.flatten(2))  # (O, I, 9, 9)
+    out = second.new_zeros(second.shape[0], first.shape[1], 25)
+    return out.index_add_(2, _index(_COMPOSED, out), pairs.flatten(2)).view(*out.shape[:2], 5, 5)
 
 
 def _bias(conv: nn.Conv2d, like: Tensor) -> Tensor:
@@ -84,13 +100,10 @@ def fused_decoder_tail(f: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor
     bias = _bias(second, f) + second.weight.sum((2, 3)) @ _bias(first, f)
     # Output pixel (2i + a, 2j + b) reads upsampled row 2i + a + t (t in -2..2), i.e. f's row i + (a + t) // 2.
     O, C = kernel.shape[:2]
-    phases = kernel.new_zeros(O, 2, 2, C, 3, 3)
-    for a in range(2):
-        for ty in range(5):
-            for b in range(2):
-                for tx in range(5):
-                    phases[:, a, b, :, (a + ty - 2) // 2 + 1, (b + tx - 2) // 2 + 1] += kernel[:, :, ty, tx]
-    z = F.pixel_shuffle(F.conv2d(f, phases.reshape(O * 4, C, 3, 3), bias.repeat_interleave(4), padding=1), 2)
+    taps = kernel.flatten(2).repeat(1, 1, 4)  # (O, C, 4 phases x 25 taps)
+    phases = kernel.new_zeros(O, C, 36).index_add_(2, _index(_UP_PHASES, kernel), taps)
+    phases = phases.view(O, C, 4, 3, 3).transpose(1, 2).reshape(O * 4, C, 3, 3)  # channel o * 4 + 2a + b
+    z = F.pixel_shuffle(F.conv2d(f, phases, bias.repeat_interleave(4), padding=1), 2)
     # `second` zero-pads `first`'s output; the composed kernel read `first` one pixel beyond: take that off.
     edges = (
         f[:, :, :1].repeat_interleave(2, dim=3),
@@ -123,11 +136,8 @@ def fused_encoder_head(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor
     # As a 3x3 conv over the 2x2 space-to-depth of x: offset t (-2..2) of output row i is phase (t % 2) of
     # row i + t // 2 there (a 5x5 stride-2 conv with 3 input channels is slow in oneDNN; this is not).
     O, I = kernel.shape[:2]
-    phased = kernel.new_zeros(O, I, 2, 2, 3, 3)
-    for ty in range(5):
-        for tx in range(5):
-            phased[:, :, ty % 2, tx % 2, ty // 2, tx // 2] = kernel[:, :, ty, tx]  # offsets -2..2 -> 0..4
-    z = F.conv2d(F.pixel_unshuffle(x, 2), phased.reshape(O, I * 4, 3, 3), bias, padding=1)
+    phased = kernel.new_zeros(O, I, 36).index_copy_(2, _index(_DOWN_PHASES, kernel), kernel.flatten(2))
+    z = F.conv2d(F.pixel_unshuffle(x, 2), phased.view(O, I * 4, 3, 3), bias, padding=1)  # channel i * 4 + 2a + b
     edges = (x[:, :, :1], x[:, :, -1:], x[..., :1], x[..., -1:])
     top, _, left, _ = _outer_ring(edges, first)  # stride 2 never reads the ring below or right of an even size
     w2 = second.weight
