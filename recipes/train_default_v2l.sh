@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Default model v2L (issue 16, docs/default_model.md), the embedded default since 2026-12-02: v2 moved onto
+# Default model v2L (issue 16, docs/default_model.md), the embedded default on 2026-12-02 until v2Q (embedded
+# since as int8, `--model v2l`; recipes/train_default_v2q.sh starts from this run): v2 moved onto
 # the lite TAEF2 tokenizer (the embedded `default-tokenizer`), end to end on a CPU, from the repository root:
 #   v2       recipes/train_default_v2.sh teacher + student   v2's teacher (full-TAEF2 tokens) and student
 #   lite     recipes/train_default_tokenizer.sh              the lite tokenizer (local/runs/taef2_lite_dists3)

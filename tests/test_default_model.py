@@ -16,11 +16,12 @@ from varestorer.inference.restorer import EMBEDDED_MODELS, Restorer
 # Re-recorded when the restorer began mirroring 4 px of context around the image (issue 20: no dark frame),
 # and when the shipped weights moved from fp16 to int8 storage (outputs moved by about 2 levels).
 # Re-recorded for default model v2 (issue 16: x4v3 pre-cleaner + TAEF2 tokenizer, fp16 weights), and for
-# v2L (v2 on the lite TAEF2 halves; both 24.8 dB from bicubic on this image, locally different).
+# v2L (v2 on the lite TAEF2 halves; both 24.8 dB from bicubic on this image, locally different), and for v2Q
+# (v2L with TAEF2 Blocks left out; 22.2 dB from bicubic).
 GOLDEN = [
-    [0.41837, 0.47905, 0.54630],
-    [0.42800, 0.46838, 0.51574],
-    [0.46010, 0.49015, 0.50751],
+    [0.39976, 0.43364, 0.45637],
+    [0.41903, 0.45100, 0.46222],
+    [0.44133, 0.46219, 0.47635],
 ]
 
 
@@ -63,3 +64,23 @@ def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:
     keys = restorer.model.state_dict()
     assert "encoder.net.2.weight" in keys and "encoder.net.1.conv.0.weight" not in keys  # v2L: the lite halves
     assert "decoder.net.18.conv.0.weight" not in keys  # (docs/tokenizer.md: no blocks at full image resolution)
+    config = restorer.model.config
+    assert config.encoder_skip_blocks == (3, 4, 5) and config.decoder_skip_blocks == (14, 15)  # v2Q: CPU speed
+    assert not any(k.startswith(("encoder.net.3.", "decoder.net.14.")) for k in keys)
+
+
+def test_the_previous_default_v2l_is_embedded_as_int8_beside_it() -> None:
+    """``--model v2l``: v2L (the lite halves whole, no Blocks left out), int8 matrices, licences beside it."""
+    folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["v2l"]
+    assert "BSD" in (folder / "LICENSE-Real-ESRGAN.txt").read_text(encoding="utf-8")
+    assert "MIT" in (folder / "LICENSE-taesd.txt").read_text(encoding="utf-8")
+    restorer = Restorer.from_pretrained("v2l", device="cpu")
+    config = restorer.model.config
+    assert config.encoder_skip_blocks == () and config.decoder_skip_blocks == () and config.tile_overlap == 6
+    keys = restorer.model.state_dict()
+    assert "encoder.net.3.conv.0.weight" in keys and "decoder.net.14.conv.0.weight" in keys
+    lq = torch.from_numpy(_lq()).permute(2, 0, 1)[None]
+    out = restorer(lq, scale=4)
+    assert out.shape == (1, 3, 96, 80)
+    centre = out[0, 0, 47:50, 39:42]
+    assert 0.005 < (centre - torch.tensor(GOLDEN)).abs().max() < 0.2  # near the default's output, not equal

@@ -60,6 +60,7 @@ EMBEDDED_MODELS: dict[str, str] = {
     "default": "default",
     "default-tokenizer": "default-tokenizer",
     "realesr-general-x4v3": "realesr-general-x4v3",  # the light peer (BSD-3), also the v2 pre-cleaner
+    "v2l": "v2l",  # the default before v2Q, int8: slower, a little cleaner on noisy photos (docs/default_model.md)
 }
 
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
