@@ -220,3 +220,15 @@ def test_a_students_tile_overlap_is_the_restorers_default() -> None:
     assert Restorer(Student.from_teacher(_taef2_teacher(), _v3()))._tiling(None, None) == (16, 4)  # tile / 4
     with pytest.raises(ValueError, match="tile_overlap must be in"):
         _v3(tile_overlap=16)
+
+
+@pytest.mark.parametrize("recipe", ["student_v2q_latent.toml", "student_v2q.toml"])
+def test_v2q_recipes_parse_with_the_blocks_they_leave_out(recipe: str) -> None:
+    from varestorer.training.config import load_recipe
+
+    configs = load_recipe(Path(__file__).parents[1] / "recipes" / recipe, train_student.SECTIONS)
+    model = configs["model"]
+    assert tuple(model.encoder_skip_blocks) == (3, 4, 5) and tuple(model.decoder_skip_blocks) == (14, 15)
+    latent_stage = recipe == "student_v2q_latent.toml"
+    assert model.train_encoder == latent_stage and (model.latent_teacher is not None) == latent_stage
+    assert (configs["loss"].lambda_latent > 0) == latent_stage
