@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from varestorer.benchmark.analytic import transformer_flops
-from varestorer.benchmark.bench import format_table, run_bench
+from varestorer.benchmark.bench import STAGES as STAGE_ORDER
+from varestorer.benchmark.bench import format_table, run_bench, stage_calls
 from varestorer.benchmark.presets import bench_presets, bench_student, parse_schedule, preset_schedule
 from varestorer.benchmark.timing import count_flops, measure
 from varestorer.cli.main import main
+from varestorer.foreign.peers import peer_presets
+from varestorer.models.student import STUDENT_PRESETS, Student
 from varestorer.tokenizer.scales import infinity_schedule, token_count
 
 KEYS = {
@@ -30,7 +34,7 @@ KEYS = {
     "images_per_s",
     "end_to_end_ms",
 }
-STAGES = {"precleaner", "encoder_quantize", "transformer", "latent", "decoder", "total"}
+STAGES = {"preclean", "encode", "predict", "to_latent", "decode", "total"}
 
 
 @pytest.fixture(autouse=True)
@@ -50,9 +54,10 @@ def test_run_bench_tiny_cpu_result() -> None:
     result = run_bench("tiny", runs=1, warmup=0, peers=["bicubic", "realesr-general-x4v3"], batch_size=2)
     assert set(result) >= KEYS
     json.loads(json.dumps(result))  # JSON-ready
-    assert set(result["stages_ms"]) == STAGES and result["stages_ms"]["precleaner"] is None
-    assert all(result["stages_ms"][k] > 0 for k in STAGES - {"precleaner"})
-    assert result["one_step_ms"] == result["stages_ms"]["transformer"]
+    assert set(result["stages_ms"]) == STAGES and result["stages_ms"]["preclean"] is None  # no pre-cleaner
+    assert all(result["stages_ms"][k] > 0 for k in STAGES - {"preclean"})
+    assert all(callable(getattr(Student, name)) for name in STAGES - {"total"})  # each stage is a method
+    assert result["one_step_ms"] == result["stages_ms"]["predict"]
     assert result["ratio"] == pytest.approx(result["multi_step_ms"] / result["one_step_ms"])
     assert result["images_per_s"] == pytest.approx(2000 / result["end_to_end_ms"])
     assert result["size"] == 64 and result["lq_size"] == 16 and result["batch_size"] == 2
@@ -62,9 +67,37 @@ def test_run_bench_tiny_cpu_result() -> None:
     # Counted FLOPs of the transformer pass equal the closed form; generation (CFG = 2 rows, caption) costs more.
     student = bench_student("tiny")
     expected = transformer_flops(student.transformer.config, student.schedule) / 1e9
-    assert result["gflops"]["transformer"] == pytest.approx(expected, rel=1e-9)
-    assert result["gflops"]["multi_step"] > result["gflops"]["transformer"]
-    assert "transformer" in format_table(result) and "realesr-general-x4v3" in format_table(result)
+    assert result["gflops"]["predict"] == pytest.approx(expected, rel=1e-9)
+    assert result["gflops"]["multi_step"] > result["gflops"]["predict"]
+    assert "predict" in format_table(result) and "realesr-general-x4v3" in format_table(result)
+
+
+def test_bench_stages_chained_are_the_shipped_pass_with_every_option_on() -> None:
+    # The shipped default has a pre-cleaner, lq_bit_skip and fidelity_path; a causal mask makes a wrong mask show.
+    config = replace(
+        STUDENT_PRESETS["tiny"],
+        lq_bit_skip=True,
+        fidelity_path=True,
+        attention="causal",
+        precleaner=peer_presets()["precleaner-1x"][1],
+        lora_rank=0,
+        merged=True,
+    )
+    student = Student(config).eval()
+    assert student.lq_bit_gain is not None and student.fidelity_weight is not None
+    with torch.no_grad():  # trained-looking values, so that dropping either path changes the output
+        student.lq_bit_gain.uniform_(-3.0, 3.0, generator=torch.Generator().manual_seed(1))
+        student.fidelity_weight.uniform_(0.2, 1.5, generator=torch.Generator().manual_seed(2))
+    lq = torch.rand(2, 3, 16, 16)
+    outputs: dict = {}
+    calls = stage_calls(student, lq, outputs)
+    assert tuple(calls) == STAGE_ORDER and all(callable(getattr(Student, name)) for name in calls)
+    with torch.inference_mode():
+        for name, call in calls.items():
+            outputs[name] = call()
+        expected = student.restore(lq)
+    assert torch.equal(outputs["decode"], expected.sr)
+    assert torch.equal(outputs["predict"], expected.logits) and torch.equal(outputs["to_latent"].f_hat, expected.f_hat)
 
 
 def test_analytic_flops_match_counter_with_caption_and_research_figure() -> None:
@@ -199,7 +232,7 @@ def test_cli_bench_writes_json_and_refuses_to_overwrite(tmp_path, capsys) -> Non
     args = ["bench", "--model", str(folder), "--runs", "1", "--warmup", "0", "--no-multi-step", "--json", str(out)]
     assert main(args) == 0
     table = capsys.readouterr().out
-    assert "encoder_quantize" in table
+    assert "to_latent" in table
     result = json.loads(out.read_text())
     assert set(result) >= KEYS and result["multi_step_ms"] is None and result["ratio"] is None
     assert main(args) == 2

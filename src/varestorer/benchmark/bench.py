@@ -1,13 +1,19 @@
 """``run_bench``: the one-step student stage by stage, its backbone's multi-step generation, and peers.
 
-Stages of one restoration (``Student.restore``), each timed on its own inputs:
+Stages of one restoration: the methods ``Student.restore`` calls in order (:func:`stage_calls`), each
+timed on the previous stage's output, so the per-stage times are the shipped model's:
 
-    precleaner        LQ -> cleaned LQ (absent unless the model has one)
-    encoder_quantize  bicubic to the working size -> encoder -> multi-scale quantisation -> inputs
-    transformer       ONE full-attention pass over every scale (``one_step_ms``)
-    latent            bit logits -> codes -> f_hat
-    decoder           f_hat -> image
-    total             the whole ``student(lq)`` call, timed as one (``end_to_end_ms``)
+    preclean   LQ -> cleaned LQ (``None`` in the result unless the model has a pre-cleaner)
+    encode     bicubic to the working size -> encoder -> multi-scale quantisation
+    predict    ONE transformer pass over every scale with the model's attention mask, plus the LQ's
+               bits with ``lq_bit_skip`` (``one_step_ms``)
+    to_latent  bit logits -> codes -> f_hat (+ the LQ latent's residual with ``fidelity_path``)
+    decode     decoder input -> image
+    total      the whole ``student(lq)`` call, timed as one (``end_to_end_ms``)
+
+(Results written before these stages were named used ``precleaner``, ``encoder_quantize``, ``transformer``,
+``latent`` and ``decoder``, and timed the transformer with a full mask and without the LQ bits or the
+fidelity residual.)
 
 ``multi_step_ms`` is the same transformer generating every scale autoregressively through the
 sampler (KV cache, classifier-free guidance as a 2B batch, random caption features), and
@@ -97,6 +103,25 @@ def random_caption(student: Student, batch_size: int, generator: torch.Generator
     device = student.transformer.pos_start.device
     tokens = torch.randn(batch_size, length, config.text_dim, generator=generator).to(device)
     return TextCondition(tokens, torch.full((batch_size,), length, dtype=torch.long, device=device))
+
+
+STAGES: tuple[str, ...] = ("preclean", "encode", "predict", "to_latent", "decode")
+"""The stages of ``Student.restore``, in order; each is the ``Student`` method of that name."""
+
+
+def stage_calls(student: Student, lq: torch.Tensor, outputs: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """The :data:`STAGES` of ``student.restore(lq)`` as calls, each reading its inputs from ``outputs``.
+
+    Calling them in order and storing each result in ``outputs`` under the stage's name gives
+    ``outputs["decode"] == student(lq)`` (``tests/test_bench.py`` checks it with every option on).
+    """
+    return {
+        "preclean": lambda: student.preclean(lq),
+        "encode": lambda: student.encode(outputs["preclean"]),
+        "predict": lambda: student.predict(outputs["encode"]),
+        "to_latent": lambda: student.to_latent(outputs["predict"], outputs["encode"]),
+        "decode": lambda: student.decode(outputs["to_latent"].decoder_input),
+    }
 
 
 def _measured(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> tuple[Timing, int, float]:
@@ -221,18 +246,10 @@ def run_bench(
     config = student.config
     S, s = config.image_size, config.scale
     lq = torch.rand(batch_size, 3, S // s, S // s, generator=generator).to(device)
-    decoder_dtype = next(student.decoder.parameters()).dtype
-    # Each stage reads the previous stage's output from `state`.
-    state: dict[str, Any] = {"precleaner": lq}
-    steps: dict[str, Callable[[], Any]] = {
-        "encoder_quantize": lambda: student.encode_lq(state["precleaner"]),
-        "transformer": lambda: student.transformer(state["encoder_quantize"], student.schedule, None, mask="full"),
-        "latent": lambda: student.logits_to_f_hat(state["transformer"]),
-        "decoder": lambda: student.decoder(state["latent"].to(decoder_dtype)),
-        "total": lambda: student(lq),
-    }
-    if student.precleaner is not None:
-        steps = {"precleaner": lambda: student.precleaner(lq), **steps}  # type: ignore[misc]
+    # Each stage reads the previous stages' outputs from `state`; without a pre-cleaner its stage is untimed.
+    state: dict[str, Any] = {}
+    steps = {**stage_calls(student, lq, state), "total": lambda: student(lq)}
+    timed = [name for name in steps if name != "preclean" or student.precleaner is not None]
 
     def with_precision(fn: Callable[[], Any]) -> Callable[[], Any]:
         def call() -> Any:
@@ -241,17 +258,19 @@ def run_bench(
 
         return call
 
-    gflops: dict[str, float | None] = {"precleaner": None}
-    stages: dict[str, Timing | None] = {"precleaner": None}
+    gflops: dict[str, float | None] = dict.fromkeys(steps)
+    stages: dict[str, Timing | None] = dict.fromkeys(steps)
     with torch.inference_mode():
         # Pass 1, eager: FLOPs and every stage's output (the next stage's input).
         for name, fn in steps.items():
-            gflops[name] = count_flops(with_precision(fn)) / batch_size / 1e9
+            if name in timed:
+                gflops[name] = count_flops(with_precision(fn)) / batch_size / 1e9
             state[name] = with_precision(fn)()
         if compile:
             _compile(student)
         # Pass 2: timings (warm-up absorbs compilation).
-        for name, fn in steps.items():
+        for name in timed:
+            fn = steps[name]
             stages[name] = measure(with_precision(fn), device, warmup=max(warmup, 1 if compile else 0), runs=runs)
         with peak_memory(device) as peak:
             with_precision(steps["total"])()
@@ -264,7 +283,7 @@ def run_bench(
         }
 
     total_ms = stages["total"].ms  # type: ignore[union-attr]
-    one_ms = stages["transformer"].ms  # type: ignore[union-attr]
+    one_ms = stages["predict"].ms  # type: ignore[union-attr]
     result: dict[str, Any] = {
         "model": str(model),
         "device": device_name(device),
@@ -302,7 +321,7 @@ def run_bench(
         "multi_step_peak_mem_mb": multi["peak_mem_mb"] if multi else None,
         "multi_step_settings": {"cfg": CFG_SCALE, "temperature": TEMPERATURE, "top_p": TOP_P, "compiled": False},
         "ratio": multi["ms"] / one_ms if multi else None,
-        "ratio_end_to_end": (multi["ms"] + stages["decoder"].ms) / total_ms if multi else None,  # type: ignore[union-attr]
+        "ratio_end_to_end": (multi["ms"] + stages["decode"].ms) / total_ms if multi else None,  # type: ignore[union-attr]
         "peers": peer_results,
         "speedup_vs_peers": {name: r["ms"] / total_ms for name, r in peer_results.items()},  # type: ignore[operator]
     }

@@ -160,7 +160,7 @@ class LQConditionedVAR(nn.Module):
             greedy=greedy,
             control=self.control(self.base.lq_to_inputs(lq_B3hw)),
         )
-        sr = ((self.base.decoder(sampled.f_hat) + 1) / 2).clamp(0, 1)
+        sr = self.base.decode(sampled.f_hat).clamp(0, 1)  # clamped in training mode too: a sampled output
         return StudentOutput(sr=sr, logits=torch.cat(sampled.logits, dim=1), f_hat=sampled.f_hat)
 
     # --------------------------------------------------------------------------------- checkpoints

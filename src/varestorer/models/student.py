@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,24 @@ class StudentOutput:
     """(B, d, S/stride, S/stride) the encoder's unquantised LQ latent (``Student.restore``; None elsewhere)."""
     f_hat_lq: Tensor | None = None
     """(B, d, S/stride, S/stride) ``f_lq`` quantised over the schedule (the LQ's own tokens)."""
+
+
+class LQEncoding(NamedTuple):
+    """What the encode stage hands the later ones (a tuple: ``f_lq, tokens = student.encode(x)``)."""
+
+    f_lq: Tensor
+    """(B, d, S/stride, S/stride) the encoder's unquantised latent of the pre-cleaned LQ."""
+    tokens: MultiScaleTokens
+    """``f_lq`` quantised over the schedule: its teacher-forcing inputs (B, L - 1, d), bits and ``f_hat``."""
+
+
+class Latent(NamedTuple):
+    """What the to-latent stage hands the decoder."""
+
+    f_hat: Tensor
+    """(B, d, S/stride, S/stride) the latent of the predicted bits."""
+    decoder_input: Tensor
+    """(B, d, S/stride, S/stride) ``f_hat``, plus the LQ latent's weighted residual with ``fidelity_path``."""
 
 
 def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float, float]) -> Tensor:
@@ -222,31 +240,72 @@ class Student(nn.Module):
     def default_tile_overlap(self) -> int | None:
         return self.config.tile_overlap
 
-    # ------------------------------------------------------------------------------------- forward
-    def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
-        """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
-        return self.encode_lq(self.preclean(lq_B3hw))
-
+    # ------------------------------------------------------------------------- the one-step pass, by stage
+    # ``restore`` is these five calls in order and nothing else; ``varestorer bench`` times each of them.
     def preclean(self, lq_B3hw: Tensor) -> Tensor:
-        """LQ (B, 3, h, w) in [0, 1] -> the pre-cleaner's output (the LQ itself without one)."""
+        """Stage 1. LQ (B, 3, h, w) in [0, 1] -> the pre-cleaner's output (the LQ itself without one)."""
         if lq_B3hw.ndim != 4 or lq_B3hw.shape[1] != 3:
             raise ValueError(f"expected LQ images (B, 3, h, w) in [0, 1], got shape {tuple(lq_B3hw.shape)}")
         return self.precleaner(lq_B3hw) if self.precleaner is not None else lq_B3hw
 
-    def encode_lq(self, x: Tensor) -> Tensor:
-        """The LQ path after the pre-cleaner: resize to the working size, encode, quantise -> (B, L - 1, d)."""
-        return self.lq_tokens(x)[1].inputs
+    def encode(self, x: Tensor) -> LQEncoding:
+        """Stage 2. Pre-cleaned LQ -> its latent f_LQ (B, d, H, W) and f_LQ's tokens over the schedule.
 
-    def lq_tokens(self, x: Tensor) -> tuple[Tensor, MultiScaleTokens]:
-        """Pre-cleaned LQ -> (f_LQ (B, d, H, W) the encoder's latent at the working size, its tokens).
-
-        The encoder reads ``x`` resized to the working size, or to the LQ size with ``lq_encoder``."""
+        The encoder reads ``x`` bicubic-resized to the working size, or to the LQ size with ``lq_encoder``."""
         side = self.input_size if self.config.lq_encoder is not None else self.config.image_size
         size = (side, side)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
-        return f_BdHW, self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False)
+        return LQEncoding(f_BdHW, self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False))
+
+    lq_tokens = encode
+    """Stage 2's earlier name (training code and tests read ``lq_tokens(x)[0]``)."""
+
+    def predict(self, encoding: LQEncoding, text: TextCondition | None = None) -> Tensor:
+        """Stage 3. ONE transformer pass over the LQ pyramid's inputs -> (B, L, d, 2) logits of every HQ bit.
+
+        The attention mask is ``config.attention``; with ``lq_bit_skip`` the LQ's own bits are added."""
+        tokens = encoding.tokens
+        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention)
+        return self.add_lq_bits(logits, tokens.labels) if self.lq_bit_gain is not None else logits
+
+    def to_latent(self, logits_BLd2: Tensor, encoding: LQEncoding) -> Latent:
+        """Stage 4. Bit logits -> f_hat and the decoder's input (f_hat, plus with ``fidelity_path`` the
+        weighted residual of the LQ latent's quantisation, whose gradient reaches the encoder)."""
+        f_hat = self.logits_to_f_hat(logits_BLd2)
+        if self.fidelity_weight is None:
+            return Latent(f_hat, f_hat)
+        residual = encoding.f_lq.float() - encoding.tokens.f_hat.detach()
+        return Latent(f_hat, f_hat + self.fidelity_weight.view(1, -1, 1, 1) * residual)
+
+    def decode(self, latent_BdHW: Tensor) -> Tensor:
+        """Stage 5. Decoder input (B, d, H, W) -> SR (B, 3, S, S) in [0, 1] (unclamped in training mode)."""
+        sr = (self.decoder(latent_BdHW.to(next(self.decoder.parameters()).dtype)) + 1) / 2
+        return sr if self.training else sr.clamp(0, 1)
+
+    def restore(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> StudentOutput:
+        """The one-step pass, stage by stage, with everything the losses need."""
+        encoding = self.encode(self.preclean(lq_B3hw))
+        logits = self.predict(encoding, text)
+        latent = self.to_latent(logits, encoding)
+        sr = self.decode(latent.decoder_input)
+        return StudentOutput(
+            sr=sr, logits=logits, f_hat=latent.f_hat, f_lq=encoding.f_lq, f_hat_lq=encoding.tokens.f_hat
+        )
+
+    def forward(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> Tensor:
+        """LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S) in [0, 1] (the ``OneStepSR`` contract)."""
+        return self.restore(lq_B3hw, text).sr
+
+    # ------------------------------------------------------------------------------ parts of the stages
+    def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
+        """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
+        return self.encode(self.preclean(lq_B3hw)).tokens.inputs
+
+    def encode_lq(self, x: Tensor) -> Tensor:
+        """The LQ path after the pre-cleaner: resize to the working size, encode, quantise -> (B, L - 1, d)."""
+        return self.encode(x).tokens.inputs
 
     def add_lq_bits(self, logits_BLd2: Tensor, lq_labels: list[Tensor]) -> Tensor:
         """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits."""
@@ -269,27 +328,6 @@ class Student(nn.Module):
             codes.append(codes_Bld.transpose(1, 2).reshape(B, d, h, w))
             offset += h * w
         return self.quantizer.accumulate(codes, self.schedule, self.schedule[-1], with_inputs=False)[0]
-
-    def forward(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> Tensor:
-        """LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S) in [0, 1] (the ``OneStepSR`` contract)."""
-        return self.restore(lq_B3hw, text).sr
-
-    def restore(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> StudentOutput:
-        """The one-step pass with everything the losses need."""
-        f_lq, tokens = self.lq_tokens(self.preclean(lq_B3hw))
-        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention)
-        if self.lq_bit_gain is not None:
-            logits = self.add_lq_bits(logits, tokens.labels)
-        f_hat = self.logits_to_f_hat(logits)
-        latent = f_hat
-        if self.fidelity_weight is not None:  # the LQ latent's own residual (its gradient reaches the encoder)
-            residual = f_lq.float() - tokens.f_hat.detach()
-            latent = f_hat + self.fidelity_weight.view(1, -1, 1, 1) * residual
-        x = self.decoder(latent.to(next(self.decoder.parameters()).dtype))
-        sr = (x + 1) / 2
-        return StudentOutput(
-            sr=sr if self.training else sr.clamp(0, 1), logits=logits, f_hat=f_hat, f_lq=f_lq, f_hat_lq=tokens.f_hat
-        )
 
     # --------------------------------------------------------------------------------- checkpoints
     def trainable_state_dict(self) -> dict[str, Tensor]:
@@ -418,4 +456,12 @@ def load_adapter_checkpoint(
     return model.to(device).eval()
 
 
-__all__ = ["STUDENT_PRESETS", "Student", "StudentConfig", "StudentOutput", "bits_to_codes_straight_through"]
+__all__ = [
+    "STUDENT_PRESETS",
+    "Latent",
+    "LQEncoding",
+    "Student",
+    "StudentConfig",
+    "StudentOutput",
+    "bits_to_codes_straight_through",
+]
