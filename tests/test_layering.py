@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 
 # The layer order, bottom up (a package may import only the packages listed for it, and itself):
-#   0  config, io                       plain data, files
+#   0  config, io, restore_spec         plain data (restore_spec: the restore contract), files
 #   1  storage, checkpoint, families    weights on disk (storage: float casts, int8); the registry of families
 #   2  nn                               shared layers (attention, LoRA)
 #   3  tokenizer                        images <-> multi-scale token pyramids (tokenizer folders via families)
@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 #   8  inference                        the Restorer (tiling, colour fix) around any restorable model
 #   -  degradation, data, metrics, assets   data side, beside the model side
 #   9  training, benchmark; 10 cli, demo
-BASE = {"varestorer.config", "varestorer.io"}
+BASE = {"varestorer.config", "varestorer.io", "varestorer.restore_spec"}
 MODEL_SIDE = BASE | {
     "varestorer.storage",
     "varestorer.checkpoint",
@@ -37,6 +37,7 @@ MODEL_SIDE = BASE | {
 # package prefix -> prefixes it may import inside varestorer (itself always allowed).
 ALLOWED: dict[str, set[str]] = {
     "varestorer.config": set(),
+    "varestorer.restore_spec": set(),
     "varestorer.io": {"varestorer.config"},
     "varestorer.storage": BASE,
     "varestorer.checkpoint": BASE | {"varestorer", "varestorer.storage"},

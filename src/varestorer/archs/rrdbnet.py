@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varestorer.checkpoint import PretrainedMixin
+from varestorer.restore_spec import Restorable, RestoreSpec
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x_BCHW))) * 0.2 + x_BCHW
 
 
-class RRDBNet(PretrainedMixin, nn.Module):
+class RRDBNet(Restorable, PretrainedMixin, nn.Module):
     """Real-ESRGAN generator; ``forward(lq_BCHW in [0, 1]) -> sr_BC(sH)(sW)`` (not clamped).
 
     Implements the ``OneStepSR`` protocol: ``scale``, ``input_size`` None (any size),
@@ -81,15 +82,17 @@ class RRDBNet(PretrainedMixin, nn.Module):
 
     config_class = RRDBNetConfig
 
+    @property
+    def restore_spec(self) -> RestoreSpec:
+        scale = self.config.scale
+        return RestoreSpec(scale, None, 4 // scale, purpose="restoration" if scale == 1 else "super-resolution")
+
     def __init__(self, config: RRDBNetConfig | None = None) -> None:
         super().__init__()
         config = config or RRDBNetConfig()
         if config.scale not in (1, 2, 4):
             raise ValueError(f"RRDBNet scale must be 1, 2 or 4, got {config.scale}")
         self.config = config
-        self.scale = config.scale
-        self.input_size: int | None = None
-        self.size_multiple = 4 // config.scale
         in_ch = config.num_in_ch * (4 // config.scale) ** 2
         self.conv_first = nn.Conv2d(in_ch, config.num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(config.num_feat, config.num_grow_ch) for _ in range(config.num_block)))
@@ -101,7 +104,8 @@ class RRDBNet(PretrainedMixin, nn.Module):
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward(self, lq_BCHW: torch.Tensor) -> torch.Tensor:
-        x = lq_BCHW if self.scale == 4 else F.pixel_unshuffle(lq_BCHW, 4 // self.scale)
+        scale = self.config.scale
+        x = lq_BCHW if scale == 4 else F.pixel_unshuffle(lq_BCHW, 4 // scale)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))

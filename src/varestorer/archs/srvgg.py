@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varestorer.checkpoint import PretrainedMixin
+from varestorer.restore_spec import Restorable, RestoreSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def _activation(kind: str, num_feat: int) -> nn.Module:
     return nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
 
-class SRVGGNetCompact(PretrainedMixin, nn.Module):
+class SRVGGNetCompact(Restorable, PretrainedMixin, nn.Module):
     """Compact real-world SR network; input and output images in [0, 1].
 
     ``forward(lq_BCHW) -> sr_BC(sH)(sW)`` with ``s = config.upscale``. Works at any size
@@ -60,15 +61,17 @@ class SRVGGNetCompact(PretrainedMixin, nn.Module):
 
     config_class = SRVGGConfig
 
+    @property
+    def restore_spec(self) -> RestoreSpec:
+        scale = self.config.upscale
+        return RestoreSpec(scale, None, purpose="restoration" if scale == 1 else "super-resolution")
+
     def __init__(self, config: SRVGGConfig | None = None) -> None:
         super().__init__()
         config = config or SRVGGConfig()
         if config.upscale < 1 or config.num_conv < 0 or config.num_feat < 1:
             raise ValueError(f"invalid SRVGGConfig: {config}")
         self.config = config
-        self.scale = config.upscale
-        self.input_size: int | None = None
-        self.size_multiple = 1
         layers: list[nn.Module] = [nn.Conv2d(config.num_in_ch, config.num_feat, 3, 1, 1)]
         layers.append(_activation(config.act_type, config.num_feat))
         for _ in range(config.num_conv):
@@ -84,7 +87,8 @@ class SRVGGNetCompact(PretrainedMixin, nn.Module):
             feat = layer(feat)
         sr_BCHW = self.upsampler(feat)
         # The network predicts a residual over nearest-neighbour upsampling of the input.
-        base = lq_BCHW if self.scale == 1 else F.interpolate(lq_BCHW, scale_factor=self.scale, mode="nearest")
+        scale = self.config.upscale
+        base = lq_BCHW if scale == 1 else F.interpolate(lq_BCHW, scale_factor=scale, mode="nearest")
         if base.shape[1] != sr_BCHW.shape[1]:
             base = base[:, : sr_BCHW.shape[1]]
         return sr_BCHW + base

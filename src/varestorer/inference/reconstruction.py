@@ -30,6 +30,7 @@ from varestorer.checkpoint import CONFIG_NAME, read_config
 from varestorer.families import FAMILIES, Family, families
 from varestorer.inference.restorer import EMBEDDED_MODELS
 from varestorer.models.teacher import Teacher
+from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.loading import load_tokenizer as load_tokenizer_folder
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
@@ -235,7 +236,7 @@ def check_scales(spec: ScaleSpec, tokenizer: Any, tile: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ round trip
-class RoundTrip(nn.Module):
+class RoundTrip(Restorable, nn.Module):
     """encode -> quantize -> decode as a ``scale = 1`` ``OneStepSR`` model (any size that is a multiple
     of the stride; the ``Restorer`` pads and crops).
 
@@ -247,9 +248,6 @@ class RoundTrip(nn.Module):
         on_tokens: called with ``(tokens, schedule)`` after each quantization (e.g. statistics).
     """
 
-    scale = 1
-    input_size = None
-    edge_context = 0  # a Restorer adds no mirrored border: the tokens are those of the image itself
     tokenizer: Any  # duck-typed: any tokenizer family with the interface above
 
     def __init__(
@@ -264,8 +262,13 @@ class RoundTrip(nn.Module):
         self.tokenizer = tokenizer
         self.scales = scales
         self.tile_grid = tile // int(tokenizer.stride)
-        self.size_multiple = int(tokenizer.stride)
         self.on_tokens = on_tokens
+        # No mirrored border (edge_context 0): the tokens are those of the image itself.
+        self._spec = RestoreSpec(scale=1, size_multiple=int(tokenizer.stride), edge_context=0, purpose="reconstruction")
+
+    @property
+    def restore_spec(self) -> RestoreSpec:
+        return self._spec
 
     @torch.no_grad()
     def forward(self, x_B3HW: Tensor) -> Tensor:

@@ -28,13 +28,19 @@ from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
 from varestorer.models.official_config import OFFICIAL_HUB_ID, is_official_folder
 from varestorer.models.precleaner import PreCleaner, with_precleaner
+from varestorer.restore_spec import restore_spec_of
 
 logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class OneStepSR(Protocol):
-    """What a model must offer to run inside a ``Restorer``.
+    """What a third-party model must offer to run inside a ``Restorer``.
+
+    The package's own models declare their whole contract as a ``restore_spec``
+    (:class:`~varestorer.restore_spec.RestoreSpec`: these three attributes plus the default dtype,
+    tile overlap, colour fix, edge context and whether prompts are read). A model without one gets
+    the spec of these three attributes, once, in :func:`~varestorer.restore_spec.restore_spec_of`.
 
     Attributes:
         scale: native upscaling factor (an int >= 1).
@@ -65,10 +71,6 @@ EMBEDDED_MODELS: dict[str, str] = {
 
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
 DEFAULT_OVERLAP = 32
-# LQ pixels of mirrored context around the whole image: convolutions zero-pad at their input's
-# border, which left a 1-3 px frame (12-27 levels off bicubic against ~3 inside for the embedded
-# model with its wavelet colour fix); with 4 px of reflection the frame is within ~2 levels of the interior.
-DEFAULT_EDGE_CONTEXT = 4
 
 
 def default_device() -> torch.device:
@@ -135,15 +137,15 @@ class Restorer:
 
     Args:
         model: an ``OneStepSR`` module.
-        device, dtype: where and how the model runs; default the model's ``default_dtype`` if it has
+        device, dtype: where and how the model runs; default the spec's ``default_dtype`` if it sets
             one (the official 2B release: bfloat16), else CUDA bf16, MPS or CPU float32.
         tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
             than a tile are split into overlapping tiles whose outputs are blended with feathered
             weights (no seams); at most ``batch_size`` tiles run at once.
-        tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default: the model's
-            ``default_tile_overlap`` attribute if it sets one, else tile/4 for fixed-size models, else 32).
+        tile_overlap: minimum overlap of neighbouring tiles in LQ pixels (default: the spec's
+            ``default_tile_overlap`` if it sets one, else tile/4 for fixed-size models, else 32).
         color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
-            model's own recommendation (its ``default_color_fix`` attribute, else "none").
+            model's own recommendation (the spec's ``default_color_fix``).
         precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
             pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice.
         captioner: optional ``(B,3,H,W) -> list[str]`` (e.g. :class:`varestorer.models.captioner.Captioner`)
@@ -152,7 +154,11 @@ class Restorer:
         window: blending weights, "gaussian" or "linear".
         edge_context: LQ pixels of mirrored image added on every side before the model runs and
             cropped after, so the output's border is computed from image-like context instead of
-            the model's zero padding (default: the model's ``edge_context`` attribute, else 4; 0 off).
+            the model's zero padding (default: the spec's ``edge_context``, 4 unless the model says; 0 off).
+
+    Everything the restorer knows about the model comes from its ``restore_spec``
+    (:func:`~varestorer.restore_spec.restore_spec_of`), kept as ``self.spec`` (the pre-cleaner's wrapper
+    has the inner model's).
     """
 
     def __init__(
@@ -170,35 +176,29 @@ class Restorer:
         captioner: Callable[[torch.Tensor], list[str]] | None = None,
         edge_context: int | None = None,
     ) -> None:
-        for name in ("scale", "input_size", "size_multiple"):
-            if not hasattr(model, name):
-                raise TypeError(f"{type(model).__name__} lacks '{name}': it does not implement OneStepSR")
+        spec = restore_spec_of(model)
         self.device = check_device(device) if device is not None else default_device()
-        if isinstance(dtype, str):
-            if dtype not in ("float32", "float16", "bfloat16"):
-                raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
-            dtype = getattr(torch, dtype)
-        self.dtype: torch.dtype = dtype or getattr(model, "default_dtype", None) or default_dtype(self.device)  # type: ignore[assignment]
+        if isinstance(dtype, str) and dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+        chosen = _torch_dtype(dtype) if isinstance(dtype, str) else dtype
+        self.dtype: torch.dtype = chosen or _torch_dtype(spec.default_dtype) or default_dtype(self.device)
         if precleaner is not None:
             model = with_precleaner(model, precleaner)
         self.model = model.to(self.device, self.dtype).eval()
-        self.scale = int(model.scale)  # type: ignore[arg-type]  # OneStepSR attributes, checked above
-        self.input_size: int | None = model.input_size  # type: ignore[assignment]
-        self.size_multiple = int(model.size_multiple)  # type: ignore[arg-type]
+        self.spec = spec
+        self.scale, self.input_size, self.size_multiple = spec.scale, spec.input_size, spec.size_multiple
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         if tile_overlap is None:
-            tile_overlap = getattr(model, "default_tile_overlap", None)
+            tile_overlap = spec.default_tile_overlap
         self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
-        if color_fix is None:
-            color_fix = getattr(model, "default_color_fix", "none")
-        self.color_fix: ColorFix = color_fix  # type: ignore[assignment]
+        self.color_fix: ColorFix = spec.default_color_fix if color_fix is None else color_fix
         self.window = window
-        if captioner is not None and not callable(getattr(model, "encode_prompts", None)):
+        if captioner is not None and not spec.reads_prompts:
             raise ValueError(f"{type(model).__name__} takes no text prompt, so a captioner has no use")
         self.captioner = captioner
         if edge_context is None:
-            edge_context = int(getattr(model, "edge_context", DEFAULT_EDGE_CONTEXT))
+            edge_context = spec.edge_context
         if edge_context < 0:
             raise ValueError(f"edge context must be >= 0, got {edge_context}")
         self.edge_context = edge_context
@@ -258,7 +258,7 @@ class Restorer:
                 )
             prompt = self.captioner(lq_B3HW)[0]
             logger.info("caption: %s", prompt)
-        if prompt is not None and not callable(getattr(self.model, "encode_prompts", None)):
+        if prompt is not None and not self.spec.reads_prompts:
             raise ValueError(f"{type(self.model).__name__} takes no text prompt")
         conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt
         size, overlap = self._tiling(tile, tile_overlap)
@@ -371,6 +371,10 @@ class Restorer:
         quantised = sr.to(torch.uint8 if peak == 255.0 else torch.int32)
         del sr
         return np.ascontiguousarray(quantised.permute(1, 2, 0).numpy().astype(array.dtype, copy=False))
+
+
+def _torch_dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else getattr(torch, name)
 
 
 def _check_range(x: torch.Tensor) -> None:

@@ -26,6 +26,7 @@ from varestorer.checkpoint import StorageDtype
 from varestorer.models.student import Student, StudentOutput, load_adapter_checkpoint, save_adapter_checkpoint
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
+from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.sampler import sample_scales_detailed
 from varestorer.transformer.text import TextCondition
@@ -66,7 +67,7 @@ def _legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-class LQConditionedVAR(nn.Module):
+class LQConditionedVAR(Restorable, nn.Module):
     """Multi-step LQ-conditioned next-scale model; ``forward(lq)`` samples every scale in turn (greedy)."""
 
     config_class = StudentConfig
@@ -101,18 +102,9 @@ class LQConditionedVAR(nn.Module):
 
     # ------------------------------------------------------------------------------------ protocol
     @property
-    def scale(self) -> int:
-        return self.base.scale
-
-    @property
-    def input_size(self) -> int:
-        return self.base.input_size
-
-    size_multiple = 1
-
-    @property
-    def default_color_fix(self) -> str:
-        return self.base.default_color_fix
+    def restore_spec(self) -> RestoreSpec:
+        """The base student's contract, whole (its tile overlap and colour fix included)."""
+        return self.base.restore_spec
 
     @property
     def precleaner(self) -> nn.Module | None:

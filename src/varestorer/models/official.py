@@ -48,6 +48,7 @@ from varestorer.models.official_config import (
     is_official_folder,
     read_official_config,
 )
+from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.infinity import load_infinity_tokenizer
 from varestorer.tokenizer.scales import INFINITY_TEMPLATES, nearest_template_ratio
@@ -138,7 +139,7 @@ def official_transformer_state_dict(
 
 
 # -------------------------------------------------------------------------------------------- model
-class OfficialVARestorer(nn.Module):
+class OfficialVARestorer(Restorable, nn.Module):
     """The released one-step VARestorer: LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S), S = 512.
 
     Build with :meth:`from_pretrained` (a release folder) or :meth:`from_files`; ``OfficialVARestorer(config)``
@@ -161,21 +162,17 @@ class OfficialVARestorer(nn.Module):
 
     # ------------------------------------------------------------------------------------ protocol
     @property
-    def scale(self) -> int:
-        return self.config.scale
-
-    @property
-    def input_size(self) -> int:
-        return self.config.image_size // self.config.scale
-
-    size_multiple = 1
-
-    @property
-    def default_color_fix(self) -> str:
-        return self.config.color_fix
-
-    default_dtype = torch.bfloat16
-    """What the ``Restorer`` runs it in unless told otherwise (the official blocks run in bf16)."""
+    def restore_spec(self) -> RestoreSpec:
+        """The restore contract; it runs in bfloat16 unless told otherwise (the official blocks run in bf16)
+        and always reads a prompt (the config's default one without ``--prompt``)."""
+        config = self.config
+        return RestoreSpec(
+            scale=config.scale,
+            input_size=config.image_size // config.scale,
+            default_dtype="bfloat16",
+            default_color_fix=config.color_fix,
+            reads_prompts=True,
+        )
 
     # ---------------------------------------------------------------------------------------- text
     def encode_prompts(self, prompts: list[str]) -> TextCondition:

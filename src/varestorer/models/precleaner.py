@@ -19,9 +19,13 @@ or the one of a :class:`PreCleaned` around a model without its own); never both.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from varestorer.restore_spec import Restorable, RestoreSpec, restore_spec_of
 
 
 class PreCleaner(nn.Module):
@@ -42,23 +46,26 @@ class PreCleaner(nn.Module):
         return out.clamp(0, 1)
 
 
-class PreCleaned(nn.Module):
+class PreCleaned(Restorable, nn.Module):
     """A one-step restorer (``OneStepSR``) with a pre-cleaner in front: ``model(precleaner(lq))``.
 
-    Attributes mirror the inner model's (``encode_prompts`` too, when it has one).
+    Its ``restore_spec`` is the inner model's, whole: the pre-cleaner keeps the LQ size, so nothing
+    of the contract changes. ``encode_prompts`` is the inner model's when it reads prompts.
     """
 
     def __init__(self, model: nn.Module, precleaner: PreCleaner) -> None:
         super().__init__()
         self.model = model
         self.precleaner = precleaner
-        self.scale = model.scale
-        self.input_size = model.input_size
-        self.size_multiple = model.size_multiple
-        self.default_color_fix = getattr(model, "default_color_fix", "none")
-        self.default_tile_overlap = getattr(model, "default_tile_overlap", None)
-        if callable(getattr(model, "encode_prompts", None)):
-            self.encode_prompts = model.encode_prompts
+        self._spec = restore_spec_of(model)
+
+    @property
+    def restore_spec(self) -> RestoreSpec:
+        return self._spec
+
+    def encode_prompts(self, prompts: list[str]) -> Any:
+        inner: Any = self.model  # reads prompts iff its spec says so (the Restorer checks)
+        return inner.encode_prompts(prompts)
 
     def forward(self, lq_B3HW: torch.Tensor, *args: object) -> torch.Tensor:
         return self.model(self.precleaner(lq_B3HW), *args)

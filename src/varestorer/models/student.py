@@ -46,6 +46,7 @@ from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.models.teacher import Teacher
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
+from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.loading import build_tokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
@@ -105,7 +106,7 @@ def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float,
     return hard + soft - soft.detach()
 
 
-class Student(nn.Module):
+class Student(Restorable, nn.Module):
     """One-step restorer; implements the ``OneStepSR`` protocol the Restorer wraps.
 
     Attributes:
@@ -223,22 +224,16 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------------------------ protocol
     @property
-    def scale(self) -> int:
-        return self.config.scale
-
-    @property
-    def input_size(self) -> int:
-        return self.config.image_size // self.config.scale
-
-    size_multiple = 1
-
-    @property
-    def default_color_fix(self) -> str:
-        return self.config.color_fix
-
-    @property
-    def default_tile_overlap(self) -> int | None:
-        return self.config.tile_overlap
+    def restore_spec(self) -> RestoreSpec:
+        """The restore contract, read off the config (``scale``/``input_size`` come from it: ``Restorable``)."""
+        config = self.config
+        return RestoreSpec(
+            scale=config.scale,
+            input_size=config.image_size // config.scale,
+            default_color_fix=config.color_fix,
+            default_tile_overlap=config.tile_overlap,
+            reads_prompts=config.text_encoder.kind != "none",
+        )
 
     # ------------------------------------------------------------------------- the one-step pass, by stage
     # ``restore`` is these five calls in order and nothing else; ``varestorer bench`` times each of them.
@@ -252,7 +247,7 @@ class Student(nn.Module):
         """Stage 2. Pre-cleaned LQ -> its latent f_LQ (B, d, H, W) and f_LQ's tokens over the schedule.
 
         The encoder reads ``x`` bicubic-resized to the working size, or to the LQ size with ``lq_encoder``."""
-        side = self.input_size if self.config.lq_encoder is not None else self.config.image_size
+        side = self.config.image_size // (self.config.scale if self.config.lq_encoder is not None else 1)
         size = (side, side)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
