@@ -27,12 +27,14 @@ def _folders(tmp_path: Path, tiny_image) -> tuple[Path, Path]:
 def test_evaluate_pairs_by_stem_and_averages(tmp_path: Path, tiny_image) -> None:
     pred, gt = _folders(tmp_path, tiny_image)
     Image.fromarray(tiny_image(40, 48, seed=0)).save(pred / "a.png")  # identical to its GT
-    report = evaluate(pred, gt, ["psnr", "ssim"], crop_border=4)
+    report = evaluate(pred, gt, ["psnr", "ssim"], crop_border=4, protocol="basicsr")
     assert sorted(report.per_image) == ["a", "b", "c"] and not report.problems
     assert report.per_image["a"]["ssim"] == pytest.approx(1.0)
     finite = [row["ssim"] for row in report.per_image.values()]
     assert report.mean["ssim"] == pytest.approx(sum(finite) / 3)
     assert report.to_json_dict()["per_image"]["a"]["psnr"] is None  # inf is not valid JSON
+    pyiqa = evaluate(pred, gt, ["psnr"], crop_border=4)  # the default protocol caps identical images at 80 dB
+    assert pyiqa.per_image["a"]["psnr"] == pytest.approx(80.0) and pyiqa.settings["protocol"] == "pyiqa"
 
 
 def test_cli_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_image, capsys) -> None:
@@ -105,3 +107,34 @@ def test_a_metric_that_cannot_score_an_image_leaves_only_itself_out(tmp_path: Pa
     assert main(argv) == 1
     rows = {row[0]: row for row in csv.reader(out_csv.open())}
     assert rows["small"][2] == "" and float(rows["small"][1]) > 0 and float(rows["big"][2]) > 0
+
+
+def test_cli_reference_prints_and_stores_the_per_image_agreement(tmp_path: Path, tiny_image, capsys) -> None:
+    pred, gt = _folders(tmp_path, tiny_image)
+    ours = evaluate(pred, gt, ["psnr", "ssim"], crop_border=0).per_image
+    log = tmp_path / "peer_metrics.log"
+    log.write_text(  # a pyiqa log: b off by 0.5 dB, c missing, an image we do not have
+        "24-10-23 17:36:07 - INFO: Testing Directory: [results]\n"
+        + "".join(
+            f"24-10-23 17:36:18 - INFO: results/{stem}.png | PSNR: {ours[stem]['psnr'] + shift:.6f}; "
+            f"SSIM: {ours[stem]['ssim']:.6f}; CLIPIQA: 0.5 | Runtime: 1.13 sec\n"
+            for stem, shift in (("a", 0.0), ("b", 0.5))
+        )
+        + "24-10-23 17:36:19 - INFO: results/zzz.png | PSNR: 30.0; SSIM: 0.9 | Runtime: 0.41 sec\n"
+    )
+    out = tmp_path / "report.json"
+    code = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr,ssim", "--crop-border", "0",
+                 "--reference", str(log), "--json", str(out), "-q"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "agreement with" in printed and "psnr" in printed
+    agreement = json.loads(out.read_text())["settings"]["reference"]["agreement"]
+    assert set(agreement) == {"psnr", "ssim"}
+    assert agreement["psnr"]["count"] == 2 and agreement["psnr"]["worst"] == "b"
+    assert agreement["psnr"]["max_abs"] == pytest.approx(0.5, abs=1e-5)
+    assert agreement["psnr"]["mean_abs"] == pytest.approx(0.25, abs=1e-5)
+    assert agreement["ssim"]["max_abs"] < 1e-6
+    bad = tmp_path / "empty.log"
+    bad.write_text("nothing per image here\n")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--reference", str(bad)]) != 0
+    assert "no per-image scores" in capsys.readouterr().err  # refused before anything is scored

@@ -57,6 +57,54 @@ def test_psnr_ssim_match_scikit_image(tiny_image) -> None:
     assert fidelity.psnr(a, b, y_channel=False) == pytest.approx(metrics.peak_signal_noise_ratio(a, b), abs=1e-9)
 
 
+def test_pyiqa_protocol_psnr_caps_at_80_db_and_adds_its_epsilon() -> None:
+    gt = np.zeros((16, 16, 3), np.float32)
+    pred = np.full((16, 16, 3), 0.1, np.float32)
+    assert fidelity.psnr(gt, gt, protocol="pyiqa") == pytest.approx(80.0)
+    exact = 10 * math.log10(255**2 / (0.1 * 219) ** 2)
+    pyiqa = fidelity.psnr(pred, gt, protocol="pyiqa")
+    assert pyiqa == pytest.approx(-10 * math.log10((0.1 * 219 / 255) ** 2 + 1e-8), abs=1e-6) and pyiqa < exact
+
+
+def test_pyiqa_protocol_ssim_rounds_y_and_clips_the_structure_term() -> None:
+    # constant colours whose Y differs by 0.26 levels: equal once rounded (as MATLAB's uint8 rgb2ycbcr)
+    a = np.full((16, 16, 3), 100, np.uint8)
+    b = a.copy()
+    b[..., 0] = 101
+    assert fidelity.ssim(a, b, protocol="pyiqa") == 1.0
+    assert fidelity.ssim(a, b) < 1.0
+    # a checkerboard against its inverse: negative covariance; pyiqa clips the structure term to 0
+    checker = (np.indices((24, 24)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    x = np.repeat(checker[..., None], 3, axis=2)
+    assert fidelity.ssim(x, 255 - x) < -0.9
+    assert fidelity.ssim(x, 255 - x, protocol="pyiqa") == 0.0
+    assert fidelity.ssim(x, 255 - x, y_channel=False, protocol="pyiqa") == 0.0
+    with pytest.raises(ValueError, match="protocol"):
+        fidelity.ssim(x, x, protocol="matlab")  # type: ignore[arg-type]
+
+
+def test_reference_scores_parse_pyiqa_logs_and_compare() -> None:
+    from varestorer.metrics.reference_scores import compare_scores, parse_pyiqa_log
+
+    text = (
+        "17:36:07 - INFO:   inp_imgs: ['preset/results']\n"
+        "17:36:18 - INFO: results/Canon_10_x1.png | PSNR: 29.260979; SSIM: 0.892310; LPIPS: 0.319971"
+        " | Runtime: 1.1 sec\n"
+        "17:36:19 - INFO: results/DSC 1.JPG | PSNR: 1e1; SSIM: .5\n"
+        "PSNR: 27.9243; SSIM: 0.7835\n"  # the average line names no image
+    )
+    scores = parse_pyiqa_log(text)
+    assert scores == {
+        "Canon_10_x1": {"psnr": 29.260979, "ssim": 0.892310, "lpips": 0.319971, "runtime": 1.1},
+        "1": {"psnr": 10.0, "ssim": 0.5},
+    }
+    ours = {"Canon_10_x1": {"psnr": 29.26, "lpips": 0.32, "dists": 0.2}, "other": {"psnr": 1.0}}
+    agreement = compare_scores(ours, scores)
+    assert set(agreement) == {"psnr", "lpips"}
+    assert agreement["psnr"].count == 1 and agreement["psnr"].max_abs == pytest.approx(0.000979)
+    assert agreement["lpips"].mean_reference == pytest.approx(0.319971)
+
+
 def test_fidelity_bad_input(tiny_image) -> None:
     a = tiny_image(32, 32)
     with pytest.raises(ValueError, match="size mismatch"):

@@ -16,12 +16,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from varestorer.io.atomic import atomic_path
 from varestorer.io.images import ImageReadError, list_images, read_rgb
 from varestorer.metrics.registry import METRICS, MetricOptions
+
+if TYPE_CHECKING:
+    from varestorer.metrics.fidelity import Protocol
 
 
 @dataclass
@@ -81,20 +85,25 @@ def evaluate(
     *,
     crop_border: int = 0,
     device: str = "cpu",
+    protocol: Protocol = "pyiqa",
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Score every prediction; full-reference metrics need ``gt_dir``.
+
+    ``protocol`` is PSNR/SSIM's (``metrics/fidelity.py``): ``"pyiqa"``, the real-world SR papers' (OSEDiff's
+    logged scores reproduce to 1e-5), or ``"basicsr"`` (float Y, unclipped SSIM; this package's tables before).
 
     Raises:
         FileNotFoundError: a folder does not exist. Metric/asset errors (e.g. ``AssetMissingError``)
         propagate before any image is scored.
     """
-    report = EvalReport(list(metrics), settings={"crop_border": crop_border, "y_channel": "BT.601 YCbCr"})
+    settings = {"crop_border": crop_border, "y_channel": "BT.601 YCbCr", "protocol": protocol}
+    report = EvalReport(list(metrics), settings=settings)
     pred = _index_by_stem(Path(pred_dir), "prediction", report.problems)
     gt = _index_by_stem(Path(gt_dir), "ground-truth", report.problems) if gt_dir is not None else None
     if not pred:
         raise FileNotFoundError(f"no images in {pred_dir}")
-    options = MetricOptions(crop_border=crop_border, device=device)
+    options = MetricOptions(crop_border=crop_border, device=device, protocol=protocol)
     per_image = [name for name in metrics if METRICS[name].per_image]
     scorers = {name: METRICS[name].factory(options) for name in per_image}  # load all models up front
     if gt is not None:

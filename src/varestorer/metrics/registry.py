@@ -20,6 +20,7 @@ Scorer = Callable[[np.ndarray, "np.ndarray | None"], float]
 class MetricOptions:
     crop_border: int = 0  # PSNR/SSIM only
     device: str = "cpu"
+    protocol: Literal["basicsr", "pyiqa"] = "pyiqa"  # PSNR/SSIM only: see metrics/fidelity.py
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ def _fidelity(name: str, y_channel: bool) -> Callable[[MetricOptions], Scorer]:
         from varestorer.metrics import fidelity
 
         function = getattr(fidelity, name)
-        return lambda pred, gt: function(pred, gt, crop_border=options.crop_border, y_channel=y_channel)
+        return lambda pred, gt: function(
+            pred, gt, crop_border=options.crop_border, y_channel=y_channel, protocol=options.protocol
+        )
 
     return factory
 
