@@ -11,11 +11,14 @@ lists them. ``dtype="int8"`` stores weight matrices as int8 with per-channel sca
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
 import os
 import re
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -43,6 +46,7 @@ INDEX_NAME = "model.safetensors.index.json"
 _LIST_LIMIT = 12
 
 M = TypeVar("M", bound="PretrainedMixin")
+N = TypeVar("N")
 
 
 def load_state_dict(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -235,10 +239,7 @@ def save_pretrained(
 
 def _read_index(path: Path) -> dict[str, str]:
     """The ``weight_map`` of a shard index: tensor name -> shard file name in the same folder."""
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable shard index ({error})") from None
+    index = read_json(path, "shard index")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{path}: unreadable shard index (no 'weight_map' of tensor names to shard files)")
@@ -309,6 +310,16 @@ def weights_scheme(directory: str | Path) -> str | None:
     return SCHEME if SCHEME in schemes else None
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The parsed JSON of ``path``; anything unreadable is one ``ValueError`` line naming ``what``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: unreadable {what} ({error})") from None
+    except RecursionError:  # e.g. 200,000 nested arrays: json recurses once per level
+        raise ValueError(f"{path}: unreadable {what} (nested too deeply)") from None
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder.
 
@@ -319,10 +330,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"not a varestorer checkpoint folder (no {CONFIG_NAME}): {directory}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable JSON ({error})") from None
+    meta = read_json(path, "JSON")
     if not isinstance(meta, dict) or "model_type" not in meta or "config" not in meta:
         raise ValueError(f"{path}: missing 'model_type' or 'config'")
     return meta
@@ -331,6 +339,95 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 def buffer_names(module: nn.Module) -> set[str]:
     """State-dict names of ``module``'s buffers: what int8 storage leaves in float."""
     return {name for name, _ in module.named_buffers()}
+
+
+# ------------------------------------------------------------------------------ sizes from config.json
+# A config.json is data from anywhere: ``num_conv: 10000`` or ``width: 1000000`` would allocate until
+# the machine runs out of memory (and the kernel kills some process, maybe another one). So a model is
+# first built on the meta device (no memory), its tensors are counted while it is built, and the build
+# stops as soon as they exceed what the weights beside the config can fill or the free memory.
+_WEIGHTS_SLACK = 64 * 2**20  # bytes: tensors a checkpoint may leave out (non-persistent buffers, tied copies)
+
+
+class _TooLargeError(Exception):
+    """Raised from the registration hooks to stop a meta build at the first tensor over the limit."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give without swapping (``MemAvailable``), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def build_within_limits(build: Callable[[], N], where: str | Path, *, state: Mapping[str, Any] | None) -> N:
+    """``build()``, after a dry run on the meta device shows that the model it makes fits.
+
+    Args:
+        build: makes the module from a config (e.g. ``lambda: cls(config)``).
+        where: the checkpoint, for the message.
+        state: the tensors that will be loaded into the whole model (None: only part of it, e.g. adapters);
+            the parameters may take at most twice their bytes (float16 stored, float32 built) plus 64 MB.
+
+    Raises:
+        ValueError: one line, before anything is allocated: the parameters outgrow ``state`` or the
+            parameters and buffers outgrow the free memory.
+    """
+    memory = available_memory()
+    stored = None if state is None else sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
+    weights_limit = None if stored is None else 2 * stored + _WEIGHTS_SLACK
+    counted = {"parameters": 0, "all": 0}
+
+    def count(kind: str, tensor: torch.Tensor | None) -> None:
+        if tensor is None:
+            return
+        nbytes = tensor.numel() * tensor.element_size()
+        counted["all"] += nbytes
+        counted["parameters"] += nbytes if kind == "parameter" else 0
+        if weights_limit is not None and counted["parameters"] > weights_limit:
+            raise _TooLargeError(
+                f"{where}: its config.json describes a model of more than {_size(counted['parameters'])} of "
+                f"parameters, but its weights hold {_size(stored or 0)}; config.json does not belong to these "
+                "weights (refused before allocating)"
+            )
+        if memory is not None and counted["all"] > memory:
+            raise _TooLargeError(
+                f"{where}: its config.json describes a model of more than {_size(counted['all'])}, above the "
+                f"{_size(memory)} of free memory (refused before allocating)"
+            )
+
+    hooks = [
+        nn.modules.module.register_module_parameter_registration_hook(lambda m, n, t: count("parameter", t)),
+        nn.modules.module.register_module_buffer_registration_hook(lambda m, n, t: count("buffer", t)),
+    ]
+    try:
+        with torch.device("meta"):
+            build()
+    except _TooLargeError as error:
+        raise ValueError(str(error)) from None
+    except RecursionError:
+        raise ValueError(f"{where}: its config.json nests too deeply to build") from None
+    except Exception:  # a constructor that needs real tensors: the real build below reports
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return build()
 
 
 class PretrainedMixin:
@@ -372,9 +469,10 @@ class PretrainedMixin:
         if meta["model_type"] != cls.__name__:
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
         config: Any = config_from_dict(cls.config_class, meta["config"])
-        model = cls(config)  # type: ignore[call-arg]
+        state = load_weights(directory)
+        model = build_within_limits(lambda: cls(config), directory, state=state)  # type: ignore[call-arg]
         assert isinstance(model, nn.Module)
-        load_strict(model, load_weights(directory), what=str(directory))
+        load_strict(model, state, what=str(directory))
         return model.to(device).eval()
 
 
@@ -398,13 +496,57 @@ def is_hub_id(name: str | Path) -> bool:
     return not Path(text).exists() and not Path(text.split("/")[0]).exists()
 
 
-def _hub_options() -> dict[str, Any]:
-    """Cache folder and offline flag read from the environment at call time (not at import)."""
+def _hub_options(hub: Any, repo_id: str, filename: str | None) -> tuple[dict[str, Any], str | None]:
+    """Cache folder and offline flag read from the environment at call time (not at import); offline
+    too when the Hub does not answer (:func:`_hub_unreachable`), so that only the cache is read. Also:
+    why only the cache is read (None: the network may be used)."""
     cache = os.environ.get("HF_HUB_CACHE") or (
         str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
     )
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return {"cache_dir": cache, "local_files_only": offline}
+    why = "offline (HF_HUB_OFFLINE=1)" if offline else _hub_unreachable(hub, repo_id, filename)
+    return {"cache_dir": cache, "local_files_only": why is not None}, why
+
+
+_HUB_PROBE_SECONDS = 10.0
+_UNREACHABLE: dict[str, str] = {}
+"""Hub endpoint -> why it did not answer, once per process: the official release's four files ask once."""
+
+
+def _hub_unreachable(hub: Any, repo_id: str, filename: str | None) -> str | None:
+    """Why the Hub cannot be reached (one request, no retries), or None when it answers at all.
+
+    ``huggingface_hub`` retries a failed connection with back-off for every file (73 s and 67 warnings
+    for the official release's four without a network); one plain request tells the same in seconds.
+    """
+    try:
+        endpoint = str(importlib.import_module("huggingface_hub.constants").ENDPOINT)
+    except (ImportError, AttributeError):
+        endpoint = "the Hugging Face Hub"
+    if endpoint in _UNREACHABLE:
+        return _UNREACHABLE[endpoint]
+    try:
+        with _quiet_hub():
+            hub.get_hf_file_metadata(hub.hf_hub_url(repo_id, filename or "README.md"), timeout=_HUB_PROBE_SECONDS)
+    except hub.errors.HfHubHTTPError:
+        return None  # the Hub answered (404, 401...): the download itself reports what is wrong
+    except Exception as error:  # no route, refused, DNS, timeout
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        _UNREACHABLE[endpoint] = f"{endpoint} unreachable: {reason}"
+        return _UNREACHABLE[endpoint]
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """``huggingface_hub``'s warnings off (one line is said instead, by the caller)."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _huggingface_hub() -> Any:
@@ -428,11 +570,12 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Pat
         FileNotFoundError: not cached while offline, unreachable, or no such repository/file.
     """
     hub = _huggingface_hub()
-    options = _hub_options()
+    options, why = _hub_options(hub, repo_id, filename)
     try:
-        return Path(hub.hf_hub_download(repo_id, filename, revision=revision, **options))
+        with _quiet_hub():
+            return Path(hub.hf_hub_download(repo_id, filename, revision=revision, **options))
     except Exception as error:  # offline, not cached, HTTP errors: one line, no traceback
-        state = "offline (HF_HUB_OFFLINE=1)" if options["local_files_only"] else type(error).__name__
+        state = why or type(error).__name__
         raise FileNotFoundError(
             f"{repo_id}/{filename} is not in the Hub cache and cannot be downloaded ({state}); "
             + _fetch_hint(repo_id, filename)
@@ -447,11 +590,12 @@ def hub_snapshot(repo_id: str, *, allow_patterns: list[str] | None = None, revis
         FileNotFoundError: not cached while offline, unreachable, or no such repository.
     """
     hub = _huggingface_hub()
-    options = _hub_options()
+    options, why = _hub_options(hub, repo_id, None)
     try:
-        return Path(hub.snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns, **options))
+        with _quiet_hub():
+            return Path(hub.snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns, **options))
     except Exception as error:
-        state = "offline (HF_HUB_OFFLINE=1)" if options["local_files_only"] else type(error).__name__
+        state = why or type(error).__name__
         raise FileNotFoundError(
             f"{repo_id} is not in the Hub cache and cannot be downloaded ({state}); " + _fetch_hint(repo_id, None)
         ) from None

@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import StorageDtype, buffer_names, load_weights, read_config, save_pretrained
+from varestorer.checkpoint import (
+    StorageDtype,
+    buffer_names,
+    build_within_limits,
+    load_weights,
+    read_config,
+    save_pretrained,
+)
 from varestorer.config import config_from_dict
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
@@ -432,7 +439,7 @@ def load_adapter_checkpoint(
     state = load_weights(directory)
     state = remap(state) if remap is not None else state
     if config.merged:
-        model: Any = cls(config)  # type: ignore[call-arg]
+        model: Any = build_within_limits(lambda: cls(config), directory, state=state)  # type: ignore[call-arg]
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()
     if config.teacher is None:
