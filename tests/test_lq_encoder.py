@@ -19,6 +19,7 @@ from varestorer.models.student_config import StudentConfig
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.tokenizer.taef2 import TAEF2_PRESETS, TAEF2Tokenizer
 from varestorer.training import train_student
+from varestorer.training.loss_terms import LatentTerm
 from varestorer.transformer.config import TransformerConfig, transformer_preset
 
 
@@ -138,11 +139,10 @@ def test_latent_loss_pulls_the_lq_encoder_towards_another_students_latent() -> N
     teacher = _taef2_teacher()
     reference = Student.from_teacher(teacher, _v2()).eval()  # v2-shaped: x4 pre-cleaner + TAEF2 encoder at 64 px
     student = Student.from_teacher(teacher, _v3()).train()
-    loss_config = train_student.LossConfig(lambda_kl=0.0, lambda_perceptual=0.0, lambda_mse=0.0, lambda_latent=1.0)
     module = train_student.StudentDistillation(
-        student, teacher.tokenizer, teacher.transformer, loss_config, latent_teacher=reference
+        student, teacher.tokenizer, teacher.transformer, [LatentTerm(1.0, teacher=reference)]
     ).train()
-    assert not module.latent_teacher.training  # type: ignore[union-attr]
+    assert not module.terms[0].net.training  # type: ignore[union-attr]
     batch = {"gt": torch.rand(2, 3, 64, 64), "lq": torch.rand(2, 3, 16, 16), "caption": ["", ""]}
     with torch.no_grad():
         expected = (student.lq_tokens(batch["lq"])[0] - reference.lq_tokens(reference.preclean(batch["lq"]))[0]) ** 2
@@ -158,8 +158,8 @@ def test_latent_loss_pulls_the_lq_encoder_towards_another_students_latent() -> N
         optimizer.step()
     assert losses[0] == pytest.approx(float(expected.mean()), rel=1e-4)
     assert losses[-1] < 0.7 * losses[0], losses
-    with pytest.raises(ValueError, match="go together"):
-        train_student.StudentDistillation(student, teacher.tokenizer, teacher.transformer, loss_config)
+    with pytest.raises(ValueError, match="needs teacher"):
+        LatentTerm(1.0)
 
 
 @pytest.mark.slow  # a training run, export and Restorer: ~15 s on the 2-core box
@@ -224,11 +224,11 @@ def test_a_students_tile_overlap_is_the_restorers_default() -> None:
 
 @pytest.mark.parametrize("recipe", ["student_v2q_latent.toml", "student_v2q.toml"])
 def test_v2q_recipes_parse_with_the_blocks_they_leave_out(recipe: str) -> None:
-    from varestorer.training.config import load_recipe
+    from varestorer.training.student_recipe import load_student_recipe
 
-    configs = load_recipe(Path(__file__).parents[1] / "recipes" / recipe, train_student.SECTIONS)
-    model = configs["model"]
-    assert tuple(model.encoder_skip_blocks) == (3, 4, 5) and tuple(model.decoder_skip_blocks) == (14, 15)
+    parsed = load_student_recipe(Path(__file__).parents[1] / "recipes" / recipe)
+    model = parsed.model
+    assert tuple(model["encoder_skip_blocks"]) == (3, 4, 5) and tuple(model["decoder_skip_blocks"]) == (14, 15)
     latent_stage = recipe == "student_v2q_latent.toml"
-    assert model.train_encoder == latent_stage and (model.latent_teacher is not None) == latent_stage
-    assert (configs["loss"].lambda_latent > 0) == latent_stage
+    latent = [term for term in parsed.loss if term.name == "latent" and term.weight > 0]
+    assert model["train_encoder"] == latent_stage and bool(latent) == latent_stage

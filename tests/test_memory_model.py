@@ -7,10 +7,32 @@ import json
 import pytest
 import torch
 
-from varestorer.benchmark.memory_model import TrainSetting, predict_memory
+from varestorer.benchmark.memory_model import predict_memory
 from varestorer.benchmark.tensor_memory import LiveTensorPeak
 from varestorer.benchmark.train_bench import run_train_bench
+from varestorer.benchmark.train_setup import RECIPE_PRECLEANER, DistillSetup, preset_student
 from varestorer.cli.main import main
+from varestorer.training.config import TrainConfig
+from varestorer.training.loss_terms import LossTermConfig
+
+NO_LPIPS = (LossTermConfig("mse", 0.5), LossTermConfig("kl", 0.1))
+
+
+def setup_of(preset: str, size: int | None = None, batch_size: int = 2, **knobs) -> DistillSetup:
+    """A preset student as ``bench --train`` builds it (LoRA 32, the recipes' pre-cleaner), MSE + KL."""
+    model = {
+        "lora_rank": 32,
+        "lora_alpha": 32.0,
+        "precleaner": RECIPE_PRECLEANER,
+        **({"image_size": size} if size else {}),
+    }
+    train = TrainConfig(
+        batch_size=batch_size,
+        activation_checkpointing=knobs.pop("activation_checkpointing", False),
+        sharding=knobs.pop("sharding", "ddp"),
+    )
+    return DistillSetup(preset_student(preset, model), NO_LPIPS, train, name=preset, **knobs)
+
 
 TOLERANCE = 0.15
 """The prediction is within 15% of the measured peak (measured on the 2-core CPU: 0.92-1.00 of it)."""
@@ -30,22 +52,22 @@ def test_live_tensor_peak_counts_what_is_alive() -> None:
 @pytest.mark.parametrize(
     "setting",
     [
-        pytest.param(TrainSetting(model="tiny", batch_size=2, lambda_perceptual=0.0), id="tiny"),
-        pytest.param(TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0), id="small"),
+        pytest.param(setup_of("tiny"), id="tiny"),
+        pytest.param(setup_of("small", 64), id="small"),
         # 2.5 s each: in the slow tier (CI runs it); the fast tier keeps the plain small case
         pytest.param(
-            TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0, activation_checkpointing=True),
+            setup_of("small", 64, activation_checkpointing=True),
             id="small-checkpointing",
             marks=pytest.mark.slow,
         ),
         pytest.param(
-            TrainSetting(model="small", size=64, batch_size=1, lambda_perceptual=0.0, shared_teacher=False),
+            setup_of("small", 64, batch_size=1, shared_teacher=False),
             id="small-separate-teacher",
             marks=pytest.mark.slow,
         ),
     ],
 )
-def test_prediction_is_within_tolerance_of_the_measured_peak(setting: TrainSetting) -> None:
+def test_prediction_is_within_tolerance_of_the_measured_peak(setting: DistillSetup) -> None:
     result = run_train_bench(setting, steps=1, warmup=1)
     measured, predicted = result["measured_peak_mem_gb"], result["predicted_peak_mem_gb"]
     assert measured > 0 and abs(predicted - measured) <= TOLERANCE * measured, (predicted, measured)
@@ -58,16 +80,14 @@ def test_prediction_is_within_tolerance_of_the_measured_peak(setting: TrainSetti
 
 
 def test_the_model_sees_checkpointing_the_shared_teacher_and_sharding() -> None:
-    base = TrainSetting(model="small", size=64, batch_size=2, lambda_perceptual=0.0)
-    plain = predict_memory(base)
-    parts = plain.parts
-    ckpt = predict_memory(TrainSetting(**{**base.__dict__, "activation_checkpointing": True}))
+    parts = predict_memory(setup_of("small", 64)).parts
+    ckpt = predict_memory(setup_of("small", 64, activation_checkpointing=True))
     assert ckpt.parts["activations_blocks"] < parts["activations_blocks"] / 3
-    separate = predict_memory(TrainSetting(**{**base.__dict__, "shared_teacher": False}))
+    separate = predict_memory(setup_of("small", 64, shared_teacher=False))
     assert separate.parts["teacher"] > parts["teacher"] + 0.9 * parts["frozen_weights"] * 0.5
-    sharded = predict_memory(TrainSetting(**{**base.__dict__, "sharding": "fsdp", "world_size": 8}))
+    sharded = predict_memory(setup_of("small", 64, sharding="fsdp", world_size=8))
     assert sharded.parts["frozen_weights"] < parts["frozen_weights"]
-    ddp = predict_memory(TrainSetting(**{**base.__dict__, "world_size": 8}))
+    ddp = predict_memory(setup_of("small", 64, world_size=8))
     assert ddp.parts["trainable_states"] > parts["trainable_states"]  # DDP's gradient buckets
 
 

@@ -24,6 +24,7 @@ from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.training import train_student
 from varestorer.training.config import TrainConfig
+from varestorer.training.loss_terms import KLTerm, MSETerm
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.config import transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
@@ -46,8 +47,8 @@ def _module() -> train_student.StudentDistillation:
     with torch.no_grad():
         for param in lora_parameters(student.transformer):
             param.normal_(0, 0.1)
-    loss = train_student.LossConfig(lambda_kl=1.0, lambda_perceptual=0.0, lambda_mse=0.5)
-    return train_student.StudentDistillation(student, tokenizer, transformer, loss)
+    terms = [MSETerm(0.5), KLTerm(1.0)]
+    return train_student.StudentDistillation(student, tokenizer, transformer, terms)
 
 
 def _dataset(count: int = 8) -> list[dict]:

@@ -14,12 +14,13 @@ from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.training import train_student
 from varestorer.training.caption_cache import CaptionCache
+from varestorer.training.loss_terms import KLTerm, MSETerm
 from varestorer.training.losses import token_kl
 from varestorer.training.trainer import enable_activation_checkpointing
 from varestorer.transformer.config import transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
 
-NO_IMAGE_LOSSES = train_student.LossConfig(lambda_kl=1.0, lambda_perceptual=0.0, lambda_mse=0.5)
+NO_IMAGE_LOSSES = [MSETerm(0.5), KLTerm(1.0)]
 
 
 def _teacher(drop_path: float = 0.0) -> tuple[MultiScaleTokenizer, NextScaleTransformer]:
@@ -148,14 +149,13 @@ def test_caption_cache_encodes_each_caption_once_and_matches_the_encoder(tmp_pat
 def test_the_infinity_2b_recipe_loads_with_the_scale_settings() -> None:
     from pathlib import Path
 
-    from varestorer.training.config import load_recipe
+    from varestorer.training.student_recipe import load_student_recipe
 
     recipe = Path(__file__).parents[1] / "recipes" / "student_infinity_2b.toml"
-    configs = load_recipe(recipe, train_student.SECTIONS)
-    train, model = configs["train"], configs["model"]
+    parsed = load_student_recipe(recipe)
+    train, model = parsed.train, parsed.model
     assert train.activation_checkpointing and train.mixed_precision == "bf16" and train.sharding == "ddp"
-    assert model.shared_teacher and model.image_size == 512 and model.lora_rank == 32
-    overridden = load_recipe(recipe, train_student.SECTIONS, ["train.sharding=fsdp"])
-    assert overridden["train"].sharding == "fsdp"
+    assert parsed.job.shared_teacher and model["image_size"] == 512 and model["lora_rank"] == 32
+    assert load_student_recipe(recipe, ["train.sharding=fsdp"]).train.sharding == "fsdp"
     with pytest.raises(ValueError, match="sharding"):
-        load_recipe(recipe, train_student.SECTIONS, ["train.sharding=zero3"])
+        load_student_recipe(recipe, ["train.sharding=zero3"])

@@ -136,16 +136,21 @@ def test_two_processes_on_cpu_with_torchrun(setup) -> None:
     assert student(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
 
 
-def test_dists_term_reaches_the_student(setup, monkeypatch) -> None:
-    """loss.lambda_dists adds DISTS(sr, gt) on the perceptual crop, and its gradient reaches the trainables.
+def test_dists_term_reaches_the_student(setup) -> None:
+    """[loss.dists] adds DISTS(sr, gt) on the perceptual crop, and its gradient reaches the trainables.
     DISTS with random VGG weights keeps the test free of fetched assets; the computation is the real one."""
-    from varestorer.metrics.dists import DISTS
+    from varestorer.training.loss_terms import LossTermConfig, build_loss_terms
+    from varestorer.training.student_recipe import JobConfig
 
-    monkeypatch.setattr(train_student, "_dists_loss", lambda: DISTS(pretrained=False))
-    model = train_student.ModelConfig(teacher=str(setup / "teacher"), image_size=64, lora_rank=2, lora_alpha=2.0)
-    student, tokenizer, transformer = train_student.build_student(model)
-    weights = train_student.LossConfig(lambda_kl=0.0, lambda_perceptual=0.0, lambda_mse=0.0, lambda_dists=1.0)
-    module = train_student.StudentDistillation(student, tokenizer, transformer, weights)
+    model = {
+        "image_size": 64,
+        "lora_rank": 2,
+        "lora_alpha": 2.0,
+        "precleaner": {"num_feat": 8, "num_conv": 2, "upscale": 1},
+    }
+    student, tokenizer, transformer = train_student.build_student(JobConfig(teacher=str(setup / "teacher")), model)
+    terms = build_loss_terms((LossTermConfig("dists", 1.0),), student, pretrained=False)
+    module = train_student.StudentDistillation(student, tokenizer, transformer, terms)
     gt = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     lq = torch.nn.functional.interpolate(gt, size=(16, 16), mode="area")
     loss, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)

@@ -1,7 +1,8 @@
 """``varestorer bench --train``: a few distillation steps of a preset, timed and measured, beside the memory model.
 
-The step is the real one: ``StudentDistillation`` (student pass, shared-base or separate teacher pass,
-MSE + KL + LPIPS-VGG) driven by the shared ``Trainer`` (AdamW, clipping, autocast, activation
+The step is the real one: ``StudentDistillation`` (student pass, shared-base or separate teacher pass, the
+setup's loss terms, e.g. MSE + KL + LPIPS-VGG), built by :func:`~varestorer.benchmark.train_setup.build_distillation`
+as the memory model builds it, driven by the shared ``Trainer`` (AdamW, clipping, autocast, activation
 checkpointing). Weights are random (speed and memory do not depend on their values; LPIPS too), the
 batch is random HQ crops and their area-downsampled LQ, without captions. Stages are timed with
 forward hooks (synchronised on CUDA): ``student_ms`` from the start of the forward to the end of the
@@ -30,16 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from varestorer.benchmark.memory_model import GB, TrainSetting, predict_memory, student_config
+from varestorer.benchmark.memory_model import GB, predict_memory
 from varestorer.benchmark.tensor_memory import LiveTensorPeak, module_tensors
 from varestorer.benchmark.timing import synchronize
-from varestorer.models.student import Student
-from varestorer.models.teacher import Teacher
-from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
-from varestorer.training import train_student
-from varestorer.training.config import TrainConfig
+from varestorer.benchmark.train_setup import DistillSetup, build_distillation
 from varestorer.training.trainer import Trainer, seed_everything
-from varestorer.transformer.model import NextScaleTransformer
 
 
 class RandomPairs(Dataset):
@@ -55,36 +51,6 @@ class RandomPairs(Dataset):
         gt = torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(index))
         lq = F.interpolate(gt[None], scale_factor=1 / self.scale, mode="area")[0]
         return {"gt": gt, "lq": lq, "caption": ""}
-
-
-def build_distillation(setting: TrainSetting, device: torch.device | str = "cpu") -> nn.Module:
-    """The training module of ``setting`` with random teacher weights (LPIPS-VGG random too)."""
-    config = student_config(setting)
-    with torch.device(device):
-        tokenizer = MultiScaleTokenizer(config.tokenizer)
-        transformer = NextScaleTransformer(config.transformer)
-        student = Student.from_teacher(Teacher(tokenizer, transformer), config)
-    tokenizer.requires_grad_(False).eval()
-    transformer.requires_grad_(False).eval()
-    loss = train_student.LossConfig(
-        lambda_kl=setting.lambda_kl, lambda_perceptual=0.0, perceptual_crop=setting.perceptual_crop
-    )
-    module = train_student.StudentDistillation(
-        student,
-        tokenizer,
-        transformer,
-        loss,
-        use_prompt=False,
-        shared_teacher=setting.shared_teacher,
-        teacher_dtype=train_student.teacher_dtype(setting.teacher_dtype),
-    )
-    if setting.lambda_perceptual > 0:  # random VGG weights: no fetched assets needed to benchmark
-        from varestorer.metrics.lpips import LPIPS
-
-        module.loss_config = dataclasses.replace(loss, lambda_perceptual=setting.lambda_perceptual)
-        with torch.device(device):
-            module.perceptual = LPIPS(net="vgg", pretrained=False)
-    return module
 
 
 class StageClock:
@@ -136,23 +102,28 @@ def _peak(device: torch.device, module: nn.Module) -> Iterator[dict[str, float]]
 
 
 def run_train_bench(
-    setting: TrainSetting,
+    setup: DistillSetup,
     *,
     device: str = "cpu",
     steps: int = 3,
     warmup: int = 1,
     predict_only: bool = False,
 ) -> dict[str, Any]:
-    """Predict, and unless ``predict_only``, run ``warmup + steps`` steps of ``setting`` and measure them."""
-    estimate = predict_memory(setting)
+    """Predict, and unless ``predict_only``, run ``warmup + steps`` steps of ``setup`` and measure them."""
+    estimate = predict_memory(setup)
+    train, student = setup.train, setup.student
     result: dict[str, Any] = {
-        **{k: v for k, v in estimate.as_dict().items() if k != "setting"},
-        **{k: getattr(setting, k) for k in ("model", "batch_size", "lora_rank", "precision")},
-        "size": setting.image_size,
-        "activation_checkpointing": setting.activation_checkpointing,
-        "shared_teacher": setting.shared_teacher,
-        "sharding": setting.sharding,
-        "world_size": setting.world_size,
+        **estimate.as_dict(),
+        "model": setup.name,
+        "batch_size": train.batch_size,
+        "lora_rank": student.lora_rank,
+        "precision": "bf16" if train.mixed_precision == "bf16" else "fp32",
+        "size": student.image_size,
+        "activation_checkpointing": train.activation_checkpointing,
+        "shared_teacher": setup.shared_teacher,
+        "sharding": train.sharding,
+        "world_size": setup.world_size,
+        "loss": {term.name: term.weight for term in setup.loss if term.weight > 0},
         "device": device,
         "torch": torch.__version__,
         "measured_peak_mem_gb": None,
@@ -163,27 +134,30 @@ def run_train_bench(
     }
     if predict_only:
         return result
-    if setting.world_size != 1:
+    if setup.world_size != 1:
         raise ValueError("a measured run is one process; pass --predict-only for --world-size > 1")
     torch_device = torch.device(device)
     seed_everything(0)
-    module = build_distillation(setting, torch_device)
+    module = build_distillation(setup, torch_device)
     result["trainable_params_m"] = sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6
     with tempfile.TemporaryDirectory() as folder:
-        config = TrainConfig(
+        config = dataclasses.replace(
+            train,
             output_dir=folder,
             max_steps=warmup + steps + 1,  # never reaches the final step: no checkpoint is written
-            batch_size=setting.batch_size,
             ckpt_every=10**9,
             log_every=10**9,
-            mixed_precision="bf16" if setting.precision == "bf16" else "no",
-            activation_checkpointing=setting.activation_checkpointing,
+            val_every=0,
+            time_budget_minutes=None,
             tensorboard=False,
             progress=False,
+            num_workers=0,
             device=device,
         )
         trainer = Trainer(config, module)
-        loader = trainer.make_loader(RandomPairs(setting.image_size, 4, setting.batch_size * (warmup + steps)))
+        loader = trainer.make_loader(
+            RandomPairs(student.image_size, student.scale, train.batch_size * (warmup + steps))
+        )
         clock = StageClock(module, torch_device)
         step_times: list[float] = []
         with _peak(torch_device, module) as peak:
@@ -204,7 +178,7 @@ def run_train_bench(
     times = step_times[warmup:] or step_times
     result["stages_ms"] = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
     result["step_ms"] = statistics.median(times) * 1e3
-    result["samples_per_s"] = setting.batch_size / statistics.median(times)
+    result["samples_per_s"] = train.batch_size / statistics.median(times)
     result["measured_peak_mem_gb"] = peak["bytes"] / GB
     result["steps"] = len(times)
     return result

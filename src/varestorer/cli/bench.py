@@ -57,6 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lambda-perceptual", type=float, default=0.25, help="0 drops the LPIPS-VGG term")
     train.add_argument("--perceptual-crop", type=int, default=None)
     train.add_argument("--ema", action="store_true", help="count an EMA copy of the trainable weights")
+    train.add_argument(
+        "--recipe",
+        type=Path,
+        default=None,
+        help="--train: a `train student` recipe's student, loss and [train] knobs on --model's teacher shapes "
+        "(instead of the flags above; change them with --set)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="--train: override a recipe key as `train student --set` does, e.g. model.lq_bit_skip=true, "
+        "loss.dists.weight=0.25; repeatable",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
@@ -89,28 +104,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_bench(args: argparse.Namespace) -> dict:
-    from varestorer.benchmark.memory_model import TrainSetting
     from varestorer.benchmark.train_bench import format_train_table, run_train_bench
+    from varestorer.benchmark.train_setup import RECIPE_PRECLEANER, recipe_setup
+    from varestorer.training.config import read_recipe_tables
+    from varestorer.training.student_recipe import parse_student_recipe
 
     if args.dtype == "fp16":
         raise ValueError("--train supports --dtype fp32 or bf16")
-    setting = TrainSetting(
-        model=args.model,
-        size=args.size,
-        batch_size=args.batch_size,
-        lora_rank=args.lora_rank,
-        precision=args.dtype,
-        activation_checkpointing=args.activation_checkpointing,
-        shared_teacher=not args.separate_teacher,
-        teacher_dtype=args.teacher_dtype,
-        sharding=args.sharding,
-        world_size=args.world_size,
-        lambda_perceptual=args.lambda_perceptual,
-        perceptual_crop=args.perceptual_crop,
-        ema=args.ema,
-    )
+    if args.recipe is not None:
+        tables, where = read_recipe_tables(args.recipe), args.recipe.name
+    else:  # the flags, as the tables of a recipe (the student of recipes/student_infinity_2b.toml by default)
+        where = "bench --train"
+        tables = {
+            "model": {
+                "lora_rank": args.lora_rank,
+                "lora_alpha": float(args.lora_rank),
+                "precleaner": dict(RECIPE_PRECLEANER),
+                **({"image_size": args.size} if args.size else {}),
+            },
+            "job": {"shared_teacher": not args.separate_teacher, "teacher_dtype": args.teacher_dtype},
+            "train": {
+                "batch_size": args.batch_size,
+                "mixed_precision": "bf16" if args.dtype == "bf16" else "no",
+                "activation_checkpointing": args.activation_checkpointing,
+                "sharding": args.sharding,
+                "ema_decay": 0.999 if args.ema else None,
+            },
+            "loss": {
+                "mse": {"weight": 0.5},
+                "kl": {"weight": 0.1},
+                "lpips": {"weight": args.lambda_perceptual, "crop": args.perceptual_crop},
+            },
+        }
+    recipe = parse_student_recipe(tables, args.set, where=where)
+    setup = recipe_setup(recipe, args.model, world_size=args.world_size)
     result = run_train_bench(
-        setting, device=args.device, steps=args.runs, warmup=args.warmup, predict_only=args.predict_only
+        setup, device=args.device, steps=args.runs, warmup=args.warmup, predict_only=args.predict_only
     )
     print(format_train_table(result))
     return result

@@ -312,8 +312,9 @@ class Student(Restorable, nn.Module):
     def add_lq_bits(self, logits_BLd2: Tensor, lq_labels: list[Tensor]) -> Tensor:
         """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits."""
         assert self.lq_bit_gain is not None
-        counts = torch.tensor([h * w for h, w in self.schedule], device=logits_BLd2.device)
-        gain_L = torch.repeat_interleave(self.lq_bit_gain.to(logits_BLd2.dtype), counts)
+        counts = [h * w for h, w in self.schedule]
+        gain = self.lq_bit_gain.to(logits_BLd2.dtype)  # output_size: no host sync (and traceable on fake tensors)
+        gain_L = torch.repeat_interleave(gain, torch.tensor(counts, device=gain.device), output_size=sum(counts))
         half_BLd = gain_L.view(1, -1, 1) * (torch.cat(lq_labels, dim=1).to(logits_BLd2.dtype) * 2 - 1) / 2
         return logits_BLd2 + torch.stack([-half_BLd, half_BLd], dim=-1)
 

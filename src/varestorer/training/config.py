@@ -129,7 +129,8 @@ class TrainConfig:
             raise ValueError(f"train.grad_clip must be > 0 or unset, got {self.grad_clip}")
 
 
-def _read_tables(path: Path) -> dict[str, Any]:
+def read_recipe_tables(path: Path) -> dict[str, Any]:
+    """The raw tables of a ``.toml`` or ``.json`` recipe file."""
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
     text = path.read_text(encoding="utf-8")
@@ -185,7 +186,7 @@ def load_recipe(
         ValueError: unknown section or key, wrong type, or a malformed override.
     """
     path = Path(path)
-    tables = _read_tables(path)
+    tables = read_recipe_tables(path)
     unknown = sorted(set(tables) - set(sections))
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")

@@ -37,13 +37,18 @@ logger = logging.getLogger(__name__)
 
 
 def same_tensors(ours: nn.Module, theirs: nn.Module) -> bool:
-    """True when every non-adapter tensor of ``ours`` equals ``theirs``' tensor of the same (plain) name."""
+    """True when every non-adapter tensor of ``ours`` equals ``theirs``' tensor of the same (plain) name.
+
+    Tensors on the meta device (shapes only, as the memory model builds them) are equal when their shapes are.
+    """
     state = {k: v for k, v in theirs.state_dict().items()}
     for key, value in ours.state_dict().items():
         if LORA_MARKER in key.rsplit(".", 1)[-1]:
             continue
         other = state.pop(base_weight_key(key), None)
-        if other is None or other.shape != value.shape or not torch.equal(other.to(value.dtype), value):
+        if other is None or other.shape != value.shape:
+            return False
+        if not (value.is_meta or other.is_meta or torch.equal(other.to(value.dtype), value)):
             return False
     return not state
 
@@ -107,7 +112,7 @@ class TeacherPass(nn.Module):
         encoder = student.encoder if self.encoder is None else self.encoder
         with eval_mode(encoder):
             f_BdHW = encoder(gt_B3HW * 2 - 1)
-        return student.quantizer.quantize(f_BdHW, student.schedule)
+        return student.quantizer.quantize(f_BdHW, student.schedule, with_norms=False)  # no host sync
 
     @torch.no_grad()
     def forward(self, gt_B3HW: Tensor, text: TextCondition | None, student: Student) -> Tensor:

@@ -1,0 +1,102 @@
+"""The training module of ``varestorer train student``: student + frozen teacher pass + the loss terms.
+
+Per step, on a batch of HQ crops ``gt`` (B, 3, S, S) degraded on the fly into ``lq`` (B, 3, S/s, S/s)::
+
+    teacher (frozen, no grad):  GT -> tokenizer -> GT pyramid -> one block-causal pass -> p_T(r_k | r_<k)
+    student:                    LQ -> one full-attention pass -> p_S(r_k | LQ), bits -> f_hat -> sr
+    loss = sum of weight * term over the recipe's [loss] terms (training/loss_terms.py), e.g. the paper's
+           0.1 * KL(p_T || p_S) + 0.25 * LPIPS-VGG(sr, gt) + 0.5 * ||sr - gt||^2
+
+The image terms reach the logits through the straight-through bits of ``Student.logits_to_f_hat``. The
+teacher pass runs only when a term asks for the teacher's logits (``kl``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from varestorer.models.student import Student
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.training.caption_cache import CaptionCache
+from varestorer.training.loss_terms import CropOffsets, LossTerm, StepTensors, random_offsets
+from varestorer.training.teacher_pass import TeacherPass
+from varestorer.transformer.model import NextScaleTransformer
+from varestorer.transformer.text import TextCondition
+
+
+class StudentDistillation(nn.Module):
+    """Student + frozen teacher + loss terms; ``forward(batch, step) -> (loss, logs)``.
+
+    Args:
+        student: the model being trained (a ``Student``, or a model wrapping one as ``base``).
+        tokenizer, transformer: the teacher's parts (shared with the student where they are equal).
+        terms: the loss terms (training/loss_terms.py :func:`build_loss_terms`); the loss is their weighted sum.
+        use_prompt: condition on the batch's captions (when the teacher has a text encoder).
+        shared_teacher: run the teacher as the student's base with the adapters off (training/teacher_pass.py).
+        teacher_dtype: weight dtype of a separate teacher transformer (None: as loaded).
+        captions: a cache over the text encoder (None: the student's own encoder, uncached).
+        crop_offsets: where the crops of the image terms sit (random; the memory model, which runs on
+            tensors without values, fixes them).
+    """
+
+    def __init__(
+        self,
+        student: Student,
+        tokenizer: MultiScaleTokenizer,
+        transformer: NextScaleTransformer,
+        terms: list[LossTerm],
+        *,
+        use_prompt: bool = True,
+        shared_teacher: bool = True,
+        teacher_dtype: torch.dtype | None = None,
+        captions: CaptionCache | None = None,
+        crop_offsets: CropOffsets = random_offsets,
+    ) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("the loss has no term of weight > 0")
+        self.use_prompt = use_prompt and student.config.text_encoder.kind != "none"
+        self.student = student
+        # The no_distill ablation (LQConditionedVAR) wraps a student-shaped ``base``: the teacher pass shares it.
+        backbone: Student = getattr(student, "base", student)
+        self.teacher = TeacherPass(backbone, tokenizer, transformer, shared=shared_teacher, dtype=teacher_dtype)
+        self.caption_cache = captions
+        self.terms = nn.ModuleList(terms)
+        self.crop_offsets = crop_offsets
+
+    def train(self, mode: bool = True) -> StudentDistillation:
+        super().train(mode)
+        self.teacher.eval()  # frozen (the terms keep themselves in eval mode)
+        return self
+
+    @torch.no_grad()
+    def teacher_logits(self, gt_B3HW: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
+        """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid."""
+        return self.teacher(gt_B3HW, text, self.student)
+
+    @torch.no_grad()
+    def captions(self, batch: dict[str, Any]) -> TextCondition | None:
+        """The batch's captions through the (frozen) text encoder, or None when prompts are off."""
+        if not self.use_prompt:
+            return None
+        if self.caption_cache is not None:
+            return self.caption_cache(list(batch["caption"]), batch["gt"].device)
+        return self.student.encode_prompts(list(batch["caption"])).to(batch["gt"].device)
+
+    def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tensors = StepTensors(self, batch, self.captions(batch))
+        loss: torch.Tensor | None = None
+        logs: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            assert isinstance(term, LossTerm)
+            value = term(tensors)
+            loss = term.weight * value if loss is None else loss + term.weight * value
+            logs[term.name] = value.detach()
+        if tensors.student_ran and "mse" not in logs:  # logged only: no gradient through it
+            logs["mse"] = F.mse_loss(tensors.sr.detach(), tensors.gt)
+        assert loss is not None
+        return loss, {**logs, **tensors.logs}

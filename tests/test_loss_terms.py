@@ -1,0 +1,158 @@
+"""The loss as registered terms: the same losses and gradients as the hard-coded chain before it, and a new
+term in two places (its class and its registry entry) that the training module sums and the memory model traces."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from varestorer.archs.srvgg import SRVGGConfig
+from varestorer.benchmark.memory_model import predict_memory, trace_activations
+from varestorer.benchmark.train_setup import DistillSetup, build_distillation, fixed_offsets, preset_student
+from varestorer.families import families
+from varestorer.models.student import Student
+from varestorer.models.student_config import STUDENT_PRESETS
+from varestorer.models.teacher import Teacher
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.training.config import TrainConfig
+from varestorer.training.distillation import StudentDistillation
+from varestorer.training.loss_terms import (
+    LOSS_TERMS,
+    DISTSTerm,
+    KLTerm,
+    LatentTerm,
+    LossTerm,
+    LPIPSTerm,
+    MSETerm,
+    StepTensors,
+    build_loss_terms,
+)
+from varestorer.training.student_recipe import parse_student_recipe
+from varestorer.transformer.model import NextScaleTransformer
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "distillation_step_de90701.json").read_text())
+"""One forward/backward of the tiny distillation below with the code at de90701 (StudentDistillation's
+chain of ifs over LossConfig(lambda_kl=0.1, kl_temperature=2, lambda_perceptual=0.25, lambda_mse=0.5,
+lambda_dists=0.25, lambda_latent=1, perceptual_crop=32), LPIPS and DISTS with random VGG weights): the loss,
+the logs and, per trainable tensor, the sum and the absolute sum of its gradient."""
+
+
+def _student(kind: str) -> tuple[Student, Teacher]:
+    torch.manual_seed(0)
+    config = replace(
+        STUDENT_PRESETS["tiny"],
+        precleaner=SRVGGConfig(num_feat=8, num_conv=2, upscale=1),
+        lq_bit_skip=kind == "student",
+        fidelity_path=kind == "student",
+        train_decoder=True,
+    )
+    teacher = Teacher(MultiScaleTokenizer(config.tokenizer), NextScaleTransformer(config.transformer))
+    model_class = {e.name: e.model_class for e in families(trains="student").values()}[kind]()
+    student = model_class.from_teacher(teacher, config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # away from the teacher: every path carries a gradient
+        for param in student.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    return student, teacher
+
+
+def _step(module: StudentDistillation, student: Student) -> dict:
+    module.train()
+    generator = torch.Generator().manual_seed(3)
+    gt, lq = torch.rand(2, 3, 64, 64, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)
+    torch.manual_seed(4)  # the crop of LPIPS and DISTS
+    loss, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
+    loss.backward()
+    grads = {
+        n: [float(p.grad.sum()), float(p.grad.abs().sum())] for n, p in student.named_parameters() if p.grad is not None
+    }
+    return {"loss": float(loss.detach()), "logs": {k: float(v) for k, v in logs.items()}, "grads": grads}
+
+
+def _assert_same(now: dict, before: dict) -> None:
+    assert now["loss"] == pytest.approx(before["loss"], rel=1e-5)
+    assert now["logs"] == pytest.approx(before["logs"], rel=1e-5)
+    assert now["grads"].keys() == before["grads"].keys()
+    for name, (total, absolute) in before["grads"].items():
+        assert now["grads"][name][1] == pytest.approx(absolute, rel=1e-4, abs=1e-9), name
+        assert abs(now["grads"][name][0] - total) <= 1e-4 * absolute + 1e-9, name
+
+
+def test_the_terms_give_the_losses_and_gradients_of_the_chain_before() -> None:
+    student, teacher = _student("student")
+    latent = LatentTerm(1.0, teacher=Student(student.config))  # drawn where the old test drew its latent teacher
+    torch.manual_seed(2)
+    terms = [MSETerm(0.5), KLTerm(0.1, temperature=2.0), latent]
+    terms += [LPIPSTerm(0.25, crop=32, pretrained=False), DISTSTerm(0.25, crop=32, pretrained=False)]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False)
+    _assert_same(_step(module, student), BEFORE["student"])
+
+
+def test_the_no_distill_model_trains_with_its_own_cross_entropy_as_before() -> None:
+    student, teacher = _student("lq_conditioned_var")
+    terms = build_loss_terms(parse_student_recipe({}).loss, student)  # the recipe's terms give way to its objective
+    assert [term.name for term in terms] == ["cross_entropy"]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False)
+    _assert_same(_step(module, student), BEFORE["lq_conditioned_var"])
+
+
+class EdgeTerm(LossTerm):
+    """A new term, as a user would add one: the mean |horizontal gradient| difference of SR and GT."""
+
+    name = "edge"
+
+    def __init__(self, weight: float, *, power: float = 1.0, **common) -> None:
+        super().__init__(weight, **common)
+        self.power = power
+
+    def forward(self, step: StepTensors) -> torch.Tensor:
+        sr_dx, gt_dx = step.sr.diff(dim=-1), step.gt.diff(dim=-1)
+        return (sr_dx - gt_dx).abs().pow(self.power).mean()
+
+
+REGISTRY = {**LOSS_TERMS, "edge": EdgeTerm}  # place 2 (in the package: an entry of LOSS_TERMS)
+
+
+def _setup(loss_table: dict, model: dict | None = None) -> DistillSetup:
+    recipe = parse_student_recipe({"loss": loss_table, "model": model or {}}, registry=REGISTRY)
+    return DistillSetup(preset_student("tiny", recipe.model), recipe.loss, TrainConfig(batch_size=2), name="tiny")
+
+
+def test_a_new_term_is_a_class_and_a_registry_entry_and_a_recipe_line() -> None:
+    plain = {"mse": {"weight": 0.5}, "kl": {"weight": 0.1}}
+    with pytest.raises(ValueError, match="unknown loss term 'edge'"):
+        parse_student_recipe({"loss": {**plain, "edge": {"weight": 0.2}}})  # not in the package's registry
+    setup = _setup({**plain, "edge": {"weight": 0.2, "power": 2.0}})
+    assert [(t.name, t.weight, t.options) for t in setup.loss][-1] == ("edge", 0.2, {"power": 2.0})
+    torch.manual_seed(0)
+    module = build_distillation(setup, registry=REGISTRY)
+    batch = {"gt": torch.rand(2, 3, 64, 64), "lq": torch.rand(2, 3, 16, 16), "caption": ["", ""]}
+    loss, logs = module.train()(batch, 0)
+    assert set(logs) == {"mse", "kl", "edge"} and logs["edge"] > 0
+    expected = 0.5 * logs["mse"] + 0.1 * logs["kl"] + 0.2 * logs["edge"]
+    assert torch.allclose(loss.detach(), expected, rtol=1e-6)  # summed with its weight
+    # the memory model traces the same module: the new term's saved tensors (its (B, 3, S, S - 1) differences)
+    without = trace_activations(_setup(plain), build_distillation(_setup(plain), "meta", crop_offsets=fixed_offsets))
+    meta = build_distillation(setup, "meta", registry=REGISTRY, crop_offsets=fixed_offsets)
+    with_edge = trace_activations(setup, meta)
+    assert with_edge.other - without.other >= 2 * 3 * 64 * 63 * 4
+
+
+def test_the_memory_model_expresses_the_shipped_defaults_options() -> None:
+    """lq_bit_skip, fidelity_path, DISTS and the latent term (which the old TrainSetting could not say)."""
+    base = {"mse": {"weight": 0.5}, "kl": {"weight": 0.002}}
+    plain = predict_memory(_setup(base))
+    v2 = _setup(
+        {**base, "latent": {"weight": 0.5}, "dists": {"weight": 0.25, "crop": 32}},
+        {"lq_bit_skip": True, "fidelity_path": True},
+    )
+    assert v2.student.lq_bit_skip and v2.student.fidelity_path
+    shipped = predict_memory(v2)
+    assert shipped.parts["lpips"] > plain.parts["lpips"]  # DISTS's VGG and weights, and the latent teacher
+    assert shipped.parts["trainable_states"] > plain.parts["trainable_states"]  # the skip gains and fidelity weights
+    assert shipped.parts["activations_other"] > plain.parts["activations_other"]
