@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("varestorer.cli.baseline", "peer outputs: bicubic, Lanczos, Real-ESRGAN x4plus / general-x4v3"),
     "reconstruct": ("varestorer.cli.reconstruct", "round-trip images through a tokenizer to see how good it is"),
     "evaluate": ("varestorer.cli.evaluate", "PSNR/SSIM/LPIPS/DISTS/NIQE/BRISQUE of a folder of results"),
+    "compare": ("varestorer.cli.compare", "a labelled side-by-side sheet of crops: LQ, each method or peer, GT"),
     "degrade": ("varestorer.cli.degrade", "build GT/LQ pairs with a synthetic degradation pipeline and a manifest"),
     "train": ("varestorer.cli.train", "train a tokenizer, teacher, student or pre-cleaner from a recipe"),
     "export": ("varestorer.cli.export", "merge a student's LoRA adapters into a self-contained restorer checkpoint"),
