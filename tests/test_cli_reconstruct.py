@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import varestorer.inference.reconstruction as reconstruction
+import varestorer.families as families
 from varestorer.cli.main import main
 from varestorer.inference.reconstruction import (
     MERGED_STUDENT_CAVEAT,
@@ -21,7 +21,7 @@ from varestorer.inference.reconstruction import (
     ScaleSpec,
     check_scales,
     default_tokenizer_source,
-    load_tokenizer,
+    find_tokenizer,
     parse_scales,
     schedule_for,
 )
@@ -129,7 +129,7 @@ def test_teacher_and_student_folders_give_the_teachers_tokenizer(tmp_path) -> No
     tokenizer = MultiScaleTokenizer(tokenizer_preset("tiny")).eval()
     transformer = NextScaleTransformer(transformer_preset("tiny")).eval()
     Teacher(tokenizer, transformer).save_pretrained(tmp_path / "teacher")
-    loaded, where, caveat = load_tokenizer(tmp_path / "teacher")
+    loaded, where, caveat = find_tokenizer(tmp_path / "teacher")
     assert _same(loaded, tokenizer) and "teacher" in where and caveat is None
 
     config = StudentConfig(
@@ -143,11 +143,11 @@ def test_teacher_and_student_folders_give_the_teachers_tokenizer(tmp_path) -> No
             param.add_(1.0)
     student.config = replace(student.config, teacher="../teacher")
     student.save_pretrained(tmp_path / "student")
-    loaded, where, caveat = load_tokenizer(tmp_path / "student")
+    loaded, where, caveat = find_tokenizer(tmp_path / "student")
     assert _same(loaded, tokenizer) and "teacher's tokenizer" in where and caveat is None
 
     student.merged().save_pretrained(tmp_path / "merged")
-    loaded, _, caveat = load_tokenizer(tmp_path / "merged")
+    loaded, _, caveat = find_tokenizer(tmp_path / "merged")
     assert caveat == MERGED_STUDENT_CAVEAT
     assert _same(loaded.encoder, student.encoder) and not _same(loaded.encoder, tokenizer.encoder)
     assert _same(loaded.decoder, tokenizer.decoder)  # not trained here: still the teacher's
@@ -156,30 +156,29 @@ def test_teacher_and_student_folders_give_the_teachers_tokenizer(tmp_path) -> No
     infinity = replace(tokenizer_preset("tiny"), infinity_buffers=True)
     config = StudentConfig(tokenizer=infinity, transformer=transformer.config, image_size=64, lora_rank=2, merged=True)
     Student(config).save_pretrained(tmp_path / "infinity")
-    loaded, _, _ = load_tokenizer(tmp_path / "infinity")
+    loaded, _, _ = find_tokenizer(tmp_path / "infinity")
     assert "quantize.lfq.mask" in loaded.state_dict()
 
 
 def test_embedded_tokenizer_is_the_default_when_shipped(tmp_path, monkeypatch) -> None:
     assert default_tokenizer_source() in ("default-tokenizer", "default")
-    monkeypatch.setattr(reconstruction, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(reconstruction, "EMBEDDED_MODELS", {})
+    monkeypatch.setattr(families, "WEIGHTS_DIR", tmp_path / "weights")  # an install that ships no weights
     assert default_tokenizer_source() == "default"
     tokenizer = MultiScaleTokenizer(tokenizer_preset("tiny"))
     tokenizer.save_pretrained(tmp_path / "weights" / "default-tokenizer")
     assert default_tokenizer_source() == "default-tokenizer"
-    loaded, where, _ = load_tokenizer("default-tokenizer")
+    loaded, where, _ = find_tokenizer("default-tokenizer")
     assert _same(loaded, tokenizer) and "MultiScaleTokenizer" in where
     with pytest.raises(FileNotFoundError, match="embedded names: default-tokenizer"):
-        load_tokenizer("nope")
+        find_tokenizer("nope")
 
 
 def test_folders_without_a_tokenizer_are_one_line_errors(tmp_path, tokenizer_dir, capsys) -> None:
     NextScaleTransformer(transformer_preset("tiny")).save_pretrained(tmp_path / "transformer")
     with pytest.raises(ValueError, match="holds a NextScaleTransformer"):
-        load_tokenizer(tmp_path / "transformer")
+        find_tokenizer(tmp_path / "transformer")
     with pytest.raises(ValueError, match="is a file"):
-        load_tokenizer(f"{tokenizer_dir}/model.safetensors")
+        find_tokenizer(f"{tokenizer_dir}/model.safetensors")
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
     code = main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "x")])
     err = capsys.readouterr().err
@@ -322,3 +321,21 @@ def test_bad_files_are_reported_and_existing_outputs_kept(tmp_path, tiny_image, 
     assert json.loads(stats.read_text())["images"] == 1  # only the image that went through
     assert main([*args, "--overwrite"]) == 1
     assert read_image(tmp_path / "out" / "kept.png").shape == (32, 32, 3)
+
+
+def test_the_round_trip_is_a_library_call(tiny_image, tokenizer_dir) -> None:
+    # What `reconstruct --model DIR --tile 64 --scales 2` does, from Python: any image kind in, the same out.
+    from varestorer.inference.reconstruction import Reconstructor
+
+    reconstructor = Reconstructor(tokenizer_dir, scales="2", tile=64, device="cpu")
+    image = tiny_image(48, 40)
+    out = reconstructor(image)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    tensor = reconstructor(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+    assert torch.allclose(tensor, torch.from_numpy(out).permute(2, 0, 1)[None].float() / 255, atol=1 / 255 + 1e-6)
+    report = reconstructor.report()
+    assert report["images"] == 2 and report["scales"] == "2" and report["tile_schedule"] == [[1, 1], [2, 2]]
+    assert [s.index for s in reconstructor.statistics()] == [0, 1] and "overlap 16" in reconstructor.describe()
+    assert Reconstructor(tokenizer_dir, scales=parse_scales("1,2,"), tile=64).scales_text == "1,2"
+    with pytest.raises(ValueError, match="--tile-overlap must be in"):
+        Reconstructor(tokenizer_dir, tile=64, tile_overlap=64)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-import varestorer
-from varestorer.inference.restorer import EMBEDDED_MODELS, Restorer
+from varestorer.families import EMBEDDED_MODELS, WEIGHTS_DIR
+from varestorer.inference.restorer import Restorer
 
 # Centre 3x3 of channel 0 of the restored 24x20 test image below (float32 CPU, one thread as conftest sets:
 # the thread count changes float sums enough to flip a few near-zero bits); guards against silent
@@ -48,7 +46,7 @@ def test_default_model_is_embedded_small_and_needs_no_colour_fix() -> None:
     restorer = Restorer.from_pretrained(device="cpu")
     assert restorer.scale == 4 and restorer.color_fix == "none"  # v2 was measured without one
     assert restorer._tiling(None, None) == (64, 6)  # its config's overlap (docs/default_model.md: fewer tiles)
-    folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default"]
+    folder = WEIGHTS_DIR / EMBEDDED_MODELS["default"]
     weights = sorted(folder.glob("*.safetensors"))
     assert weights and all(f.stat().st_size < 16_000_000 for f in weights)  # each file under 16 MB
     embedded = [f for f in folder.parent.rglob("*") if f.is_file()]  # every embedded model together
@@ -56,7 +54,7 @@ def test_default_model_is_embedded_small_and_needs_no_colour_fix() -> None:
 
 
 def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:
-    folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default"]
+    folder = WEIGHTS_DIR / EMBEDDED_MODELS["default"]
     assert "BSD" in (folder / "LICENSE-Real-ESRGAN.txt").read_text(encoding="utf-8")  # realesr-general-x4v3
     assert "MIT" in (folder / "LICENSE-taesd.txt").read_text(encoding="utf-8")  # TAEF2 encoder/decoder
     restorer = Restorer.from_pretrained(device="cpu")
@@ -71,7 +69,7 @@ def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:
 
 def test_the_previous_default_v2l_is_embedded_as_int8_beside_it() -> None:
     """``--model v2l``: v2L (the lite halves whole, no Blocks left out), int8 matrices, licences beside it."""
-    folder = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["v2l"]
+    folder = WEIGHTS_DIR / EMBEDDED_MODELS["v2l"]
     assert "BSD" in (folder / "LICENSE-Real-ESRGAN.txt").read_text(encoding="utf-8")
     assert "MIT" in (folder / "LICENSE-taesd.txt").read_text(encoding="utf-8")
     restorer = Restorer.from_pretrained("v2l", device="cpu")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-import varestorer
-from varestorer.inference.restorer import EMBEDDED_MODELS
+from varestorer.families import EMBEDDED_MODELS, WEIGHTS_DIR
 from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.taef2 import TAEF2Tokenizer
 
-FOLDER = Path(varestorer.__file__).parent / "weights" / EMBEDDED_MODELS["default-tokenizer"]
+FOLDER = WEIGHTS_DIR / EMBEDDED_MODELS["default-tokenizer"]
 
 
 def _image(size: int = 64) -> torch.Tensor:

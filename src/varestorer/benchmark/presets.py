@@ -86,9 +86,9 @@ def bench_student(
         with torch.device(device):
             student = Student(config)
         return student.eval()
-    from varestorer.inference.restorer import EMBEDDED_MODELS, model_path
+    from varestorer.families import EMBEDDED_MODELS, embedded_folder
 
-    path = model_path(model) if model in EMBEDDED_MODELS else Path(model)  # "default": the shipped model
+    path = embedded_folder(model) or Path(model)  # "default": the shipped model
     if not path.is_dir():
         raise ValueError(
             f"--model {model!r} is neither a preset ({', '.join(presets)}), an embedded model "

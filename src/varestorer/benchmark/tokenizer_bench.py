@@ -16,7 +16,7 @@ import torch
 from varestorer.benchmark.bench import _measured, device_name
 from varestorer.benchmark.timing import Dtype, precision
 from varestorer.families import families, family_named
-from varestorer.inference.reconstruction import load_tokenizer
+from varestorer.inference.reconstruction import find_tokenizer
 
 
 def tokenizer_target(target: str, device: torch.device) -> tuple[Any, str]:
@@ -41,7 +41,7 @@ def tokenizer_target(target: str, device: torch.device) -> tuple[Any, str]:
             with torch.device(device):
                 model = entry.model_class()(presets[preset])
             return model.eval(), f"{target} ({model_type}, random weights)"
-    loaded = load_tokenizer(target, device=device)
+    loaded = find_tokenizer(target, device=device)
     return loaded.tokenizer.eval(), loaded.where
 
 

@@ -142,9 +142,9 @@ def _trainable_parts(model: nn.Module) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from varestorer.inference.restorer import EMBEDDED_MODELS, model_path
+    from varestorer.families import embedded_folder
 
-    path = model_path(args.target) if args.target in EMBEDDED_MODELS else Path(args.target)
+    path = embedded_folder(args.target) or Path(args.target)
     model: nn.Module | None = None
     title = ""
     problem: str | None = None

@@ -1,7 +1,9 @@
 """``varestorer reconstruct``: round-trip images through a tokenizer to see how good it is.
 
 Each input goes encode -> quantize over the schedule -> decode at its own size and is written under
-its own file name, so ``varestorer evaluate --pred OUTDIR --gt INPUTDIR`` scores the tokenizer.
+its own file name, so ``varestorer evaluate --pred OUTDIR --gt INPUTDIR`` scores the tokenizer. The
+round trip is :class:`varestorer.inference.reconstruction.Reconstructor`; this module parses the
+arguments, prints and writes.
 """
 
 from __future__ import annotations
@@ -66,79 +68,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from varestorer.inference.reconstruction import (
-        RoundTrip,
-        default_overlap,
-        default_tokenizer_source,
-        load_tokenizer,
-        parse_scales,
-        schedule_for,
-    )
-    from varestorer.inference.restorer import Restorer
+    from varestorer.inference.reconstruction import Reconstructor, parse_scales
     from varestorer.io.atomic import atomic_path
-    from varestorer.tokenizer.statistics import TokenStatistics, format_statistics
+    from varestorer.tokenizer.statistics import format_statistics
 
-    scales = parse_scales(args.scales)
-    if args.stats and scales.kind == "none":
+    if args.stats and parse_scales(args.scales).kind == "none":
         raise ValueError("--stats needs tokens; --scales none skips the quantizer")
     if args.stats and Path(args.stats).exists() and not args.overwrite:
         raise FileExistsError(f"{args.stats} exists; pass --overwrite to replace it")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    tokenizer, where, caveat = load_tokenizer(args.model or default_tokenizer_source())
-    if caveat:
-        print(f"warning: {caveat}", file=sys.stderr)
-    stride = int(tokenizer.stride)
-    overlap = default_overlap(args.tile, stride) if args.tile_overlap is None else args.tile_overlap
-    if not 0 <= overlap < args.tile:
-        raise ValueError(f"--tile-overlap must be in [0, {args.tile}) for a {args.tile} px tile, got {overlap}")
-    total, current, images = TokenStatistics(), [TokenStatistics()], [0]
-    model = RoundTrip(tokenizer, scales, args.tile, on_tokens=lambda tokens, schedule: current[0].add(tokens, schedule))
-    try:
-        restorer = Restorer(
-            model,
-            device=args.device,
-            dtype=args.dtype,
-            tile=args.tile,
-            tile_overlap=overlap,
-            batch_size=args.batch_size,
-            color_fix="none",
-        )
-    except (RuntimeError, AssertionError) as error:  # e.g. CUDA asked of a CPU-only torch
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"--device {args.device}: {reason}") from None
+    reconstructor = Reconstructor(
+        args.model,
+        scales=args.scales,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+    )
+    if reconstructor.caveat:
+        print(f"warning: {reconstructor.caveat}", file=sys.stderr)
     quiet = getattr(args, "quiet", False)
-    tile_schedule = schedule_for(scales, tokenizer, args.tile, args.tile, args.tile // stride)
-    sides = "none" if tile_schedule is None else ",".join(str(h) for h, _ in tile_schedule)
     if not quiet:
-        print(
-            f"tokenizer: {where}; stride {stride}, {tokenizer.token_dim} bits per token; tile {args.tile} px "
-            f"(overlap {overlap}); scales {args.scales or 'full'} (a full tile: {sides}); "
-            f"on {restorer.device} ({restorer.dtype})",
-            file=sys.stderr,
-        )
-
-    def process(array, tiles=None):
-        current[0] = TokenStatistics()
-        result = restorer(array) if tiles is None else restorer(array, progress=tiles)
-        total.merge(current[0])  # only images whose round trip succeeded count
-        images[0] += 1
-        return result
-
-    code = run_batch(args, process, verb="reconstructed")
-    stats = total.result()
+        print(reconstructor.describe(), file=sys.stderr)
+    code = run_batch(args, reconstructor, verb="reconstructed")
+    stats = reconstructor.statistics()
     if stats and not quiet:
         print(format_statistics(stats))
     if args.stats:
-        report = {
-            "tokenizer": where,
-            "tile": args.tile,
-            "tile_overlap": overlap,
-            "scales": args.scales or "full",
-            "tile_schedule": [list(hw) for hw in tile_schedule or ()],
-            "images": images[0],
-            "per_scale": [s.to_dict() for s in stats],
-        }
         with atomic_path(args.stats, overwrite=args.overwrite) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(reconstructor.report(), indent=2) + "\n", encoding="utf-8")
     return code

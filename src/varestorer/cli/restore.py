@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_path(args: argparse.Namespace) -> str:
-    from varestorer.inference.restorer import EMBEDDED_MODELS
+    from varestorer.families import EMBEDDED_MODELS
 
     if args.model:
         return args.model
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         captioner=captioner,
         **restorer_options(args),
     )
-    if args.prompt is not None and not callable(getattr(restorer.model, "encode_prompts", None)):
+    if args.prompt is not None and not restorer.spec.reads_prompts:
         raise ValueError(f"{type(restorer.model).__name__} takes no text prompt; drop --prompt")
     print(
         f"model {type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({restorer.dtype})",

@@ -5,6 +5,10 @@ written by ``save_pretrained`` (``config.json`` + ``model.safetensors`` or its s
 ``.pth``/``.pt``/``.safetensors`` state dicts (``params_ema`` / ``params`` wrappers unwrapped) and ncnn
 ``.param``/``.bin`` pairs. For foreign files the config is read off the tensor shapes (or the ncnn layer
 list), so no arch flag is needed.
+
+Each peer family recognises its own foreign files: :func:`read_srvgg` and :func:`read_rrdbnet` are the
+``readers`` of their entries in ``varestorer.families``, which :func:`varestorer.families.resolve` (the one
+loading door; :func:`load_peer` goes through it) tries in turn.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from torch import nn
 
 from varestorer.archs.rrdbnet import RRDBNet, RRDBNetConfig
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
-from varestorer.checkpoint import CONFIG_NAME, load_state_dict, load_strict
-from varestorer.families import families, load_pretrained
+from varestorer.checkpoint import load_state_dict, load_strict
+from varestorer.families import EMBEDDED_MODELS, WeightSource, embedded_folder, families, resolve
 from varestorer.models.precleaner import PreCleaner
 
-# Peers whose weights ship inside the package (varestorer/weights/<folder>, licence beside):
-# name -> folder. The one place a peer name becomes weights; every command resolves through it.
-EMBEDDED_PEERS: dict[str, str] = {"realesr-general-x4v3": "realesr-general-x4v3"}
 DEFAULT_PRECLEANER = "realesr-general-x4v3"
 """The embedded peer ``--precleaner default`` stands for (the paper's light coarse restorer)."""
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# The embedded models (``varestorer.families.EMBEDDED_MODELS``) that are peers: name -> folder.
+EMBEDDED_PEERS: dict[str, str] = {name: EMBEDDED_MODELS[name] for name in (DEFAULT_PRECLEANER,)}
+NCNN_SUFFIXES = (".param", ".bin")
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+"""Files the peer readers open as Real-ESRGAN-style state dicts."""
 
 
 def peer_weights(path_or_name: str | Path) -> Path:
@@ -35,8 +40,9 @@ def peer_weights(path_or_name: str | Path) -> Path:
 
     A name wins only when no file or folder of that name exists (an explicit path is kept as given).
     """
-    if str(path_or_name) in EMBEDDED_PEERS and not Path(path_or_name).exists():
-        return WEIGHTS_DIR / EMBEDDED_PEERS[str(path_or_name)]
+    folder = embedded_folder(str(path_or_name)) if str(path_or_name) in EMBEDDED_PEERS else None
+    if folder is not None and not Path(path_or_name).exists():
+        return folder
     return Path(path_or_name)
 
 
@@ -120,6 +126,54 @@ def arch_from_ncnn(param_path: str | Path) -> nn.Module:
     raise ValueError(f"{param_path}: unrecognised ncnn layout ({len(convs)} convolutions, {len(prelus)} PReLU)")
 
 
+def _ncnn_pair(path: Path) -> tuple[Path, Path]:
+    param_path, bin_path = path.with_suffix(".param"), path.with_suffix(".bin")
+    if not param_path.is_file() or not bin_path.is_file():
+        raise FileNotFoundError(f"ncnn models need both {param_path.name} and {bin_path.name} in {path.parent}")
+    return param_path, bin_path
+
+
+def _load_ncnn(model: nn.Module, path: Path) -> nn.Module:
+    from varestorer.foreign.ncnn import ncnn_to_state_dict
+
+    param_path, bin_path = _ncnn_pair(path)
+    load_strict(model, ncnn_to_state_dict(param_path, bin_path, model), what=str(path))
+    return model.eval()
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    load_strict(model, state, what=str(path))
+    return model.eval()
+
+
+def _read_peer(source: WeightSource, family: type[nn.Module]) -> nn.Module | None:
+    """The peer of class ``family`` in a Real-ESRGAN state-dict file or an ncnn pair, or None if it is another."""
+    path = source.path
+    if path is None or path.is_dir():
+        return None
+    if path.suffix in NCNN_SUFFIXES:
+        model = arch_from_ncnn(_ncnn_pair(path)[0])
+        return _load_ncnn(model, path) if isinstance(model, family) else None
+    if path.suffix.lower() not in STATE_DICT_SUFFIXES:
+        return None
+    state = _unwrap(source.state_dict())
+    if family is RRDBNet and "conv_first.weight" not in state:
+        return None
+    if family is SRVGGNetCompact and ("conv_first.weight" in state or "body.0.weight" not in state):
+        return None
+    return _load_state(arch_from_state_dict(state), state, path)
+
+
+def read_srvgg(source: WeightSource) -> nn.Module | None:
+    """An SRVGGNetCompact from Real-ESRGAN ``.pth``/``.safetensors`` (``body.N`` keys) or an ncnn pair; else None."""
+    return _read_peer(source, SRVGGNetCompact)
+
+
+def read_rrdbnet(source: WeightSource) -> nn.Module | None:
+    """An RRDBNet from Real-ESRGAN ``.pth``/``.safetensors`` (``conv_first`` keys) or an ncnn pair; else None."""
+    return _read_peer(source, RRDBNet)
+
+
 def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
     """Load peer weights from an embedded name, a folder, a ``.pth``/``.safetensors`` file, or an ncnn pair.
 
@@ -134,21 +188,11 @@ def load_peer(path: str | Path, *, arch: str | None = None) -> nn.Module:
         ValueError: unrecognised or mismatching weights.
     """
     path = peer_weights(path)
-    if path.is_dir():
-        return load_pretrained(path, require="peer", what="a peer arch")
-    if path.suffix in (".param", ".bin") and not (path.parent / CONFIG_NAME).exists():
-        from varestorer.foreign.ncnn import ncnn_to_state_dict
-
-        param_path, bin_path = path.with_suffix(".param"), path.with_suffix(".bin")
-        if not param_path.is_file() or not bin_path.is_file():
-            raise FileNotFoundError(f"ncnn models need both {param_path.name} and {bin_path.name} in {path.parent}")
-        model = build_peer(arch) if arch else arch_from_ncnn(param_path)
-        load_strict(model, ncnn_to_state_dict(param_path, bin_path, model), what=str(path))
-        return model.eval()
-    state = _unwrap(load_state_dict(path))
-    model = build_peer(arch) if arch else arch_from_state_dict(state)
-    load_strict(model, state, what=str(path))
-    return model.eval()
+    if arch is None or path.is_dir():
+        return resolve(path, require="peer", what="a peer arch").eval()
+    if path.suffix in NCNN_SUFFIXES:
+        return _load_ncnn(build_peer(arch), path)
+    return _load_state(build_peer(arch), _unwrap(load_state_dict(path)), path)
 
 
 def load_precleaner(path: str | Path) -> PreCleaner:

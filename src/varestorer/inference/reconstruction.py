@@ -1,7 +1,7 @@
 """Tokenizer round trips: image -> encode -> quantize over a scale schedule -> decode, at any size.
 
 How good is a tokenizer? Round-trip clean images through it and score the results against the
-originals. :func:`load_tokenizer` finds the tokenizer of a tokenizer, teacher or student folder (or an
+originals. :func:`find_tokenizer` finds the tokenizer of a tokenizer, teacher or student folder (or an
 embedded model), :func:`parse_scales` reads the schedule a user asks for, and :class:`RoundTrip` is the
 round trip as a ``scale = 1`` ``OneStepSR`` model, so a :class:`~varestorer.inference.restorer.Restorer`
 runs it exactly like ``restore`` runs a restorer: any image mode and bit depth, padding to the
@@ -17,7 +17,6 @@ take their statistics per tile; a convolution-only autoencoder has none.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,39 +25,23 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from varestorer.checkpoint import CONFIG_NAME, read_config
-from varestorer.families import FAMILIES, Family, families
-from varestorer.inference.restorer import EMBEDDED_MODELS
+from varestorer.checkpoint import read_config
+from varestorer.families import FAMILIES, Family, embedded_folder, embedded_names, families
+from varestorer.inference.restorer import Restorer
 from varestorer.models.teacher import Teacher
 from varestorer.restore_spec import Restorable, RestoreSpec
-from varestorer.tokenizer.loading import load_tokenizer as load_tokenizer_folder
+from varestorer.tokenizer.loading import load_tokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
+from varestorer.tokenizer.statistics import ScaleStatistics, TokenStatistics
 
 DEFAULT_TOKENIZER = "default-tokenizer"
 """The embedded tokenizer used when none is named (if the package ships it; else the default model's)."""
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-
-def embedded_folder(name: str) -> Path | None:
-    """The folder of an embedded model or tokenizer ``name`` (``EMBEDDED_MODELS`` or ``weights/NAME``)."""
-    if name in EMBEDDED_MODELS:
-        return WEIGHTS_DIR / EMBEDDED_MODELS[name]
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) and (WEIGHTS_DIR / name / CONFIG_NAME).is_file():
-        return WEIGHTS_DIR / name
-    return None
-
-
-def embedded_names() -> list[str]:
-    """Every embedded model folder shipped in the package."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / CONFIG_NAME).is_file())
 
 
 def default_tokenizer_source() -> str:
     """``default-tokenizer`` when the package ships it, else ``default`` (the default model's tokenizer)."""
-    return DEFAULT_TOKENIZER if embedded_folder(DEFAULT_TOKENIZER) is not None else "default"
+    return DEFAULT_TOKENIZER if DEFAULT_TOKENIZER in embedded_names() else "default"
 
 
 class LoadedTokenizer(NamedTuple):
@@ -77,8 +60,8 @@ MERGED_STUDENT_CAVEAT = (
 )
 
 
-def load_tokenizer(path_or_name: str | Path, *, device: str | torch.device = "cpu") -> LoadedTokenizer:
-    """The tokenizer of a folder or embedded name, and where it came from.
+def find_tokenizer(path_or_name: str | Path, *, device: str | torch.device = "cpu") -> LoadedTokenizer:
+    """The tokenizer any model folder or embedded name holds, and where it came from.
 
     Accepted: a tokenizer folder (an ``is_tokenizer`` family of ``varestorer.families``); a teacher
     folder (its ``tokenizer/``); an adapter student (its teacher's ``tokenizer/``); a merged student
@@ -89,7 +72,7 @@ def load_tokenizer(path_or_name: str | Path, *, device: str | torch.device = "cp
         FileNotFoundError: nothing at that path and no such embedded name.
         ValueError: a file, or a folder holding a model without a tokenizer.
     """
-    folder = embedded_folder(str(path_or_name)) or Path(path_or_name)
+    folder = embedded_folder(path_or_name) or Path(path_or_name)
     if not folder.exists():
         names = ", ".join(embedded_names()) or "none bundled"
         raise FileNotFoundError(f"no tokenizer at {path_or_name} (embedded names: {names})")
@@ -103,16 +86,16 @@ def _from_folder(folder: Path, device: str | torch.device) -> LoadedTokenizer:
     kind = meta["model_type"]
     entry = FAMILIES.get(kind)
     if entry is not None and entry.is_tokenizer:
-        return LoadedTokenizer(load_tokenizer_folder(folder, device=device), f"{kind} from {folder}", None)
+        return LoadedTokenizer(load_tokenizer(folder, device=device), f"{kind} from {folder}", None)
     if entry is not None and entry.trains == "teacher":
-        tokenizer = Teacher.load_tokenizer(folder, device=device)
+        tokenizer = Teacher.tokenizer_of(folder, device=device)
         return LoadedTokenizer(tokenizer, f"the tokenizer of teacher {folder} ({type(tokenizer).__name__})", None)
     if entry is not None and entry.trains == "student":
         config = meta["config"] if isinstance(meta["config"], dict) else {}
         if not config.get("merged") and config.get("teacher"):
             teacher = Path(config["teacher"])
             teacher = teacher if teacher.is_absolute() else folder / teacher  # as Student.from_pretrained finds it
-            tokenizer = Teacher.load_tokenizer(teacher, device=device)
+            tokenizer = Teacher.tokenizer_of(teacher, device=device)
             where = f"the teacher's tokenizer of student {folder} ({type(tokenizer).__name__} from {teacher})"
             return LoadedTokenizer(tokenizer, where, None)
         where = f"the encoder, quantizer and decoder of merged student {folder}"
@@ -287,9 +270,102 @@ class RoundTrip(Restorable, nn.Module):
         return (self.tokenizer.decode(f_hat.to(dtype)).float() + 1) / 2
 
 
+def _scales_text(spec: ScaleSpec) -> str:
+    """A ``--scales`` text for a parsed spec."""
+    if spec.kind == "count":
+        return str(spec.count)
+    if spec.kind == "sides":
+        return ",".join(map(str, spec.sides)) + ("," if len(spec.sides) == 1 else "")
+    return spec.kind
+
+
 def default_overlap(tile: int, stride: int) -> int:
     """Tile overlap in px: an eighth of the tile, at least one token, rounded up to whole tokens."""
     return min(tile - stride, max(stride, math.ceil(tile / 8 / stride) * stride))
+
+
+class Reconstructor:
+    """Round-trip whole images through a tokenizer, as ``varestorer reconstruct`` does, and keep per-scale
+    token statistics over every image that went through.
+
+    Args:
+        model: a tokenizer, teacher or student folder or an embedded name (:func:`find_tokenizer`);
+            default :func:`default_tokenizer_source`.
+        scales: a ``--scales`` text (:data:`SCALES_SYNTAX`) or a parsed :class:`ScaleSpec`.
+        tile, tile_overlap: tile side and overlap in px (default overlap: :func:`default_overlap`).
+        device, dtype, batch_size: as for :class:`~varestorer.inference.restorer.Restorer`.
+
+    Calling it with an image (PIL, numpy or tensor, as a ``Restorer`` takes) returns the round trip in
+    the same kind; :meth:`statistics` and :meth:`report` cover the images so far.
+
+    Raises:
+        ValueError: bad scales, tile, overlap, batch size or device (one line).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        scales: str | ScaleSpec | None = None,
+        tile: int = 512,
+        tile_overlap: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+        batch_size: int = 1,
+    ) -> None:
+        self.scales = scales if isinstance(scales, ScaleSpec) else parse_scales(scales)
+        self.scales_text = scales if isinstance(scales, str) and scales else _scales_text(self.scales)
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        self.tokenizer, self.where, self.caveat = find_tokenizer(model or default_tokenizer_source())
+        stride = int(self.tokenizer.stride)
+        self.tile = tile
+        self.overlap = default_overlap(tile, stride) if tile_overlap is None else tile_overlap
+        if not 0 <= self.overlap < tile:
+            raise ValueError(f"--tile-overlap must be in [0, {tile}) for a {tile} px tile, got {self.overlap}")
+        self._total, self._current, self.images = TokenStatistics(), TokenStatistics(), 0
+        round_trip = RoundTrip(self.tokenizer, self.scales, tile, on_tokens=lambda t, s: self._current.add(t, s))
+        try:
+            self.restorer = Restorer(
+                round_trip, device=device, dtype=dtype, tile=tile, tile_overlap=self.overlap, batch_size=batch_size
+            )
+        except (RuntimeError, AssertionError) as error:  # e.g. CUDA asked of a CPU-only torch
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"--device {device}: {reason}") from None
+        self.tile_schedule = schedule_for(self.scales, self.tokenizer, tile, tile, tile // stride)
+
+    def describe(self) -> str:
+        """One line: which tokenizer, tile, overlap, scales and device."""
+        sides = "none" if self.tile_schedule is None else ",".join(str(h) for h, _ in self.tile_schedule)
+        return (
+            f"tokenizer: {self.where}; stride {self.tokenizer.stride}, {self.tokenizer.token_dim} bits per token; "
+            f"tile {self.tile} px (overlap {self.overlap}); scales {self.scales_text} (a full tile: {sides}); "
+            f"on {self.restorer.device} ({self.restorer.dtype})"
+        )
+
+    def __call__(self, image: Any, progress: Callable[[int, int], None] | None = None) -> Any:
+        """The round trip of ``image``; its token statistics count only once it succeeded."""
+        self._current = TokenStatistics()
+        result = self.restorer(image, progress=progress)
+        self._total.merge(self._current)
+        self.images += 1
+        return result
+
+    def statistics(self) -> list[ScaleStatistics]:
+        """Per-scale statistics over every image so far (empty with ``scales`` none)."""
+        return self._total.result()
+
+    def report(self) -> dict[str, Any]:
+        """The ``--stats`` JSON: tokenizer, tiling, schedule, image count and per-scale statistics."""
+        return {
+            "tokenizer": self.where,
+            "tile": self.tile,
+            "tile_overlap": self.overlap,
+            "scales": self.scales_text,
+            "tile_schedule": [list(hw) for hw in self.tile_schedule or ()],
+            "images": self.images,
+            "per_scale": [s.to_dict() for s in self.statistics()],
+        }
 
 
 __all__ = [
@@ -297,13 +373,13 @@ __all__ = [
     "MERGED_STUDENT_CAVEAT",
     "SCALES_SYNTAX",
     "LoadedTokenizer",
+    "Reconstructor",
     "RoundTrip",
     "ScaleSpec",
     "check_scales",
     "default_overlap",
     "default_tokenizer_source",
-    "embedded_folder",
-    "load_tokenizer",
+    "find_tokenizer",
     "parse_scales",
     "schedule_for",
 ]

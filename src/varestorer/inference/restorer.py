@@ -20,13 +20,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from varestorer.checkpoint import CONFIG_NAME, hub_snapshot, is_hub_id
-from varestorer.families import load_pretrained
+from varestorer.families import resolve
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.inference.devices import check_device
 from varestorer.inference.tiling import BlendWindow, tiled_apply
 from varestorer.io.images import pil_to_array
-from varestorer.models.official_config import OFFICIAL_HUB_ID, is_official_folder
 from varestorer.models.precleaner import PreCleaner, with_precleaner
 from varestorer.restore_spec import restore_spec_of
 
@@ -61,14 +59,6 @@ class OneStepSR(Protocol):
     def __call__(self, lq_B3HW: torch.Tensor) -> torch.Tensor: ...
 
 
-# Names usable in ``from_pretrained`` for weights shipped inside the package (varestorer/weights/).
-EMBEDDED_MODELS: dict[str, str] = {
-    "default": "default",
-    "default-tokenizer": "default-tokenizer",
-    "realesr-general-x4v3": "realesr-general-x4v3",  # the light peer (BSD-3), also the v2 pre-cleaner
-    "v2l": "v2l",  # the default before v2Q, int8: slower, a little cleaner on noisy photos (docs/default_model.md)
-}
-
 DEFAULT_TILE = 512  # LQ pixels per tile for models that accept any size
 DEFAULT_OVERLAP = 32
 
@@ -85,51 +75,6 @@ def default_device() -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on CUDA; float32 on MPS and CPU (opt into float16 on MPS with ``dtype=``)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def model_path(path_or_name: str | Path) -> Path:
-    """The checkpoint an embedded model name (``default``) or a path stands for.
-
-    Raises:
-        FileNotFoundError: nothing there (the message lists the embedded names).
-    """
-    if str(path_or_name) in EMBEDDED_MODELS:
-        path = Path(__file__).resolve().parents[1] / "weights" / EMBEDDED_MODELS[str(path_or_name)]
-    elif is_hub_id(path_or_name):
-        path = hub_snapshot(str(path_or_name))  # a Hub repository holding a checkpoint folder
-    else:
-        path = Path(path_or_name)
-    if not path.exists():
-        names = ", ".join(EMBEDDED_MODELS) or "none bundled yet"
-        raise FileNotFoundError(f"no checkpoint at {path_or_name} (embedded model names: {names})")
-    return path
-
-
-def _load_model(path_or_name: str | Path) -> nn.Module:
-    if str(path_or_name) == OFFICIAL_HUB_ID and not Path(path_or_name).exists():
-        from varestorer.models.official import OfficialVARestorer  # its four files live in four Hub repos
-
-        return OfficialVARestorer.from_hub()
-    path = model_path(path_or_name)
-    if path.is_dir() and is_official_folder(path) and not (path / CONFIG_NAME).is_file():
-        from varestorer.models.official import OfficialVARestorer  # the release's own files, no config.json
-
-        return OfficialVARestorer.from_pretrained(path)
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        try:
-            return load_pretrained(path, require="restorable", what="a restorable model")
-        except RuntimeError as error:  # torch's load_state_dict: one line per mis-shaped tensor
-            lines = [line.strip() for line in str(error).splitlines() if "size mismatch for" in line]
-            if not lines:
-                raise
-            example = lines[0].removeprefix("size mismatch for ")
-            raise ValueError(
-                f"{path}: weights do not match its config.json: {len(lines)} tensor(s) of the wrong shape, "
-                f"e.g. {example}"
-            ) from None
-    from varestorer.foreign.peers import load_peer  # .pth / .safetensors / ncnn files of peer archs
-
-    return load_peer(path)
 
 
 class Restorer:
@@ -210,8 +155,9 @@ class Restorer:
         ``varestorer.families``; or a folder of the official release's files), a peer
         ``.pth``/``.safetensors``/ncnn file, a Hugging Face Hub id ``owner/name`` (needs the ``hub``
         extra; ``EvanEternal/VARestorer`` is the official release), or an embedded model name (default:
-        the embedded default model, shipped in the package); kwargs go to ``__init__``."""
-        return cls(_load_model(path_or_name), **kwargs)
+        the embedded default model, shipped in the package), all through the one door
+        :func:`varestorer.families.resolve`; kwargs go to ``__init__``."""
+        return cls(resolve(path_or_name, require="restorable", what="a restorable model"), **kwargs)
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
         tile = self.tile if tile is None else tile

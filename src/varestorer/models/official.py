@@ -42,6 +42,7 @@ from varestorer.archs.swinir import SwinIR, load_swinir
 from varestorer.checkpoint import CONFIG_NAME, hub_file, hub_snapshot, load_state_dict, read_config
 from varestorer.models.official_config import (
     OFFICIAL_HUB_FILES,
+    OFFICIAL_HUB_ID,
     OFFICIAL_LORA_TARGETS,
     T5_PATTERNS,
     OfficialConfig,
@@ -372,4 +373,21 @@ def _check_materialised(model: nn.Module) -> None:
         raise ValueError(f"not loaded from the official files: {', '.join(left[:8])}")
 
 
-__all__ = ["OfficialConfig", "OfficialVARestorer", "official_key_shapes", "official_transformer_state_dict"]
+def read_official(source: Any) -> OfficialVARestorer | None:
+    """The family's reader (``varestorer.families``): the release from its Hub id or a release folder of its
+    own files (no ``config.json``); None for anything else. ``source`` is a ``families.WeightSource``
+    (``name`` as given, ``path`` or None), duck-typed: models do not import the registry."""
+    if source.path is None:
+        return OfficialVARestorer.from_hub() if source.name == OFFICIAL_HUB_ID else None
+    if source.path.is_dir() and is_official_folder(source.path) and not (source.path / CONFIG_NAME).is_file():
+        return OfficialVARestorer.from_pretrained(source.path)
+    return None
+
+
+__all__ = [
+    "OfficialConfig",
+    "OfficialVARestorer",
+    "official_key_shapes",
+    "official_transformer_state_dict",
+    "read_official",
+]

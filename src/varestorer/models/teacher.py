@@ -73,14 +73,15 @@ class Teacher(nn.Module):
         if meta["model_type"] != "Teacher":
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
         config = config_from_dict(TeacherConfig, meta["config"])
-        tokenizer = cls.load_tokenizer(directory, device=device)
+        tokenizer = cls.tokenizer_of(directory, device=device)
         transformer = NextScaleTransformer.from_pretrained(Path(directory) / "transformer", device=device)
         return cls(tokenizer, transformer, config).eval()
 
     @staticmethod
-    def load_tokenizer(directory: str | Path, *, device: str | torch.device = "cpu") -> Any:
+    def tokenizer_of(directory: str | Path, *, device: str | torch.device = "cpu") -> Any:
         """Only the tokenizer of a teacher folder (any tokenizer family), in ``eval()`` mode; the transformer
-        is not read (``varestorer reconstruct`` of a teacher or of an adapter student)."""
+        is not read (``varestorer reconstruct`` of a teacher or of an adapter student). A tokenizer folder
+        itself: :func:`varestorer.tokenizer.loading.load_tokenizer`."""
         meta = read_config(directory)
         if meta["model_type"] != "Teacher":
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
