@@ -184,6 +184,7 @@ def test_demo_command_errors(monkeypatch, capsys) -> None:
     assert err == "varestorer demo: error: the web demo needs gradio: pip install 'varestorer[demo]'"
 
 
+@pytest.mark.slow  # importing gradio alone takes 3.7 s of CPU (the test: 8 s at load ~8): in -m slow
 def test_page_shows_errors_hides_the_prompt_and_queues_one_job(tmp_path, tiny_image, restorer, monkeypatch) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # read when gradio is imported
     gr = pytest.importorskip("gradio")
