@@ -72,18 +72,22 @@ class Restorable:
 
     @property
     def restore_spec(self) -> RestoreSpec:
+        """The model's contract; every restorable model defines it (from its config, or its inner model's)."""
         raise NotImplementedError
 
     @property
     def scale(self) -> int:
+        """``restore_spec.scale``."""
         return self.restore_spec.scale
 
     @property
     def input_size(self) -> int | None:
+        """``restore_spec.input_size``."""
         return self.restore_spec.input_size
 
     @property
     def size_multiple(self) -> int:
+        """``restore_spec.size_multiple``."""
         return self.restore_spec.size_multiple
 
 

@@ -76,15 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--stats needs tokens; --scales none skips the quantizer")
     if args.stats and Path(args.stats).exists() and not args.overwrite:
         raise FileExistsError(f"{args.stats} exists; pass --overwrite to replace it")
-    reconstructor = Reconstructor(
-        args.model,
-        scales=args.scales,
-        tile=args.tile,
-        tile_overlap=args.tile_overlap,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-    )
+    names = ("scales", "tile", "tile_overlap", "device", "dtype", "batch_size")
+    options = {name: getattr(args, name) for name in names}
+    reconstructor = Reconstructor(args.model, **options)
     if reconstructor.caveat:
         print(f"warning: {reconstructor.caveat}", file=sys.stderr)
     quiet = getattr(args, "quiet", False)
