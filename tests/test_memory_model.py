@@ -79,6 +79,7 @@ def test_prediction_is_within_tolerance_of_the_measured_peak(setting: DistillSet
     }
 
 
+@pytest.mark.slow  # five predictions of the small student: 3.9 s of CPU (8.9 s at load ~8)
 def test_the_model_sees_checkpointing_the_shared_teacher_and_sharding() -> None:
     parts = predict_memory(setup_of("small", 64)).parts
     ckpt = predict_memory(setup_of("small", 64, activation_checkpointing=True))
@@ -91,6 +92,7 @@ def test_the_model_sees_checkpointing_the_shared_teacher_and_sharding() -> None:
     assert ddp.parts["trainable_states"] > parts["trainable_states"]  # DDP's gradient buckets
 
 
+@pytest.mark.slow  # 4.2 s of CPU (8.5 s at load ~8); the fast tier keeps the tiny predict-only CLI run below
 def test_predict_only_for_infinity_2b_fits_the_targets(tmp_path) -> None:
     """Shapes only (fake tensors): ~6 s on the 2-core CPU, no GPU and no weights needed."""
     out = tmp_path / "b.json"
