@@ -38,7 +38,9 @@ BEFORE = json.loads((Path(__file__).parent / "data" / "distillation_step_de90701
 """One forward/backward of the tiny distillation below with the code at de90701 (StudentDistillation's
 chain of ifs over LossConfig(lambda_kl=0.1, kl_temperature=2, lambda_perceptual=0.25, lambda_mse=0.5,
 lambda_dists=0.25, lambda_latent=1, perceptual_crop=32), LPIPS and DISTS with random VGG weights): the loss,
-the logs and, per trainable tensor, the sum and the absolute sum of its gradient."""
+the logs and, per trainable tensor, the sum and the absolute sum of its gradient; and the names of the tensors
+the Trainer checkpoints (trainable parameters and every buffer; the LQ-conditioned model's with LPIPS and DISTS
+attached as before)."""
 
 
 def _student(kind: str) -> tuple[Student, Teacher]:
@@ -74,6 +76,12 @@ def _step(module: StudentDistillation, student: Student) -> dict:
     return {"loss": float(loss.detach()), "logs": {k: float(v) for k, v in logs.items()}, "grads": grads}
 
 
+def _checkpoint_names(module: StudentDistillation) -> set[str]:
+    """What ``Trainer._trainable_tensors`` saves and a resume needs."""
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    return names | {n for n, _ in module.named_buffers()}
+
+
 def _assert_same(now: dict, before: dict) -> None:
     assert now["loss"] == pytest.approx(before["loss"], rel=1e-5)
     assert now["logs"] == pytest.approx(before["logs"], rel=1e-5)
@@ -90,6 +98,7 @@ def test_the_terms_give_the_losses_and_gradients_of_the_chain_before() -> None:
     terms = [MSETerm(0.5), KLTerm(0.1, temperature=2.0), latent]
     terms += [LPIPSTerm(0.25, crop=32, pretrained=False), DISTSTerm(0.25, crop=32, pretrained=False)]
     module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False)
+    assert _checkpoint_names(module) == set(BEFORE["student"]["checkpoint_names"])  # runs checkpointed before resume
     _assert_same(_step(module, student), BEFORE["student"])
 
 
@@ -98,6 +107,7 @@ def test_the_no_distill_model_trains_with_its_own_cross_entropy_as_before() -> N
     terms = build_loss_terms(parse_student_recipe({}).loss, student)  # the recipe's terms give way to its objective
     assert [term.name for term in terms] == ["cross_entropy"]
     module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False)
+    assert _checkpoint_names(module) <= set(BEFORE["lq_conditioned_var"]["checkpoint_names"])
     _assert_same(_step(module, student), BEFORE["lq_conditioned_var"])
 
 

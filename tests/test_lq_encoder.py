@@ -142,7 +142,7 @@ def test_latent_loss_pulls_the_lq_encoder_towards_another_students_latent() -> N
     module = train_student.StudentDistillation(
         student, teacher.tokenizer, teacher.transformer, [LatentTerm(1.0, teacher=reference)]
     ).train()
-    assert not module.terms[0].net.training  # type: ignore[union-attr]
+    assert not module.terms["latent"].net.training  # type: ignore[union-attr]
     batch = {"gt": torch.rand(2, 3, 64, 64), "lq": torch.rand(2, 3, 16, 16), "caption": ["", ""]}
     with torch.no_grad():
         expected = (student.lq_tokens(batch["lq"])[0] - reference.lq_tokens(reference.preclean(batch["lq"]))[0]) ** 2

@@ -79,7 +79,7 @@ def count_parameters(module: StudentDistillation) -> ParameterCounts:
         teacher_transformer=sum(p.numel() for p in teacher_params),
         teacher_itemsize=teacher_params[0].element_size() if teacher_params else 4,
         teacher_encoder=0 if encoder is None else sum(p.numel() for p in encoder.parameters()),
-        loss_networks=sum(p.numel() for p in module.terms.parameters()),
+        loss_networks=sum(p.numel() for net in module.loss_networks() for p in net.parameters()),
         depth=len(blocks),
     )
 

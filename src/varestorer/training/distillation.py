@@ -27,6 +27,9 @@ from varestorer.training.teacher_pass import TeacherPass
 from varestorer.transformer.model import NextScaleTransformer
 from varestorer.transformer.text import TextCondition
 
+CHECKPOINT_NAMES: dict[str, str] = {"lpips": "perceptual", "dists": "dists", "latent": "latent_teacher"}
+"""Term name -> the attribute its frozen network had in StudentDistillation before the term registry."""
+
 
 class StudentDistillation(nn.Module):
     """Student + frozen teacher + loss terms; ``forward(batch, step) -> (loss, logs)``.
@@ -65,13 +68,33 @@ class StudentDistillation(nn.Module):
         backbone: Student = getattr(student, "base", student)
         self.teacher = TeacherPass(backbone, tokenizer, transformer, shared=shared_teacher, dtype=teacher_dtype)
         self.caption_cache = captions
-        self.terms = nn.ModuleList(terms)
+        names = [term.name for term in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each loss term may appear once, got {names}")
+        # A term's frozen network (LPIPS's VGG...) is registered here, once, under the name the chain before
+        # the term registry gave it: the Trainer checkpoints every buffer by name, and runs checkpointed before
+        # resume. The term keeps reading it as ``term.net``.
+        self.network_names: list[str] = []
+        for term in terms:
+            net = term._modules.pop("net", None)
+            if net is not None:
+                name = CHECKPOINT_NAMES.get(term.name, f"{term.name}_net")
+                self.add_module(name, net)
+                object.__setattr__(term, "net", net)  # a plain attribute: one owner, one name
+                self.network_names.append(name)
+        self.terms = nn.ModuleDict({term.name: term for term in terms})
         self.crop_offsets = crop_offsets
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)
-        self.teacher.eval()  # frozen (the terms keep themselves in eval mode)
+        self.teacher.eval()  # frozen, as the terms' networks are
+        for network in self.loss_networks():
+            network.eval()
         return self
+
+    def loss_networks(self) -> list[nn.Module]:
+        """The frozen networks of the loss terms."""
+        return [self.get_submodule(name) for name in self.network_names]
 
     @torch.no_grad()
     def teacher_logits(self, gt_B3HW: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
@@ -91,7 +114,7 @@ class StudentDistillation(nn.Module):
         tensors = StepTensors(self, batch, self.captions(batch))
         loss: torch.Tensor | None = None
         logs: dict[str, torch.Tensor] = {}
-        for term in self.terms:
+        for term in self.terms.values():
             assert isinstance(term, LossTerm)
             value = term(tensors)
             loss = term.weight * value if loss is None else loss + term.weight * value
