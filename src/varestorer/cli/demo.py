@@ -43,10 +43,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"varestorer demo: open {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
-    # A plain `kill` ends the server like Ctrl-C does, so the temporary folder is removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Ctrl-C and a plain `kill` stop the server the same way: a running restore is cancelled at its next
+    # tile, the temporary folder is removed, and the exit code is the shell's for the signal (130, 143).
     try:
-        launch(restorer, host=args.host, port=args.port, share=args.share, max_pixels=args.max_pixels, on_ready=ready)
+        stopped_by = launch(
+            restorer, host=args.host, port=args.port, share=args.share, max_pixels=args.max_pixels, on_ready=ready
+        )
     except OSError as error:  # port in use, address not available
         raise ValueError(f"cannot serve on {args.host}:{args.port}: {error}") from None
+    if stopped_by:
+        print(f"varestorer demo: stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
+        return 128 + stopped_by
     return 0

@@ -16,12 +16,18 @@ command's output for the same model and options).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import re
+import shutil
+import signal
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,10 @@ import numpy as np
 from PIL import Image
 
 from varestorer import Restorer
+from varestorer.io.atomic import process_alive
 from varestorer.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 1_000_000  # input pixels; the CPU default model takes ~6 s per 64x64 tile
 MAX_SCALE = 8.0
@@ -43,6 +52,46 @@ COLOR_FIX_CHOICES = ("model default", "none", "adain", "wavelet")
 
 class DemoInputError(ValueError):
     """Something the user can fix (bad file, option out of range); the message is one line."""
+
+
+class DemoStoppedError(Exception):
+    """The server is stopping: the running restore ends at its next tile."""
+
+
+class Jobs:
+    """The restores running now, and the stop flag they check between tiles.
+
+    A signal must not end the process while a restore runs in a worker thread: torch would be torn
+    down under it (``terminate called without an active exception``, SIGABRT). So a stop sets the
+    flag, the restore raises :class:`DemoStoppedError` at its next tile, and the server waits for that.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._running = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def check(self) -> None:
+        """Raise :class:`DemoStoppedError` once a stop was asked for."""
+        if self.stopping.is_set():
+            raise DemoStoppedError("the demo is stopping; this restore was cancelled")
+
+    def stop(self, timeout: float) -> bool:
+        """Ask running restores to stop and wait up to ``timeout`` s for them; True when none runs."""
+        self.stopping.set()
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
 
 
 @dataclass(frozen=True)
@@ -196,15 +245,23 @@ def model_label(restorer: Restorer) -> str:
     return f"{type(restorer.model).__name__} x{restorer.scale} on {restorer.device} ({str(restorer.dtype)[6:]})"
 
 
-def build_app(restorer: Restorer, folder: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+def build_app(
+    restorer: Restorer, folder: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, jobs: Jobs | None = None
+) -> Any:
     """The Gradio ``Blocks`` page over ``restorer``; results go to ``folder``. Needs the ``demo`` extra.
 
     Gradio keeps its own files under ``$GRADIO_TEMP_DIR``, read when it is first imported: ``launch``
-    sets it to its temporary folder first.
+    sets it to its temporary folder first. ``jobs`` counts the running restores and stops them.
     """
     import gradio as gr
 
     reads_text = model_reads_text(restorer.model)
+    jobs = jobs or Jobs()
+
+    def refuse(message: str) -> gr.Error:
+        # The page shows the line; the console gets the same line, not Gradio's traceback of it.
+        logger.warning("refused: %s", message)
+        return gr.Error(message, print_exception=False)
 
     def show_input(path: str | None) -> tuple[Any, str]:
         if path is None:
@@ -212,7 +269,7 @@ def build_app(restorer: Restorer, folder: str | Path, *, max_pixels: int = DEFAU
         try:
             upload = load_upload(path, max_pixels=max_pixels)
         except DemoInputError as error:
-            raise gr.Error(str(error)) from None
+            raise refuse(str(error)) from None
         return to_preview(upload.array), f"**{upload.name}**: {upload.description}"
 
     tracker = gr.Progress()  # one object, as a default argument would be: Gradio fills it in per event
@@ -226,22 +283,25 @@ def build_app(restorer: Restorer, folder: str | Path, *, max_pixels: int = DEFAU
         progress: Any = tracker,
     ) -> tuple[Any, str, str]:
         def tiles(done: int, total: int) -> None:
+            jobs.check()
             progress((done, total), desc="restoring tiles", unit="tiles")
 
         try:
-            upload = load_upload(path, max_pixels=max_pixels)
-            result = restore_upload(
-                restorer,
-                upload,
-                folder,
-                scale=scale,
-                tile=None if tile is None else int(tile),
-                color_fix=color_fix,
-                prompt=prompt,
-                progress=tiles,
-            )
-        except DemoInputError as error:
-            raise gr.Error(str(error)) from None
+            with jobs.running():
+                jobs.check()
+                upload = load_upload(path, max_pixels=max_pixels)
+                result = restore_upload(
+                    restorer,
+                    upload,
+                    folder,
+                    scale=scale,
+                    tile=None if tile is None else int(tile),
+                    color_fix=color_fix,
+                    prompt=prompt,
+                    progress=tiles,
+                )
+        except (DemoInputError, DemoStoppedError) as error:
+            raise refuse(str(error)) from None
         return (result.before, result.after), f"**{result.path.name}**: {result.summary}", str(result.path)
 
     with gr.Blocks(title="varestorer demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
@@ -286,6 +346,24 @@ def _theme() -> Any:
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
+_FOLDER_PREFIX = "varestorer-demo-"
+_FOLDER = re.compile(re.escape(_FOLDER_PREFIX) + r"(\d+)-")
+
+
+def remove_orphan_folders(parent: str | Path | None = None) -> list[Path]:
+    """Delete the temporary folders of demos that were killed (SIGKILL, power loss) before they could
+    remove their own: ``varestorer-demo-PID-*`` whose process no longer runs. Returns what was removed."""
+    removed = []
+    parent = Path(parent or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            match = _FOLDER.match(entry.name)
+            if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match[1])):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
 def launch(
     restorer: Restorer,
     *,
@@ -294,28 +372,61 @@ def launch(
     share: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve the page until interrupted; uploads and results live in one temporary folder, removed after."""
-    with tempfile.TemporaryDirectory(prefix="varestorer-demo-") as folder:
-        # Gradio reads these when imported: its uploads and caches go to our folder; no analytics calls.
-        os.environ["GRADIO_TEMP_DIR"] = folder
-        os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-        app = build_app(restorer, folder, max_pixels=max_pixels)
-        try:
-            app.launch(
-                server_name=host,
-                server_port=port,
-                share=share,
-                inbrowser=False,
-                quiet=True,
-                show_error=True,
-                prevent_thread_lock=True,
-                allowed_paths=[folder],
-                max_file_size=max(8 * max_pixels, 2**24) + 2**20,  # 16-bit RGBA, uncompressed, plus headers
-                theme=_theme(),
-            )
-            if on_ready is not None:
-                on_ready(app.share_url or app.local_url)
-            app.block_thread()
-        finally:
-            app.close()
+    stop_timeout: float = 60.0,
+) -> int:
+    """Serve the page until SIGINT/SIGTERM; uploads and results live in one temporary folder, removed after.
+
+    A stop during a restore cancels it at its next tile (waiting up to ``stop_timeout`` s for that tile).
+
+    Returns:
+        The number of the signal that stopped the server (0: it stopped by itself).
+    """
+    remove_orphan_folders()
+    jobs = Jobs()
+    stopped_by: list[int] = []
+    wake = threading.Event()
+
+    def on_signal(number: int, _frame: Any) -> None:
+        stopped_by.append(number)
+        jobs.stopping.set()
+        wake.set()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = (
+        {number: signal.signal(number, on_signal) for number in handled}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-") as folder:
+            # Gradio reads these when imported (the examples cache when serving): its uploads and caches go
+            # to our folder, never the working folder (it serves what is in its caches); no analytics calls.
+            os.environ["GRADIO_TEMP_DIR"] = folder
+            os.environ["GRADIO_EXAMPLES_CACHE"] = str(Path(folder) / "examples")
+            os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+            app = build_app(restorer, folder, max_pixels=max_pixels, jobs=jobs)
+            try:
+                app.launch(
+                    server_name=host,
+                    server_port=port,
+                    share=share,
+                    inbrowser=False,
+                    quiet=True,
+                    show_error=True,
+                    prevent_thread_lock=True,
+                    allowed_paths=[folder],
+                    max_file_size=max(8 * max_pixels, 2**24) + 2**20,  # 16-bit RGBA, uncompressed, plus headers
+                    theme=_theme(),
+                )
+                if on_ready is not None:
+                    on_ready(app.share_url or app.local_url)
+                while not wake.wait(0.2) and app.is_running:
+                    pass
+            finally:
+                if not jobs.stop(stop_timeout):
+                    logger.warning("a restore did not stop within %.0f s; closing anyway", stop_timeout)
+                app.close()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return stopped_by[0] if stopped_by else 0

@@ -43,7 +43,8 @@ _TEMPORARY = re.compile(
 LEGACY_AGE = 3600.0  # seconds: temporaries of older versions (no PID in the name) older than this are orphans
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (ours counts; another user's too)."""
     if pid == os.getpid():
         return True
     try:
@@ -72,7 +73,7 @@ def remove_orphans(folder: str | Path, name: str | None = None) -> list[Path]:
         pid = match["pid"] or match["old_pid"]
         try:
             if pid is not None:
-                orphan = not _alive(int(pid))
+                orphan = not process_alive(int(pid))
             else:  # older naming without a PID: only for a named target, and only when old
                 orphan = name is not None and now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_AGE
             if not orphan:
