@@ -37,7 +37,7 @@ if [[ $stage == teacher || $stage == all ]]; then
 fi
 if [[ $stage == student || $stage == all ]]; then
   $VR train student --config recipes/student_small.toml --resume \
-    --set "train.output_dir=\"$RUNS/student_small\"" --set "model.teacher=\"$RUNS/teacher_small/model\"" \
+    --set "train.output_dir=\"$RUNS/student_small\"" --set "job.teacher=\"$RUNS/teacher_small/model\"" \
     --set "data.train_dirs=[\"$DATA/train\"]" --set "data.val_lq_dir=\"$DATA/val_mild/lq\"" \
     --set "data.val_gt_dir=\"$DATA/val_mild/gt\"" --set train.max_steps=$STUDENT_STEPS --set train.batch_size=2 \
     --set train.learning_rate=3e-4 --set train.warmup_steps=20 --set train.ema_decay=0.98 \

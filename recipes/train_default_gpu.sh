@@ -52,12 +52,12 @@ fi
 if [[ $stage == student || $stage == all ]]; then
 stamp student
 $VR train student --config recipes/student_small.toml --resume "${common[@]}" \
-  --set "train.output_dir=\"$RUNS/student_small\"" --set "model.teacher=\"$RUNS/teacher_small/model\"" \
+  --set "train.output_dir=\"$RUNS/student_small\"" --set "job.teacher=\"$RUNS/teacher_small/model\"" \
   --set "data.train_dirs=[\"$DATA/train\"]" --set "data.val_lq_dir=\"$DATA/val_mild/lq\"" \
   --set "data.val_gt_dir=\"$DATA/val_mild/gt\"" --set data.max_val_images=19 \
   --set train.time_budget_minutes=$STUDENT_MINUTES --set train.batch_size=$STUDENT_BATCH \
   --set train.mixed_precision=\"bf16\" --set train.learning_rate=4e-4 --set train.warmup_steps=50 \
-  --set train.ema_decay=0.995 --set loss.perceptual_crop=256 --set loss.lambda_perceptual=0.5 \
+  --set train.ema_decay=0.995 --set loss.lpips.crop=256 --set loss.lpips.weight=0.5 \
   --set model.lora_rank=32 --set model.lora_alpha=32.0 --set "model.lora_targets=$LORA_TARGETS"
 fi
 stamp done

@@ -40,7 +40,7 @@ if [[ $stage == teacher || $stage == all ]]; then
 fi
 if [[ $stage == student || $stage == all ]]; then
   $VR train student --config recipes/student_v2.toml --resume \
-    --set 'model.teacher="local/v2l/teacher"' --set 'model.init_from="local/runs/student_v2/model"' \
+    --set 'job.teacher="local/v2l/teacher"' --set 'job.init_from="local/runs/student_v2/model"' \
     --set 'train.output_dir="local/runs/student_v2l"' --set train.time_budget_minutes=45 --set train.seed=1
 fi
 if [[ $stage == export || $stage == all ]]; then

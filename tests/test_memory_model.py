@@ -124,3 +124,16 @@ def test_measured_cli_run_writes_the_numbers(tmp_path) -> None:
     assert result["measured_peak_mem_gb"] > 0 and result["samples_per_s"] > 0 and result["steps"] == 1
     assert result["activation_checkpointing"] is True and result["device"] == "cpu"
     assert main([*args, "--json", str(out)]) != 0  # never overwrites without --overwrite
+
+
+def test_predict_only_takes_a_recipe_and_set_overrides(tmp_path) -> None:
+    """`--recipe` reads the student, loss and [train] knobs of a `train student` recipe; `--set` any key."""
+    from pathlib import Path
+
+    recipe = Path(__file__).parent / "data" / "student_tiny.toml"
+    out = tmp_path / "r.json"
+    args = ["bench", "--model", "tiny", "--train", "--predict-only", "--recipe", str(recipe), "--json", str(out)]
+    assert main([*args, "--set", "model.lq_bit_skip=true", "--set", "loss.kl.weight=0"]) == 0
+    result = json.loads(out.read_text())
+    assert result["batch_size"] == 2 and result["lora_rank"] == 2 and result["size"] == 64  # the recipe's
+    assert result["loss"] == {"mse": 0.5} and result["predicted_peak_mem_gb"] > 0
