@@ -150,3 +150,16 @@ def test_the_ablation_overrides_apply_to_the_new_layout(args: Path) -> None:
         "no_prompt": recipe.job.use_prompt is False,
     }[args.stem]
     assert changed and recipe != base
+
+
+def test_old_keys_beside_the_new_layout_translate_without_the_old_defaults() -> None:
+    tables = {
+        "job": {"teacher": "T"},
+        "model": {"image_size": 64, "precleaner_features": 16, "init_from": "I"},
+        "loss": {"kl": {"weight": 0.5}, "lambda_dists": 0.25},
+    }
+    recipe = parse_student_recipe(tables)
+    assert (recipe.job.teacher, recipe.job.init_from) == ("T", "I")
+    assert recipe.model["precleaner"]["num_feat"] == 16 and recipe.model["precleaner"]["num_conv"] == 8
+    assert _effective_loss(recipe) == [("kl", 0.5, {}), ("dists", 0.25, {})]
+    assert parse_student_recipe({"job": {"teacher": "T"}, "model": {"image_size": 64}}).model == {"image_size": 64}

@@ -222,7 +222,7 @@ def translate_old_layout(tables: dict[str, Any], where: str) -> dict[str, Any]:
     """A recipe's raw tables in the current layout; the old flat ``[model]``/``[loss]`` keys translated with
     the old defaults (a pre-cleaner of ``precleaner-1x``'s shape, the paper's loss weights)."""
     model, loss = tables.get("model", {}), tables.get("loss", {})
-    old_model = "job" not in tables and any(_is_old_model_key(k, v) for k, v in model.items())
+    old_model = any(_is_old_model_key(k, v) for k, v in model.items())
     new_terms = any(isinstance(v, dict) for v in loss.values())
     old_loss = any(k in _OLD_LOSS_KEYS for k in loss) or (old_model and not new_terms)
     if not (old_model or old_loss):
@@ -237,8 +237,8 @@ def translate_old_layout(tables: dict[str, Any], where: str) -> dict[str, Any]:
     out["loss"] = {k: v for k, v in loss.items() if k not in _OLD_LOSS_KEYS}
     if old_model:
         out["model"] = {}
-        if "precleaner" not in model and "lq_encoder" not in model:
-            out["model"]["precleaner"] = dict(_SUB_CONFIGS["precleaner"][0])  # the old default: on
+        if "job" not in tables and "precleaner" not in model and "lq_encoder" not in model:
+            out["model"]["precleaner"] = dict(_SUB_CONFIGS["precleaner"][0])  # the old layout's default: on
         for key, value in model.items():
             if key in _SUB_CONFIGS and value is False:
                 continue
@@ -251,7 +251,8 @@ def translate_old_layout(tables: dict[str, Any], where: str) -> dict[str, Any]:
     else:
         out["model"] = model
     if old_loss:
-        merged = {**_OLD_LOSS_DEFAULTS, **{k: v for k, v in loss.items() if k in _OLD_LOSS_KEYS}}
+        defaults = {} if new_terms else _OLD_LOSS_DEFAULTS  # beside [loss.NAME] tables: only the keys given
+        merged = {**defaults, **{k: v for k, v in loss.items() if k in _OLD_LOSS_KEYS}}
         for key in (*_LOSS_WEIGHTS, "kl_temperature", "perceptual_crop"):  # weights before their options
             if key in merged:
                 _set_old_loss_key(out, key, merged[key])
