@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -20,12 +21,13 @@ from typing import NamedTuple
 import numpy as np
 
 from varestorer.cli._progress import Progress
-from varestorer.io.atomic import remove_orphans
+from varestorer.io.atomic import disk_full_error, is_disk_full, remove_orphans
 from varestorer.io.image_file import MULTI_FRAME_SUFFIXES, read_image_file, write_image_file
 from varestorer.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
+    MetadataDroppedWarning,
     list_images,
 )
 
@@ -174,10 +176,33 @@ def run_batch(
                 results = [
                     process(frame, _frame_tiles(progress.tiles, k, count)) for k, frame in enumerate(image.frames)
                 ]
-                write_image_file(target, results, image, overwrite=args.overwrite)
+                with warnings.catch_warnings(record=True) as dropped:
+                    warnings.simplefilter("always", MetadataDroppedWarning)
+                    write_image_file(target, results, image, overwrite=args.overwrite)
+                for warning in dropped:
+                    if issubclass(warning.category, MetadataDroppedWarning):
+                        progress.write(f"warning {target}: {warning.message}")
+                    else:
+                        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
                 done += 1
                 progress.finish(f"{verb} {count} frames of" if count > 1 else verb)
-            except (ImageReadError, ValueError, OSError, RuntimeError) as error:
+            except FileExistsError:  # another run (e.g. a second restore into this folder) wrote it meanwhile
+                skipped += 1
+                progress.write(f"skipped {source}: {target} was written meanwhile by another run (use --overwrite)")
+                progress.finish("skipped")
+            except OSError as error:
+                if is_disk_full(error, target.parent):  # every later file would fail the same way: stop here
+                    progress.finish("failed")
+                    raise disk_full_error(
+                        target.parent,
+                        f"{target.name} ({done} of {len(pairs)} written)",
+                        "free some space and run again (files already written are skipped)",
+                    ) from None
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                failures.append((str(source), reason))
+                progress.write(f"FAILED {source}: {reason}")
+                progress.finish("failed")
+            except (ImageReadError, ValueError, RuntimeError) as error:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failures.append((str(source), reason))
                 progress.write(f"FAILED {source}: {reason}")

@@ -8,6 +8,7 @@ process). A process killed mid-write (SIGKILL, power loss) leaves one behind; th
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -16,6 +17,79 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+
+class DiskFullError(OSError, ValueError):
+    """No space left on the disk being written; the message (one line) names the folder and its disk.
+
+    An ``OSError`` (``errno.ENOSPC``) for code that handles I/O errors, and a ``ValueError`` for the
+    command line, which reports those in one line.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "os error 28")
+# torch.save's zip writer reports a short write without an errno: "unexpected pos N vs M".
+_SHORT_WRITE_WORDS = ("unexpected pos", "iostream error")
+NEARLY_FULL = 64 * 2**20  # bytes: with a short write and less than this free, the disk is taken as full
+
+
+def _existing(folder: Path) -> Path:
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _mount_point(folder: Path) -> Path:
+    folder = _existing(folder)
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def is_disk_full(error: BaseException, folder: str | Path) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the disk of ``folder`` is full."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain and len(chain) < 16:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for item in chain:
+        if isinstance(item, OSError) and item.errno in _FULL_ERRNOS:
+            return True
+        if any(word in str(item) for word in _FULL_WORDS):
+            return True
+    if any(word in str(item) for item in chain for word in _SHORT_WRITE_WORDS):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(_existing(Path(folder))).free < NEARLY_FULL
+    return False
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1000:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return f"{nbytes:.1f} TB"
+
+
+def disk_full_error(folder: str | Path, what: str, advice: str = "free some space and run again") -> DiskFullError:
+    """The one-line error for a full disk while writing ``what`` into ``folder``."""
+    folder = Path(os.path.abspath(folder))
+    try:
+        usage = shutil.disk_usage(_existing(folder))
+        space = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        space = "free space unknown"
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left on the disk of {folder} (mounted at {_mount_point(folder)}, {space}) while writing "
+        f"{what}; {advice}",
+    )
 
 
 def _umask() -> int:

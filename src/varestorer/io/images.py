@@ -26,6 +26,13 @@ class ImageReadError(ValueError):
     """An input file is not a readable image (corrupt, truncated, empty, too large, not an image)."""
 
 
+class MetadataDroppedWarning(UserWarning):
+    """An output was written without metadata its format cannot hold (e.g. an EXIF block over 64 KB in JPEG)."""
+
+
+JPEG_EXIF_LIMIT = 65533  # bytes: one APP1 segment (65535) less its length field
+
+
 @contextlib.contextmanager
 def no_pil_limit() -> Iterator[None]:
     """Turn off Pillow's own bomb check (a fixed 89.5 MP warning and 179 MP error) while opening: the
@@ -99,7 +106,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         converted. Multi-frame files give their first frame.
 
     Raises:
-        ImageReadError: the file cannot be decoded or exceeds ``max_pixels``.
+        ImageReadError: the file cannot be decoded or exceeds ``max_pixels``, or its pixels lie outside
+            what is read: 32-bit float outside 0..1, 32-bit integer outside 0..65535 (refused, not clipped).
     """
     path = Path(path)
     try:
@@ -169,18 +177,34 @@ def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transform(array)) if transform else array
 
 
+_FLOAT_SLACK = 1 / 255  # float pixels this far outside 0..1 (rounding in an editor) are clipped, not refused
+
+
 def pil_to_array(image: Image.Image) -> np.ndarray:
     """A PIL image as ``(H, W, C)`` ``uint8``/``uint16``, C in {1, 3, 4} (see ``read_image``)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image)
-        if mode == "I" and array.max(initial=0) <= 255:
+        low, high = (int(array.min(initial=0)), int(array.max(initial=0))) if mode == "I" else (0, 0)
+        if low < 0 or high > 65535:  # clipping would flatten every pixel above 16 bits: refused instead
+            raise ValueError(
+                f"32-bit integer pixels from {low} to {high} do not fit in 16 bits (0..65535); "
+                "refused rather than clipped: save it with 8 or 16 bits"
+            )
+        if mode == "I" and high <= 255:
             array = array.astype(np.uint8)
         else:
-            array = np.clip(array, 0, 65535).astype(np.uint16)
+            array = array.astype(np.uint16)
         return array[..., None]
     if mode == "F":
-        return (np.clip(np.asarray(image), 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
+        array = np.asarray(image)
+        low, high = (float(array.min(initial=0)), float(array.max(initial=0))) if array.size else (0.0, 0.0)
+        if not (np.isfinite(array).all() and low >= -_FLOAT_SLACK and high <= 1 + _FLOAT_SLACK):
+            raise ValueError(
+                f"32-bit float pixels from {low:g} to {high:g}; float images are read as 0..1, so this one is "
+                "refused rather than clipped: save it with 8 or 16 bits, or scaled to 0..1"
+            )
+        return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
     if mode in ("1", "L"):
         return np.asarray(image.convert("L"))[..., None]
     if mode == "LA" or (mode == "P" and "transparency" in image.info) or mode == "PA":
@@ -230,6 +254,15 @@ def write_image(
     suffix = path.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS:
         raise ValueError(f"unsupported output format {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    if exif and suffix in (".jpg", ".jpeg") and len(exif) > JPEG_EXIF_LIMIT:
+        # The photo matters more than its metadata: write it without the block, and say so.
+        warnings.warn(
+            MetadataDroppedWarning(
+                f"EXIF of {len(exif):,} bytes does not fit in JPEG (at most {JPEG_EXIF_LIMIT:,}); written without it"
+            ),
+            stacklevel=2,
+        )
+        exif = None
     with atomic_path(path, overwrite=overwrite) as tmp:
         if array.dtype == np.uint16 and suffix in (".png", ".tif", ".tiff") and array.shape[2] > 1:
             _write_16bit(tmp, array, suffix)

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from varestorer.checkpoint import load_error_reason
-from varestorer.io.atomic import atomic_directory, atomic_path
+from varestorer.io.atomic import DiskFullError, atomic_directory, atomic_path, disk_full_error, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -121,19 +121,36 @@ def save_checkpoint(
     """
     root = Path(root)
     name = checkpoint_name(step)
-    with atomic_directory(root / name, overwrite=True) as tmp:
-        for stem, group in tensors.items():
-            save_file(_cpu_copy(group), str(tmp / f"{stem}.safetensors"), metadata={"format": "pt"})
-        torch.save(state, tmp / STATE_NAME)
-        if export is not None:
-            export(tmp / "model")
-    with atomic_path(root / LATEST, overwrite=True) as tmp_pointer:
-        tmp_pointer.write_text(name + "\n", encoding="utf-8")
+    try:
+        with atomic_directory(root / name, overwrite=True) as tmp:
+            try:
+                for stem, group in tensors.items():
+                    save_file(_cpu_copy(group), str(tmp / f"{stem}.safetensors"), metadata={"format": "pt"})
+                torch.save(state, tmp / STATE_NAME)
+                if export is not None:
+                    export(tmp / "model")
+            except Exception as error:  # judged while the partial folder still fills the disk
+                if is_disk_full(error, tmp):
+                    raise _disk_full(root, name) from None
+                raise
+        with atomic_path(root / LATEST, overwrite=True) as tmp_pointer:
+            tmp_pointer.write_text(name + "\n", encoding="utf-8")
+    except OSError as error:
+        if isinstance(error, DiskFullError) or not is_disk_full(error, root):
+            raise
+        raise _disk_full(root, name) from None
     if keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
     return root / name
+
+
+def _disk_full(root: Path, name: str) -> DiskFullError:
+    """Disk full while writing checkpoint ``name``: the previous checkpoint and ``latest`` are untouched."""
+    previous = find_latest(root)
+    kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint"
+    return disk_full_error(root, f"checkpoint {name}", f"{kept}; free some space, then run again with --resume")
 
 
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
