@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from varestorer.checkpoint import StorageDtype
-from varestorer.models.student import Student, StudentOutput, load_adapter_checkpoint, save_adapter_checkpoint
+from varestorer.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
+from varestorer.models.student import Student, StudentOutput
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
 from varestorer.restore_spec import Restorable, RestoreSpec

@@ -29,25 +29,17 @@ decoder Blocks out: both for CPU speed (docs/default_model.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import (
-    StorageDtype,
-    buffer_names,
-    build_within_limits,
-    load_weights,
-    read_config,
-    save_pretrained,
-)
-from varestorer.config import config_from_dict
+from varestorer.checkpoint import StorageDtype
+from varestorer.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
@@ -393,70 +385,6 @@ def skip_blocks(half: nn.Module, indices: tuple[int, ...], which: str) -> None:
             article = "an" if which[0] in "aeiou" else "a"
             raise ValueError(f"{which}_skip_blocks: {index} is not {article} {which} Block; the Blocks are at {blocks}")
         net[index] = nn.Identity()  # type: ignore[index]
-
-
-M = TypeVar("M", bound=nn.Module)
-
-
-def save_adapter_checkpoint(
-    model: Any,
-    directory: str | Path,
-    *,
-    overwrite: bool = False,
-    dtype: StorageDtype = None,
-    max_shard_bytes: int | None = None,
-) -> Path:
-    """Write a student-shaped model (``config``, ``trainable_state_dict()``): its trainable tensors and the
-    teacher reference, or every tensor once ``config.merged``; ``dtype`` converts floating-point tensors
-    (``"int8"`` quantises weight matrices, never buffers)."""
-    state = model.state_dict() if model.config.merged else model.trainable_state_dict()
-    return save_pretrained(
-        directory,
-        type(model).__name__,
-        model.config,
-        state,
-        overwrite=overwrite,
-        max_shard_bytes=max_shard_bytes,
-        dtype=dtype,
-        keep_float=buffer_names(model),
-    )
-
-
-def load_adapter_checkpoint(
-    cls: type[M],
-    directory: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    remap: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
-) -> M:
-    """Rebuild what :func:`save_adapter_checkpoint` wrote: merged checkpoints strictly from their own tensors,
-    adapter checkpoints from ``Teacher.from_pretrained(config.teacher)`` plus their trainable tensors
-    (exactly those, else ``ValueError``). ``remap`` renames the keys of older layouts."""
-    directory = Path(directory)
-    meta = read_config(directory)
-    if meta["model_type"] != cls.__name__:
-        raise ValueError(f"{directory} holds a {meta['model_type']}, not a {cls.__name__}")
-    config = config_from_dict(StudentConfig, meta["config"])
-    state = load_weights(directory)
-    state = remap(state) if remap is not None else state
-    if config.merged:
-        model: Any = build_within_limits(lambda: cls(config), directory, state=state)  # type: ignore[call-arg]
-        model.load_state_dict(state, strict=True)
-        return model.to(device).eval()
-    if config.teacher is None:
-        raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
-    teacher = Path(config.teacher)
-    teacher = teacher if teacher.is_absolute() else directory / teacher
-    model = cls.from_teacher(Teacher.from_pretrained(teacher), config)  # type: ignore[attr-defined]
-    expected = model.trainable_state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{directory}: adapter checkpoint mismatch; missing {missing[:8]}, unexpected {unexpected[:8]}"
-        )
-    model.load_state_dict(state, strict=False)
-    return model.to(device).eval()
 
 
 __all__ = [
