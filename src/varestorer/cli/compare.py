@@ -108,14 +108,14 @@ def load_method(text: str, *, scale: int, device: str | None = None) -> Method:
         return Method(label, _stored_outputs(path, scale))
     from varestorer.inference.restorer import Restorer
 
-    options = {"device": device} if device else {}
     if spec in PEERS:
         from varestorer.cli.baseline import _weights  # the same weights as `varestorer baseline`
         from varestorer.foreign.peers import load_peer
 
-        restorer = Restorer(load_peer(_weights(argparse.Namespace(weights=None, method=spec)), arch=spec), **options)
+        weights = _weights(argparse.Namespace(weights=None, method=spec))
+        restorer = Restorer(load_peer(weights, arch=spec), device=device)
     else:
-        restorer = Restorer.from_pretrained(spec, **options)
+        restorer = Restorer.from_pretrained(spec, device=device)
     return Method(label, lambda lq, _: restorer(lq, scale=scale))
 
 
@@ -178,14 +178,14 @@ def sheet_row(columns: list[tuple[str, np.ndarray]], crop: Crop, zoom: int, titl
     """One row: each column's ``crop``, labelled, side by side; ``title`` (image and crop) above the row."""
     x, y, w, h = crop
     font = _font()
-    tiles = []
+    tiles: list[Image.Image] = []
     for label, image in columns:
         if x + w > image.shape[1] or y + h > image.shape[0]:
             raise ValueError(f"crop {x},{y},{w},{h} lies outside the {image.shape[1]}x{image.shape[0]} output")
-        tile = image[y : y + h, x : x + w]
+        pixels = image[y : y + h, x : x + w]
         if zoom > 1:
-            tile = tile.repeat(zoom, axis=0).repeat(zoom, axis=1)
-        tiles.append(_label(np.ascontiguousarray(tile), label, font))
+            pixels = pixels.repeat(zoom, axis=0).repeat(zoom, axis=1)
+        tiles.append(_label(np.ascontiguousarray(pixels), label, font))
     width = sum(t.width for t in tiles) + GAP * (len(tiles) - 1)
     row = Image.new("RGB", (width, tiles[0].height + LABEL_HEIGHT), BACKGROUND)
     ImageDraw.Draw(row).text((1, 1), title, fill=(90, 90, 90), font=font)
