@@ -60,7 +60,9 @@ def main() -> int:
     if not isinstance(student, Student):
         parser.error(f"{args.model} is a {type(student).__name__}, not a Student")
     student.eval()
-    results: dict = {"model": args.model, "images": [p.stem for p in lq_paths], "stages": {}}
+    saved = out / "prior_checks.json"  # a run with fewer parts (--no-bits, --stages "") updates the others' file
+    results: dict = json.loads(saved.read_text()) if saved.is_file() else {"stages": {}}
+    results.update(model=args.model, images=[p.stem for p in lq_paths])
     md = [f"Model `{args.model}`, {len(lq_paths)} image pairs from `{pairs}`.", ""]
     if not args.no_bits:
         start = time.perf_counter()
@@ -99,10 +101,11 @@ def main() -> int:
         results["stages"][stage] = {**report.mean, "images": report.count, "seconds_per_image": seconds}
         rows.append(f"| {stage} | " + " | ".join(f"{report.mean[m]:.4f}" for m in metrics) + " |")
         print(rows[-1], flush=True)
-    md += ["| stage | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|", *rows, ""]
-    with atomic_path(out / "prior_checks.json", overwrite=True) as tmp:
+    if rows:
+        md += ["| stage | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|", *rows, ""]
+    with atomic_path(saved, overwrite=True) as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_path(out / "prior_checks.md", overwrite=True) as tmp:
+    with atomic_path(out / ("prior_checks.md" if rows else "bits.md"), overwrite=True) as tmp:
         tmp.write_text("\n".join(md))
     return 0
 

@@ -36,11 +36,12 @@ def test_gt_equal_to_the_encoders_input_gives_the_lq_bits_at_every_scale(student
     assert agreement.tiles == 2 and agreement.lq_rate == [1.0] * len(student.schedule)
     assert agreement.total[-1] == 2 * 4 * 4 * student.config.tokenizer.token_dim
     assert min(agreement.student_rate) < 1.0  # a random transformer with no LQ-bit gain does not copy them
+    assert all(c > 0 for c in agreement.changed[1:])
     student.lq_bit_gain.data.fill_(1e4)  # the LQ's bits win every logit: the student copies them
     try:
         copied = BitAgreement([tuple(hw) for hw in student.schedule])
         bit_agreement_batch(student, lq, torch.rand(2, 3, 64, 64), copied)
-        assert copied.student_rate == copied.lq_rate
+        assert copied.student_rate == copied.lq_rate and copied.changed == [0] * len(student.schedule)
         assert torch.equal(StudentStage(student, "identity")(lq), StudentStage(student, "full")(lq))
     finally:
         student.lq_bit_gain.data.fill_(0.0)
@@ -85,6 +86,6 @@ def test_bit_agreement_over_pairs_counts_aligned_tiles(student: Student) -> None
         as_tensor = [torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (lq_tile, gt_tile)]
         bit_agreement_batch(student, *as_tensor, one_by_one)
     assert agreement.total == one_by_one.total and agreement.lq_equal == one_by_one.lq_equal
-    assert agreement.student_equal == one_by_one.student_equal
+    assert agreement.student_equal == one_by_one.student_equal and agreement.changed == one_by_one.changed
     with pytest.raises(ValueError, match="x4"):
         list(aligned_tiles(lq, gt[:-1], 16, 4))

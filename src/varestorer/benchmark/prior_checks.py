@@ -91,6 +91,8 @@ class BitAgreement:
     """Per scale: bits where the student's prediction equals the GT's."""
     lq_equal: list[int] = field(default_factory=list)
     """Per scale: bits where the LQ's own bits equal the GT's."""
+    changed: list[int] = field(default_factory=list)
+    """Per scale: bits where the student's prediction differs from the LQ's own bit (what it changed)."""
     total: list[int] = field(default_factory=list)
     """Per scale: bits compared (tiles x h x w x d)."""
     tiles: int = 0
@@ -99,6 +101,7 @@ class BitAgreement:
         zeros = [0] * len(self.schedule)
         self.student_equal = self.student_equal or list(zeros)
         self.lq_equal = self.lq_equal or list(zeros)
+        self.changed = self.changed or list(zeros)
         self.total = self.total or list(zeros)
 
     def add(self, predicted_BLd: Tensor, lq_BLd: Tensor, gt_BLd: Tensor) -> None:
@@ -108,6 +111,7 @@ class BitAgreement:
             gt = gt_BLd[:, part]
             self.student_equal[k] += int((predicted_BLd[:, part] == gt).sum())
             self.lq_equal[k] += int((lq_BLd[:, part] == gt).sum())
+            self.changed[k] += int((predicted_BLd[:, part] != lq_BLd[:, part]).sum())
             self.total[k] += gt.numel()
             offset += h * w
         self.tiles += gt_BLd.shape[0]
@@ -124,18 +128,19 @@ class BitAgreement:
         return {
             "tiles": self.tiles,
             "scales": [
-                {"scale": f"{h}x{w}", "bits": t, "student": s, "lq": q}
-                for (h, w), t, s, q in zip(self.schedule, self.total, self.student_rate, self.lq_rate)
+                {"scale": f"{h}x{w}", "bits": t, "student": s, "lq": q, "changed": c / t if t else float("nan")}
+                for (h, w), t, s, q, c in zip(self.schedule, self.total, self.student_rate, self.lq_rate, self.changed)
             ],
         }
 
     def to_markdown(self) -> str:
         lines = [
-            "| scale | bits compared | student = GT | LQ = GT | student - LQ |",
-            "|---|---|---|---|---|",
+            "| scale | bits compared | student = GT | LQ = GT | student - LQ | student != LQ |",
+            "|---|---|---|---|---|---|",
         ]
-        for (h, w), t, s, q in zip(self.schedule, self.total, self.student_rate, self.lq_rate):
-            lines.append(f"| {h}x{w} | {t:,} | {s:.4f} | {q:.4f} | {s - q:+.4f} |")
+        rows = zip(self.schedule, self.total, self.student_rate, self.lq_rate, self.changed)
+        for (h, w), t, s, q, c in rows:
+            lines.append(f"| {h}x{w} | {t:,} | {s:.4f} | {q:.4f} | {s - q:+.4f} | {c / t if t else 0:.4%} |")
         return "\n".join(lines)
 
 
