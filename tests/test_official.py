@@ -6,6 +6,7 @@ the 2B release; the 2B key names and shapes are checked on the meta device.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -184,3 +185,98 @@ def test_a_wrapped_transformer_file_loads_too(tmp_path: Path) -> None:
     torch.save({"infinity": {f"module.{k}": v for k, v in state.items()}}, folder / "varestorer.pth")
     model = OfficialVARestorer.from_pretrained(folder)
     assert model.transformer.pos_start.dtype == torch.bfloat16  # loaded in bf16 by default
+
+
+# ------------------------------------------------------------------ passes, precision, streams (issue 30)
+def official_tiled_passes(height: int, width: int, scale: int, tile: int) -> int:
+    """Passes of the official tiled mode (``run_varestorer.py``, ``tiled=1``) for an LQ of ``height x width``:
+    at the output size, the image is reflect-padded by the overlap (a quarter of the 512 px tile) on every
+    side and covered by tiles at stride tile - overlap, the last one flush with the padded edge."""
+
+    def per_axis(length: int) -> int:
+        overlap = tile // 4
+        padded = length + 2 * overlap
+        if padded <= tile:
+            return 1
+        stride = tile - overlap
+        starts = list(range(0, padded - tile + 1, stride))
+        return len(starts) + (starts[-1] != padded - tile)
+
+    return per_axis(height * scale) * per_axis(width * scale)
+
+
+def count_passes(model: OfficialVARestorer) -> list[int]:
+    """Images through the transformer so far (a forward hook on its input embedding; one per tile)."""
+    seen: list[int] = []
+    model.transformer.word_embed.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    return seen
+
+
+def tiny_model(**overrides: object) -> OfficialVARestorer:
+    torch.manual_seed(0)
+    model = OfficialVARestorer(tiny_config(**overrides)).eval()
+    model.transformer.reset_parameters(torch.Generator().manual_seed(1))
+    return model
+
+
+def test_an_lq_of_the_working_size_is_one_pass_and_larger_ones_no_more_than_the_official_tiles() -> None:
+    """The official model declares no edge context: a 16 px LQ (the tiny model's 128 px) is one pass,
+    not the four overlapping passes 4 px of context made; larger LQs make at most the official tiled count."""
+    model = tiny_model()
+    restorer = Restorer(model, device="cpu", dtype="float32", batch_size=4)
+    assert restorer.edge_context == 0
+    seen = count_passes(model)
+    restorer.restore_tensor(torch.rand(1, 3, 16, 16))
+    assert sum(seen) == 1
+    for height, width in [(8, 12), (17, 16), (28, 40), (40, 64), (16, 70)]:
+        seen.clear()
+        restorer.restore_tensor(torch.rand(1, 3, height, width))
+        official = official_tiled_passes(height, width, 4, 64)
+        assert 1 <= sum(seen) <= official, (height, width, sum(seen), official)
+    assert official_tiled_passes(128, 128, 4, 512) == 4  # the official tiled mode itself pays 4 for 128 px
+
+
+def test_precision_per_stage_as_the_official_encoder_in_float32_the_rest_under_autocast() -> None:
+    model = tiny_model()
+    reference = copy.deepcopy(model)  # every stage in float32
+    restorer = Restorer(model, device="cpu")  # the default: bfloat16, per stage
+    assert restorer.dtype == torch.bfloat16 and model.precision == torch.bfloat16
+    assert model.transformer.pos_start.dtype == torch.bfloat16
+    assert {p.dtype for m in (model.encoder, model.decoder, model.swinir) for p in m.parameters()} == {torch.float32}
+    dtypes: dict[str, torch.dtype] = {}
+    for name, module in [
+        ("encoder", model.encoder),
+        ("block", model.transformer.block_list()[0]),
+        ("decoder", model.decoder),
+    ]:
+        module.register_forward_hook(lambda _m, args, _out, name=name: dtypes.update({name: args[0].dtype}))
+    assert model.swinir is not None
+    model.swinir.register_forward_hook(lambda _m, _args, out: dtypes.update({"swinir out": out.dtype}))
+    lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    restorer.restore_tensor(lq)
+    assert dtypes == {
+        "swinir out": torch.bfloat16,
+        "encoder": torch.float32,
+        "block": torch.bfloat16,
+        "decoder": torch.float32,  # f_hat enters in float32; its convolutions run under autocast
+    }
+    cleaned = model.clean(lq)
+    torch.testing.assert_close(model.encode(cleaned), reference.encode(cleaned), rtol=0, atol=0)  # LQ bits equal
+    with torch.no_grad():
+        assert model(lq).dtype == torch.float32 and reference(lq).dtype == torch.float32
+
+
+def test_each_tile_position_draws_its_own_stream_and_a_batch_equals_single_passes() -> None:
+    model = tiny_model()
+    flat = torch.full((2, 3, 16, 16), 0.5)
+    with torch.no_grad():
+        same, other = model(flat, streams=[0, 1])
+        assert not torch.equal(same, other)  # two tiles of one flat image: no repeated noise pattern
+        torch.testing.assert_close(model(flat[:1], streams=[1])[0], other, rtol=0, atol=0)
+    streams: list[list[int]] = []
+    model.register_forward_pre_hook(lambda _m, _a, kwargs: streams.append(kwargs["streams"]), with_kwargs=True)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(4))
+    one = Restorer(model, device="cpu", dtype="float32").restore_tensor(image)
+    assert sorted(s for batch in streams for s in batch) == list(range(9))  # a 3 x 3 grid, one stream each
+    batched = Restorer(model, device="cpu", dtype="float32", batch_size=4).restore_tensor(image)
+    torch.testing.assert_close(batched, one, rtol=0, atol=2e-6)

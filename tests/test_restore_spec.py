@@ -33,6 +33,8 @@ ODD = RestoreSpec(
     edge_context=1,
     reads_prompts=True,
     purpose="restoration",
+    sets_precision=True,
+    tile_streams=True,
 )
 
 
@@ -48,8 +50,11 @@ class Declared(nn.Module):
         self.restore_spec = spec
         self.conv = nn.Conv2d(3, 3, 1)
 
-    def forward(self, lq: torch.Tensor, condition: object = None) -> torch.Tensor:
-        return nn.functional.interpolate(self.conv(lq), scale_factor=self.restore_spec.scale)
+    def set_precision(self, dtype: torch.dtype) -> None:
+        self.to(dtype)
+
+    def forward(self, lq: torch.Tensor, condition: object = None, streams: object = None) -> torch.Tensor:
+        return nn.functional.interpolate(self.conv(lq.to(self.conv.weight.dtype)), scale_factor=self.restore_spec.scale)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         return torch.zeros(len(prompts))

@@ -46,6 +46,14 @@ class RestoreSpec:
     """``encode_prompts(list[str])`` gives a condition that ``model(lq, condition)`` reads."""
     purpose: Purpose = "super-resolution"
     """What the output is: a larger image, a cleaned same-size one, or a tokenizer's round trip."""
+    sets_precision: bool = False
+    """The model keeps a precision per stage: the ``Restorer`` moves it to the device, calls
+    ``model.set_precision(dtype)`` and feeds it float32 LQ, instead of casting every weight and the LQ
+    to the run dtype (the official release: tokenizer encoder in float32, the rest under autocast)."""
+    tile_streams: bool = False
+    """``model(lq, ..., streams=[...])`` takes each tile's index in its image, one int per batch item, so
+    its seeded sampling draws one stream per tile position: the same for every batch size, and
+    different for two tiles of one image (no noise pattern repeated at the tile stride)."""
 
     def __post_init__(self) -> None:
         if self.scale < 1 or self.size_multiple < 1 or (self.input_size is not None and self.input_size < 1):

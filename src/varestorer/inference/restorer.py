@@ -83,7 +83,9 @@ class Restorer:
     Args:
         model: an ``OneStepSR`` module.
         device, dtype: where and how the model runs; default the spec's ``default_dtype`` if it sets
-            one (the official 2B release: bfloat16), else CUDA bf16, MPS or CPU float32.
+            one (the official 2B release: bfloat16), else CUDA bf16, MPS or CPU float32. A model whose
+            spec sets ``sets_precision`` applies the dtype per stage itself (``model.set_precision``) and
+            gets float32 LQ; every other model is cast to the dtype whole.
         tile: LQ tile size in pixels; default the model's ``input_size``, else 512. Inputs larger
             than a tile are split into overlapping tiles whose outputs are blended with feathered
             weights (no seams); at most ``batch_size`` tiles run at once.
@@ -100,6 +102,8 @@ class Restorer:
         edge_context: LQ pixels of mirrored image added on every side before the model runs and
             cropped after, so the output's border is computed from image-like context instead of
             the model's zero padding (default: the spec's ``edge_context``, 4 unless the model says; 0 off).
+        compile: ``torch.compile`` the model in place (its first tile batch of each shape compiles;
+            worth it for many tiles on a GPU).
 
     Everything the restorer knows about the model comes from its ``restore_spec``
     (:func:`~varestorer.restore_spec.restore_spec_of`), kept as ``self.spec`` (the pre-cleaner's wrapper
@@ -120,6 +124,7 @@ class Restorer:
         window: BlendWindow = "gaussian",
         captioner: Callable[[torch.Tensor], list[str]] | None = None,
         edge_context: int | None = None,
+        compile: bool = False,
     ) -> None:
         spec = restore_spec_of(model)
         self.device = check_device(device) if device is not None else default_device()
@@ -129,7 +134,13 @@ class Restorer:
         self.dtype: torch.dtype = chosen or _torch_dtype(spec.default_dtype) or default_dtype(self.device)
         if precleaner is not None:
             model = with_precleaner(model, precleaner)
-        self.model = model.to(self.device, self.dtype).eval()
+        if spec.sets_precision:  # its own dtype per stage (the official release), from the run dtype
+            self.model = model.to(self.device).eval()
+            self.model.set_precision(self.dtype)  # type: ignore[operator]
+        else:
+            self.model = model.to(self.device, self.dtype).eval()
+        if compile:
+            self.model.compile()  # in place: state-dict names and attributes unchanged
         self.spec = spec
         self.scale, self.input_size, self.size_multiple = spec.scale, spec.input_size, spec.size_multiple
         if batch_size < 1:
@@ -209,14 +220,18 @@ class Restorer:
         conditions: dict[int, Any] = {}  # tile-batch size -> encoded prompt
         size, overlap = self._tiling(tile, tile_overlap)
 
-        def run(tiles: torch.Tensor) -> torch.Tensor:
-            lq = tiles.to(self.device, self.dtype)
+        spec = self.spec
+        input_dtype = torch.float32 if spec.sets_precision else self.dtype
+
+        def run(tiles: torch.Tensor, indices: list[int] | None = None) -> torch.Tensor:
+            lq = tiles.to(self.device, input_dtype)
+            extra: dict[str, Any] = {} if indices is None else {"streams": indices}
             if prompt is None:
-                sr = self.model(lq)
+                sr = self.model(lq, **extra)
             else:
                 if lq.shape[0] not in conditions:
                     conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])  # type: ignore[operator]
-                sr = self.model(lq, conditions[lq.shape[0]])
+                sr = self.model(lq, conditions[lq.shape[0]], **extra)
             sr = apply_color_fix(sr.float(), lq.float(), fix)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
@@ -236,6 +251,7 @@ class Restorer:
             size_multiple=self.size_multiple,
             min_size=self.input_size or 0,
             progress=progress,
+            tile_index=spec.tile_streams,
         )
         if context:
             margin = context * self.scale

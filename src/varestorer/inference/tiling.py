@@ -79,7 +79,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def tiled_apply(
-    fn: Callable[[torch.Tensor], torch.Tensor],
+    fn: Callable[..., torch.Tensor],
     x_BCHW: torch.Tensor,
     *,
     scale: int,
@@ -91,6 +91,7 @@ def tiled_apply(
     min_size: int = 0,
     out_channels: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tile_index: bool = False,
 ) -> torch.Tensor:
     """Run ``fn`` (an exact ``scale``-times upsampler) over overlapping tiles and blend the results.
 
@@ -102,6 +103,8 @@ def tiled_apply(
         window: feathering of overlaps ("gaussian" or "linear").
         progress: ``progress(done_tiles, total_tiles)``, called with ``(0, total)`` before the first
             tile batch and after every tile batch (``total`` counts tiles of all ``B`` images).
+        tile_index: call ``fn(tiles, indices)`` instead, ``indices[k]`` the k-th tile's index in its own
+            image (row-major over that image's tile grid), e.g. to seed a sampler per tile position.
 
     Returns:
         ``(B, C', scale*H, scale*W)`` float32 on the input's device.
@@ -134,7 +137,9 @@ def tiled_apply(
         progress(0, len(jobs))
     for group in _batches(jobs, max(1, batch_size)):
         tiles = torch.cat([x_BCHW[b : b + 1, :, ys[i] : ys[i] + tile_h, xs[j] : xs[j] + tile_w] for b, i, j in group])
-        result = fn(pad_to_multiple(tiles, size_multiple, min_size))[..., :out_h, :out_w].float()
+        padded = pad_to_multiple(tiles, size_multiple, min_size)
+        result = fn(padded, [i * len(xs) + j for _, i, j in group]) if tile_index else fn(padded)
+        result = result[..., :out_h, :out_w].float()
         if result.shape[-2:] != (out_h, out_w):
             raise ValueError(f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile at x{scale}")
         if output is None:

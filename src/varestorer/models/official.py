@@ -29,7 +29,8 @@ memory-mapped and converted tensor by tensor to the load dtype (bfloat16 by defa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -160,20 +161,54 @@ class OfficialVARestorer(Restorable, nn.Module):
         self.text_folder = text_folder
         self._text_encoder: TextEncoder | None = None
         self._default_text: dict[int, TextCondition] = {}
+        self.precision = torch.float32
+        """The autocast dtype of SwinIR, the transformer and the decoder (float32: no autocast);
+        :meth:`set_precision` sets it with the weights' dtypes."""
 
     # ------------------------------------------------------------------------------------ protocol
     @property
     def restore_spec(self) -> RestoreSpec:
-        """The restore contract; it runs in bfloat16 unless told otherwise (the official blocks run in bf16)
-        and always reads a prompt (the config's default one without ``--prompt``)."""
+        """The restore contract: bfloat16 by default, applied per stage as the official inference does
+        (:meth:`set_precision`); no edge context, so an LQ of the working size is one pass, as the
+        official non-tiled mode makes; one bit-draw stream per tile position; and always a prompt (the
+        config's default one without ``--prompt``)."""
         config = self.config
         return RestoreSpec(
             scale=config.scale,
             input_size=config.image_size // config.scale,
             default_dtype="bfloat16",
             default_color_fix=config.color_fix,
+            edge_context=0,
             reads_prompts=True,
+            sets_precision=True,
+            tile_streams=True,
         )
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Precision per stage as ``tools/run_varestorer.py``: the tokenizer's encoder (and the LQ's
+        quantisation) in float32 with autocast off; SwinIR, the transformer and the decoder under ``dtype``
+        autocast, the transformer's weights stored in ``dtype`` (the official ``--bf16 1`` blocks), the
+        other stages' weights in float32. ``float32``: every stage in float32 (the parity runs)."""
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"precision must be float32, float16 or bfloat16, got {dtype}")
+        self.transformer.to(dtype)
+        for module in (self.swinir, self.encoder, self.quantizer, self.decoder):
+            if module is not None:
+                module.float()
+        self.precision = dtype
+
+    def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        if self.precision == torch.float32:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.precision)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``torch.compile`` the stages in place (SwinIR, encoder, each transformer block, decoder; the
+        state-dict names do not change). The text path, RoPE table and bit draw stay eager."""
+        modules: list[nn.Module | None] = [self.swinir, self.encoder, *self.transformer.block_list(), self.decoder]
+        for module in modules:
+            if module is not None:
+                module.compile(*args, **kwargs)
 
     # ---------------------------------------------------------------------------------------- text
     def encode_prompts(self, prompts: list[str]) -> TextCondition:
@@ -196,21 +231,34 @@ class OfficialVARestorer(Restorable, nn.Module):
         return self._default_text[batch_size]
 
     # ------------------------------------------------------------------------------------- forward
-    def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
-        """LQ in [0, 1] -> the transformer inputs (B, L - 1 [+ h_K w_K], d) of its token pyramid."""
+    # The pass as named stages (``varestorer bench`` times each): clean -> encode -> predict -> to_latent -> decode.
+    def clean(self, lq_B3hw: Tensor) -> Tensor:
+        """LQ in [0, 1] -> bicubic to the working size -> SwinIR (under the autocast): (B, 3, S, S), unclamped."""
         if lq_B3hw.ndim != 4 or lq_B3hw.shape[1] != 3:
             raise ValueError(f"expected LQ images (B, 3, h, w) in [0, 1], got shape {tuple(lq_B3hw.shape)}")
         size = (self.config.image_size, self.config.image_size)
         x = lq_B3hw
         if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-        if self.swinir is not None:
-            x = self.swinir(x)
-        tokens = self.quantizer.quantize(self.encoder(x * 2 - 1), self.schedule, with_norms=False)
+            x = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False)
+        if self.swinir is None:
+            return x
+        with self._autocast(x.device):
+            return self.swinir(x.to(_dtype_of(self.swinir)))
+
+    def encode(self, x_B3HW: Tensor) -> Tensor:
+        """Cleaned image in [0, 1] -> the transformer inputs (B, L - 1 [+ h_K w_K], d): the encoder and the
+        LQ's quantisation in the encoder's dtype (float32 unless cast by hand), autocast off."""
+        with torch.autocast(x_B3HW.device.type, enabled=False):
+            f_BdHW = self.encoder((x_B3HW * 2 - 1).to(_dtype_of(self.encoder)))
+            tokens = self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False)
         inputs = tokens.inputs
         if self.config.extra_lq_scale:
             inputs = torch.cat([inputs, tokens.f_hat.flatten(2).transpose(1, 2)], dim=1)
         return inputs
+
+    def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
+        """LQ in [0, 1] -> the transformer inputs (B, L - 1 [+ h_K w_K], d) of its token pyramid."""
+        return self.encode(self.clean(lq_B3hw))
 
     def _rope(self, length: int, device: torch.device) -> Tensor:
         """RoPE of the first ``length`` positions of Infinity's 13-scale grid of this aspect ratio."""
@@ -232,35 +280,65 @@ class OfficialVARestorer(Restorable, nn.Module):
         extra = inputs_BLd.shape[1] - (L - 1)
         if extra not in (0, self.schedule[-1][0] * self.schedule[-1][1]):
             raise ValueError(f"inputs have {inputs_BLd.shape[1]} tokens; expected {L - 1} (+ the last scale)")
-        cond = t.encode_condition(text.to(t.pos_start.device) if text is not None else None, B)
-        sos_B1C = cond.pooled.unsqueeze(1) + t.pos_start
-        x_BLC = torch.cat((sos_B1C, t.word_embed(inputs_BLd.to(sos_B1C.dtype))), dim=1)
-        levels = scale_levels(self.schedule, device=x_BLC.device)
-        if extra:
-            levels = torch.cat([levels, levels.new_full((extra,), len(self.schedule))])
-        x_BLC = x_BLC + t.lvl_embed(levels)
-        x_BLC, _ = t.run_blocks(x_BLC, cond, self._rope(L + extra, x_BLC.device), None)
-        return t.logits(x_BLC[:, :L], cond)
+        device = t.pos_start.device
+        if text is not None and text.tokens.device != device:  # a new TextCondition checks its lengths: a sync
+            text = text.to(device)
+        with self._autocast(device):
+            cond = t.encode_condition(text, B)
+            sos_B1C = cond.pooled.unsqueeze(1) + t.pos_start
+            x_BLC = torch.cat((sos_B1C, t.word_embed(inputs_BLd.to(sos_B1C.dtype))), dim=1)
+            levels = scale_levels(self.schedule, device=x_BLC.device)
+            if extra:
+                levels = torch.cat([levels, levels.new_full((extra,), len(self.schedule))])
+            x_BLC = x_BLC + t.lvl_embed(levels)
+            x_BLC, _ = t.run_blocks(x_BLC, cond, self._rope(L + extra, x_BLC.device), None)
+            return t.logits(x_BLC[:, :L], cond).float()
 
-    def bits(self, logits_BLd2: Tensor) -> list[Tensor]:
-        """Per-scale (B, h*w, d) bits: sampled (official) or the likelier value."""
+    def predict(self, inputs_BLd: Tensor, text: TextCondition | None = None) -> Tensor:
+        """The one transformer pass (:meth:`logits`) with the default prompt's features when ``text`` is None."""
+        return self.logits(inputs_BLd, self._text_for(inputs_BLd.shape[0]) if text is None else text)
+
+    def bits(self, logits_BLd2: Tensor, streams: Sequence[int] | None = None) -> list[Tensor]:
+        """Per-scale (B, h*w, d) bits: sampled from softmax(logits) (official) or the likelier value.
+
+        With a ``seed``, batch item ``b`` draws from its own generator, seeded by ``seed`` and
+        ``streams[b]`` (default 0 for every item): an item's bits do not depend on the batch it is in,
+        and two tiles of one image (the ``Restorer`` passes each tile's index) draw different noise.
+        """
         if self.config.sampling == "argmax":
             bits = logits_BLd2.argmax(-1)
+        elif self.config.seed is None:
+            bits = sample_top_p(logits_BLd2)
         else:
-            generator = None
-            if self.config.seed is not None:
-                generator = torch.Generator(logits_BLd2.device).manual_seed(self.config.seed)
-            bits = sample_top_p(logits_BLd2, generator=generator, draw="multinomial")
+            B = logits_BLd2.shape[0]
+            streams = [0] * B if streams is None else list(streams)
+            if len(streams) != B:
+                raise ValueError(f"{len(streams)} streams for a batch of {B}")
+            draws = []
+            for b, stream in enumerate(streams):
+                generator = torch.Generator(logits_BLd2.device).manual_seed(stream_seed(self.config.seed, stream))
+                draws.append(sample_top_p(logits_BLd2[b : b + 1], generator=generator))
+            bits = torch.cat(draws)
         return list(bits.split([h * w for h, w in self.schedule], dim=1))
 
-    def forward(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> Tensor:
-        """LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S) in [0, 1] (the ``OneStepSR`` contract)."""
-        if text is None:
-            text = self._text_for(lq_B3hw.shape[0])
-        logits = self.logits(self.lq_to_inputs(lq_B3hw), text)
-        f_hat = self.quantizer.labels_to_f_hat(self.bits(logits), self.schedule, self.schedule[-1])
-        x = self.decoder(f_hat.to(next(self.decoder.parameters()).dtype))
-        return ((x + 1) / 2).clamp(0, 1)
+    def to_latent(self, logits_BLd2: Tensor, streams: Sequence[int] | None = None) -> Tensor:
+        """Bit logits -> drawn bits -> f_hat (B, d, h_K, w_K) in float32."""
+        return self.quantizer.labels_to_f_hat(self.bits(logits_BLd2, streams), self.schedule, self.schedule[-1])
+
+    def decode(self, f_hat_BdHW: Tensor) -> Tensor:
+        """f_hat -> the decoder (under the autocast) -> image in [0, 1], float32."""
+        with self._autocast(f_hat_BdHW.device):
+            x = self.decoder(f_hat_BdHW.to(_dtype_of(self.decoder)))
+        return ((x.float() + 1) / 2).clamp(0, 1)
+
+    def forward(
+        self, lq_B3hw: Tensor, text: TextCondition | None = None, *, streams: Sequence[int] | None = None
+    ) -> Tensor:
+        """LQ (B, 3, S/s, S/s) in [0, 1] -> SR (B, 3, S, S) in [0, 1] (the ``OneStepSR`` contract).
+
+        ``streams``: per batch item, the bit draw's stream (a tile's index in its image; default 0)."""
+        logits = self.predict(self.encode(self.clean(lq_B3hw)), text)
+        return self.decode(self.to_latent(logits, streams))
 
     # ------------------------------------------------------------------------------------- loading
     @classmethod
@@ -288,13 +366,14 @@ class OfficialVARestorer(Restorable, nn.Module):
         state = official_transformer_state_dict(raw, model.transformer, config, dtype, what=str(transformer))
         del raw
         model.transformer.load_state_dict(state, strict=True, assign=True)
-        vae = load_infinity_tokenizer(tokenizer, config.tokenizer).to(dtype)
+        vae = load_infinity_tokenizer(tokenizer, config.tokenizer).float()
         model.encoder, model.decoder, model.quantizer = vae.encoder, vae.decoder, vae.quantizer
         if swinir is not None:
-            model.swinir = load_swinir(swinir, dtype=dtype)
+            model.swinir = load_swinir(swinir, dtype=torch.float32)
             if model.swinir.config != config.swinir:
                 raise ValueError(f"{swinir}: a SwinIR of shape {model.swinir.config}, expected {config.swinir}")
         _check_materialised(model)
+        model.set_precision(dtype)
         return model.eval().requires_grad_(False)
 
     @classmethod
@@ -364,6 +443,15 @@ class OfficialVARestorer(Restorable, nn.Module):
             paths["transformer"], paths["tokenizer"], paths["swinir"], paths["text_encoder"], config=config, dtype=dtype
         )
         return model.to(device)
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The generator seed of one bit-draw stream: distinct for every (seed, stream) with stream < 2**20."""
+    return seed * (1 << 20) + stream
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
 
 
 def _check_materialised(model: nn.Module) -> None:

@@ -67,8 +67,13 @@ class PreCleaned(Restorable, nn.Module):
         inner: Any = self.model  # reads prompts iff its spec says so (the Restorer checks)
         return inner.encode_prompts(prompts)
 
-    def forward(self, lq_B3HW: torch.Tensor, *args: object) -> torch.Tensor:
-        return self.model(self.precleaner(lq_B3HW), *args)
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """The inner model's per-stage precision (its spec's ``sets_precision``); the pre-cleaner stays as is."""
+        inner: Any = self.model
+        inner.set_precision(dtype)
+
+    def forward(self, lq_B3HW: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.model(self.precleaner(lq_B3HW), *args, **kwargs)
 
 
 def with_precleaner(model: nn.Module, precleaner: PreCleaner) -> nn.Module:
