@@ -53,6 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from varestorer.config import config_to_dict
+from varestorer.io.atomic import disk_full_error, is_disk_full
 from varestorer.training import checkpoints as ckpt
 from varestorer.training.config import TrainConfig
 from varestorer.training.ema import ExponentialMovingAverage
@@ -506,8 +507,16 @@ class Trainer:
         final = self.output_dir / "model"
         fresh = self.output_dir / f".model.new-{os.getpid()}"
         shutil.rmtree(fresh, ignore_errors=True)
-        with self.eval_module() as module:
-            self.export_fn(module, fresh)  # type: ignore[misc]
+        try:
+            with self.eval_module() as module:
+                self.export_fn(module, fresh)  # type: ignore[misc]
+        except Exception as error:  # a full disk: one line; the checkpoint just saved holds the same weights
+            if not is_disk_full(error, self.output_dir):
+                raise
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise disk_full_error(
+                self.output_dir, "the final model", "the last checkpoint holds it; free some space"
+            ) from None
         old = self.output_dir / f".model.old-{os.getpid()}"
         if final.exists():
             os.replace(final, old)
