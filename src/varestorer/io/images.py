@@ -185,7 +185,7 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image)
-        low, high = (int(array.min(initial=0)), int(array.max(initial=0))) if mode == "I" else (0, 0)
+        low, high = (int(array.min()), int(array.max())) if mode == "I" and array.size else (0, 0)
         if low < 0 or high > 65535:  # clipping would flatten every pixel above 16 bits: refused instead
             raise ValueError(
                 f"32-bit integer pixels from {low} to {high} do not fit in 16 bits (0..65535); "
@@ -198,11 +198,13 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
         return array[..., None]
     if mode == "F":
         array = np.asarray(image)
-        low, high = (float(array.min(initial=0)), float(array.max(initial=0))) if array.size else (0.0, 0.0)
-        if not (np.isfinite(array).all() and low >= -_FLOAT_SLACK and high <= 1 + _FLOAT_SLACK):
+        lowest, highest = (float(np.nanmin(array)), float(np.nanmax(array))) if array.size else (0.0, 0.0)
+        finite = bool(np.isfinite(array).all())
+        if not (finite and lowest >= -_FLOAT_SLACK and highest <= 1 + _FLOAT_SLACK):
             raise ValueError(
-                f"32-bit float pixels from {low:g} to {high:g}; float images are read as 0..1, so this one is "
-                "refused rather than clipped: save it with 8 or 16 bits, or scaled to 0..1"
+                f"32-bit float pixels from {lowest:g} to {highest:g}{'' if finite else ' and NaN/infinite ones'}; "
+                "float images are read as 0..1, so this one is refused rather than clipped: save it with 8 or 16 "
+                "bits, or scaled to 0..1"
             )
         return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
     if mode in ("1", "L"):
