@@ -47,7 +47,7 @@ def main() -> int:
     torch.manual_seed(0)
     student = bench_student(args.model)
     with torch.inference_mode():
-        inputs = student.encode_lq(torch.rand(1, 3, student.input_size, student.input_size))
+        inputs = student.encode(torch.rand(1, 3, student.input_size, student.input_size)).tokens.inputs
 
         def call() -> torch.Tensor:
             return student.transformer(inputs, student.schedule, None, mask="full")

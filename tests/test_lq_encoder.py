@@ -145,7 +145,7 @@ def test_latent_loss_pulls_the_lq_encoder_towards_another_students_latent() -> N
     assert not module.terms["latent"].net.training  # type: ignore[union-attr]
     batch = {"gt": torch.rand(2, 3, 64, 64), "lq": torch.rand(2, 3, 16, 16), "caption": ["", ""]}
     with torch.no_grad():
-        expected = (student.lq_tokens(batch["lq"])[0] - reference.lq_tokens(reference.preclean(batch["lq"]))[0]) ** 2
+        expected = (student.encode(batch["lq"]).f_lq - reference.encode(reference.preclean(batch["lq"])).f_lq) ** 2
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for step in range(6):
@@ -202,7 +202,7 @@ def test_latent_regression_trains_the_lq_encoder_towards_another_students_latent
 
     def gap(model: Student) -> float:
         with torch.no_grad():
-            return float(((model.lq_tokens(lq)[0] - v2.lq_tokens(v2.preclean(lq))[0]) ** 2).mean())
+            return float(((model.encode(lq).f_lq - v2.encode(v2.preclean(lq)).f_lq) ** 2).mean())
 
     untrained = Student.from_teacher(teacher, _v3())
     train_student.load_lq_encoder_init(untrained, root / "x4")

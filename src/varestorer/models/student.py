@@ -253,9 +253,6 @@ class Student(Restorable, nn.Module):
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
         return LQEncoding(f_BdHW, self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False))
 
-    lq_tokens = encode
-    """Stage 2's earlier name (training code and tests read ``lq_tokens(x)[0]``)."""
-
     def predict(self, encoding: LQEncoding, text: TextCondition | None = None) -> Tensor:
         """Stage 3. ONE transformer pass over the LQ pyramid's inputs -> (B, L, d, 2) logits of every HQ bit.
 
@@ -296,10 +293,6 @@ class Student(Restorable, nn.Module):
     def lq_to_inputs(self, lq_B3hw: Tensor) -> Tensor:
         """LQ (B, 3, h, w) in [0, 1] -> teacher-forcing inputs of its token pyramid (B, L - 1, d)."""
         return self.encode(self.preclean(lq_B3hw)).tokens.inputs
-
-    def encode_lq(self, x: Tensor) -> Tensor:
-        """The LQ path after the pre-cleaner: resize to the working size, encode, quantise -> (B, L - 1, d)."""
-        return self.encode(x).tokens.inputs
 
     def add_lq_bits(self, logits_BLd2: Tensor, lq_labels: list[Tensor]) -> Tensor:
         """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits."""

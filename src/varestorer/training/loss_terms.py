@@ -227,7 +227,7 @@ class LatentTerm(LossTerm):
         f_lq = step.out.f_lq
         assert f_lq is not None
         with torch.no_grad():
-            target = self.net.lq_tokens(self.net.preclean(step.lq))[0]
+            target = self.net.encode(self.net.preclean(step.lq)).f_lq
         return F.mse_loss(f_lq.float(), target.float())
 
 
