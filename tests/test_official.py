@@ -280,3 +280,71 @@ def test_each_tile_position_draws_its_own_stream_and_a_batch_equals_single_passe
     assert sorted(s for batch in streams for s in batch) == list(range(9))  # a 3 x 3 grid, one stream each
     batched = Restorer(model, device="cpu", dtype="float32", batch_size=4).restore_tensor(image)
     torch.testing.assert_close(batched, one, rtol=0, atol=2e-6)
+
+
+# ---------------------------------------------------------------------------- the bench preset (issue 30)
+def test_the_official_bench_preset_has_the_released_shapes_at_any_depth() -> None:
+    from varestorer.benchmark.official_bench import OFFICIAL_BENCH_PRESETS, official_bench_model
+
+    model = official_bench_model("official:varestorer-2b", depth=3, device="meta")
+    config = model.transformer.config
+    assert (config.depth, config.block_chunks, config.width) == (3, 1, 2048)
+    assert model.precision == torch.bfloat16 and model.transformer.pos_start.dtype == torch.bfloat16
+    assert next(model.encoder.parameters()).dtype == torch.float32
+    tokens = sum(h * w for h, w in model.schedule) + model.schedule[-1][0] * model.schedule[-1][1]
+    assert tokens == 3545 and model.swinir is not None and model.swinir.config.embed_dim == 180
+    assert OFFICIAL_BENCH_PRESETS["official:varestorer-2b"]().transformer.depth == 32
+
+
+def test_bench_times_every_stage_of_the_official_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from varestorer.cli.main import main
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "official:tiny", "--batch-size", "2", "--runs", "1", "--warmup", "0"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["stages_ms"]) == ["clean", "encode", "predict", "to_latent", "decode", "total"]
+    assert all(ms > 0 for ms in result["stages_ms"].values())
+    assert (result["tokens"], result["batch_size"], result["size"], result["depth"]) == (37, 2, 64, 2)
+    assert result["megapixels_per_s"] == pytest.approx(2 * 64 * 64 / 1e6 * 1000 / result["end_to_end_ms"])
+    assert main(["bench", "--model", "official:nope"]) != 0
+    assert "unknown official preset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_end_to_end_on_the_cpu_with_a_tiny_preset(tmp_path: Path) -> None:
+    """benchmarks/gpu_official.py as the GPU call runs it, at a tiny size (compiled with the eager backend)."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_official.py"
+    args = ["--model", "official:tiny", "--device", "cpu", "--batches", "1,2", "--runs", "1", "--warmup", "0"]
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path), *args, "--compile-backend", "eager"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert not summary["errors"] and summary["sync_check"]["checked"] is False
+    best = summary["best_eager_batch"]
+    expected = {"official_bf16_b1", "official_bf16_b2", "official_bf16_b1_compiled", f"official_bf16_b{best}_compiled"}
+    assert set(summary["results"]) == expected
+    assert summary["results"]["official_bf16_b1"]["peers_ms_per_tile"]["realesrgan-x4plus"] > 0
+    assert json.loads((tmp_path / "official_bf16_b1_compiled.json").read_text())["compile"] is True
+
+
+@pytest.mark.slow
+def test_a_compiled_official_model_gives_the_eager_output() -> None:
+    model = tiny_model()
+    lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        eager = model(lq, streams=[0, 1])
+        model.compile(backend="eager")
+        compiled = model(lq, streams=[0, 1])
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
+    assert model.transformer.block_list()[0]._compiled_call_impl is not None  # the blocks, not just the wrapper

@@ -14,8 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="preset (tiny, small, infinity-125m, infinity-2b) or student folder; leave out with --peers to time "
-        "the peers alone",
+        help="preset (tiny, small, infinity-125m, infinity-2b), student folder, or official:varestorer-2b (the "
+        "authors' released model at its full shapes, random weights; official:tiny); leave out with --peers to "
+        "time the peers alone",
+    )
+    parser.add_argument(
+        "--depth", type=int, default=None, help="official:*: this many transformer blocks (e.g. 2 on a CPU)"
     )
     parser.add_argument(
         "--tokenizer",
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --model (a restorer), --peers alone, or --tokenizer (tokenizers)")
     elif args.train or args.predict_only:
         result = _train_bench(args)
+    elif args.model.startswith("official:"):
+        result = _official_bench(args)
     else:
         result = _inference_bench(args)
     if args.json is not None:
@@ -199,6 +205,29 @@ def _inference_bench(args: argparse.Namespace) -> dict:
         peer_weights=_peer_weights(args.peer_weights),
     )
     print(format_table(result))
+    return result
+
+
+def _official_bench(args: argparse.Namespace) -> dict:
+    from varestorer.benchmark.bench import format_table
+    from varestorer.benchmark.official_bench import run_official_bench
+
+    if args.size is not None or args.schedule or args.precleaner:
+        raise ValueError("official:* runs at its own 512 px and schedule: leave out --size, --schedule, --precleaner")
+    result = run_official_bench(
+        args.model,
+        depth=args.depth,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        compile=args.compile,
+        runs=args.runs,
+        warmup=args.warmup,
+        peers=[p for p in args.peers.split(",") if p],
+        peer_weights=_peer_weights(args.peer_weights),
+    )
+    print(format_table(result))
+    print(f"output megapixels/s {result['megapixels_per_s']:.3f}  (transformer depth {result['depth']})")
     return result
 
 
