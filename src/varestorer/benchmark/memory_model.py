@@ -117,7 +117,7 @@ def trace_activations(setup: DistillSetup, module: StudentDistillation | None = 
     module = module or build_distillation(setup, "meta", crop_offsets=fixed_offsets)
     student = module.student
     blocks = student.transformer.block_list()
-    state: dict[str, Any] = {"block": None, "seen": set(), "params": set(), "widest": 0}
+    state: dict[str, Any] = {"block": None, "seen": set(), "params": set(), "widest": 0, "alive": []}
     per_block, inputs, other, largest = [0] * len(blocks), [0] * len(blocks), [0], [0]
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -126,6 +126,7 @@ def trace_activations(setup: DistillSetup, module: StudentDistillation | None = 
         if key in state["seen"] or key in state["params"]:
             return tensor
         state["seen"].add(key)
+        state["alive"].append(storage)  # held to the end: a freed storage's key could be another's later
         size = storage.nbytes()
         largest[0] = max(largest[0], size)
         if state["block"] is None:
