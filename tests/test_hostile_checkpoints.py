@@ -34,17 +34,17 @@ def _edit_config(folder: Path, **changes: object) -> None:
 def test_enormous_sizes_beside_small_weights_are_refused_before_allocating(tmp_path, monkeypatch, capsys) -> None:
     folder = SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=2)).save_pretrained(tmp_path / "m")
     _edit_config(folder, num_feat=256, num_conv=100)  # 236 MB of float32 convolutions over a 1 KB file
-    built: list[str] = []
+    built: list[int] = []
     original = nn.Conv2d.__init__
 
     def counting(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        built.append(self.weight.device.type)
+        built.append(1)
 
     monkeypatch.setattr(nn.Conv2d, "__init__", counting)
     with pytest.raises(ValueError, match=r"config.json does not belong to these weights \(refused before allocating\)"):
         SRVGGNetCompact.from_pretrained(folder)
-    assert built and set(built) == {"meta"}  # nothing real was built
+    assert len(built) < 40  # stopped at the convolution that passed the limit, not after all 102
     (tmp_path / "in.png").write_bytes((Path(varestorer.__file__).parents[2] / "examples" / "chelsea.png").read_bytes())
     assert main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
