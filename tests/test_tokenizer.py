@@ -113,12 +113,19 @@ def test_self_correction_flips_are_seeded_and_change_later_labels() -> None:
     assert all(torch.equal(x, y) for x, y in zip(only_first.labels, clean.labels))
 
 
-def test_quantizer_rejects_bad_input() -> None:
-    q = BitwiseQuantizer(8)
+@pytest.mark.parametrize("kind", ["bitwise", "codebook"])
+def test_quantizer_rejects_bad_input(kind: str) -> None:
+    from varestorer.tokenizer.codebook import CodebookQuantizer
+
+    q = BitwiseQuantizer(8) if kind == "bitwise" else CodebookQuantizer(8, codebook_size=4, num_phi=1)
     with pytest.raises(ValueError, match="latent"):
         q.quantize(torch.randn(1, 4, 4, 4), ((1, 1),))
+    with pytest.raises(ValueError, match="latent"):
+        q.quantize(torch.randn(8, 4, 4), ((1, 1),))
     with pytest.raises(ValueError, match="does not fit"):
         q.quantize(torch.randn(1, 8, 4, 4), ((1, 1), (8, 8)))
+    with pytest.raises(ValueError, match="empty"):
+        q.quantize(torch.randn(1, 8, 4, 4), ())
     with pytest.raises(ValueError, match="flip_probability"):
         q.quantize(torch.randn(1, 8, 4, 4), ((1, 1),), flip_probability=2.0)
     with pytest.raises(ValueError, match="do not fit"):

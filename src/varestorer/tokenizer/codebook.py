@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from varestorer.tokenizer.quantizer import MultiScaleQuantizer, MultiScaleTokens, check_schedule, resize_latent
+from varestorer.tokenizer.quantizer import MultiScaleQuantizer, MultiScaleTokens, resize_latent
 from varestorer.tokenizer.scales import Schedule
 
 
@@ -89,12 +89,7 @@ class CodebookQuantizer(MultiScaleQuantizer):
         (the codebook analogue of bitwise self-correction; labels keep the nearest indices).
         f_hat is straight-through as a whole (VAR): its value is the codes' sum, its gradient goes to f.
         """
-        if f_BdHW.ndim != 4 or f_BdHW.shape[1] != self.token_dim:
-            raise ValueError(f"expected a (B, {self.token_dim}, H, W) latent, got {tuple(f_BdHW.shape)}")
-        if not 0.0 <= flip_probability <= 1.0:
-            raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
-        grid_hw = (f_BdHW.shape[2], f_BdHW.shape[3])
-        check_schedule(schedule, grid_hw)
+        self.check_quantize_inputs(f_BdHW, schedule, flip_probability)
         f_BdHW = f_BdHW.float()
         rest_BdHW = f_BdHW.detach()
         f_hat_BdHW = torch.zeros_like(f_BdHW)  # built from the codebook: carries the embedding's gradient

@@ -101,6 +101,17 @@ class MultiScaleQuantizer(nn.Module, abc.ABC):
         an inference step on a GPU must not pay.
         """
 
+    def check_quantize_inputs(self, f_BdHW: Tensor, schedule: Schedule, flip_probability: float) -> tuple[int, int]:
+        """The latent grid (H, W) of ``f``; one-line ``ValueError`` unless ``f`` is (B, d, H, W), the flip
+        probability is in [0, 1] and every scale of ``schedule`` fits the grid (what every ``quantize`` checks)."""
+        if f_BdHW.ndim != 4 or f_BdHW.shape[1] != self.token_dim:
+            raise ValueError(f"expected a (B, {self.token_dim}, H, W) latent, got {tuple(f_BdHW.shape)}")
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
+        grid_hw = (f_BdHW.shape[2], f_BdHW.shape[3])
+        check_schedule(schedule, grid_hw)
+        return grid_hw
+
     @abc.abstractmethod
     def labels_to_codes(self, labels_Bl: Tensor, hw: tuple[int, int]) -> Tensor:
         """One scale's labels -> its code map (B, d, h, w)."""
@@ -259,12 +270,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
             schedule: (h, w) grids, each at most (H, W).
             with_norms: compute ``residual_norms`` (a host sync; inference passes False).
         """
-        if f_BdHW.ndim != 4 or f_BdHW.shape[1] != self.token_dim:
-            raise ValueError(f"expected a (B, {self.token_dim}, H, W) latent, got {tuple(f_BdHW.shape)}")
-        if not 0.0 <= flip_probability <= 1.0:
-            raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
-        grid_hw = (f_BdHW.shape[2], f_BdHW.shape[3])
-        check_schedule(schedule, grid_hw)
+        grid_hw = self.check_quantize_inputs(f_BdHW, schedule, flip_probability)
         f_BdHW = f_BdHW.float()
         rest_BdHW = f_BdHW
         f_hat_BdHW = torch.zeros_like(f_BdHW)
