@@ -53,6 +53,30 @@ def save_adapter_checkpoint(
     )
 
 
+class AdapterCheckpointMixin:
+    """``save_pretrained`` in the student-shaped format, for every model that writes it (``Student``,
+    ``LQConditionedVAR``); each keeps its own ``from_pretrained`` (they differ in the legacy keys they remap)."""
+
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        overwrite: bool = False,
+        dtype: StorageDtype = None,
+        max_shard_bytes: int | None = None,
+    ) -> Path:
+        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
+
+        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size, or
+        ``"int8"``: weight matrices as int8 with per-channel scales, see :mod:`varestorer.storage`);
+        loading copies them back into the float32 model. ``max_shard_bytes`` splits the weights into
+        Hugging Face shards no bigger than that (see :func:`varestorer.checkpoint.save_pretrained`).
+        """
+        return save_adapter_checkpoint(
+            self, directory, overwrite=overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes
+        )
+
+
 def load_adapter_checkpoint(
     cls: type[M],
     directory: str | Path,

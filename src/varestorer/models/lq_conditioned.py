@@ -22,8 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from varestorer.checkpoint import StorageDtype
-from varestorer.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
+from varestorer.models.adapter_checkpoint import AdapterCheckpointMixin, load_adapter_checkpoint
 from varestorer.models.student import Student, StudentOutput
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
@@ -68,7 +67,7 @@ def _legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-class LQConditionedVAR(Restorable, nn.Module):
+class LQConditionedVAR(AdapterCheckpointMixin, Restorable, nn.Module):
     """Multi-step LQ-conditioned next-scale model; ``forward(lq)`` samples every scale in turn (greedy)."""
 
     config_class = StudentConfig
@@ -165,19 +164,6 @@ class LQConditionedVAR(Restorable, nn.Module):
     def trainable_state_dict(self) -> dict[str, Tensor]:
         state = {f"base.{k}": v for k, v in self.base.trainable_state_dict().items()}
         return state | {f"control.{k}": v for k, v in self.control.state_dict().items()}
-
-    def save_pretrained(
-        self,
-        directory: str | Path,
-        *,
-        overwrite: bool = False,
-        dtype: StorageDtype = None,
-        max_shard_bytes: int | None = None,
-    ) -> Path:
-        """As :meth:`Student.save_pretrained` (adapter checkpoint, or everything once merged)."""
-        return save_adapter_checkpoint(
-            self, directory, overwrite=overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes
-        )
 
     def merged(self) -> LQConditionedVAR:
         """A self-contained copy with the LoRA adapters folded in (``export --merge``)."""

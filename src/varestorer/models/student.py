@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
-from varestorer.checkpoint import StorageDtype
-from varestorer.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
+from varestorer.models.adapter_checkpoint import AdapterCheckpointMixin, load_adapter_checkpoint
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
@@ -105,7 +104,7 @@ def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float,
     return hard + soft - soft.detach()
 
 
-class Student(Restorable, nn.Module):
+class Student(AdapterCheckpointMixin, Restorable, nn.Module):
     """One-step restorer; implements the ``OneStepSR`` protocol the Restorer wraps.
 
     Attributes:
@@ -329,25 +328,6 @@ class Student(Restorable, nn.Module):
         keep |= {f"decoder.{k}" for k in self.decoder.state_dict()} if self.config.train_decoder else set()
         keep |= {f"precleaner.{k}" for k in self.precleaner.state_dict()} if self.precleaner is not None else set()
         return {k: v for k, v in self.state_dict().items() if k in keep}
-
-    def save_pretrained(
-        self,
-        directory: str | Path,
-        *,
-        overwrite: bool = False,
-        dtype: StorageDtype = None,
-        max_shard_bytes: int | None = None,
-    ) -> Path:
-        """Adapters + encoder (+ pre-cleaner) and the teacher reference; merged exports store everything.
-
-        ``dtype`` stores floating-point tensors in another precision (e.g. float16 to halve the size, or
-        ``"int8"``: weight matrices as int8 with per-channel scales, see :mod:`varestorer.storage`);
-        loading copies them back into the float32 model. ``max_shard_bytes`` splits the weights into
-        Hugging Face shards no bigger than that (see :func:`varestorer.checkpoint.save_pretrained`).
-        """
-        return save_adapter_checkpoint(
-            self, directory, overwrite=overwrite, dtype=dtype, max_shard_bytes=max_shard_bytes
-        )
 
     def merged(self) -> Student:
         """A self-contained copy with every LoRA adapter folded into its weight (``export --merge``)."""
