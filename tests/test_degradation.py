@@ -63,6 +63,15 @@ def test_kernels_sum_to_one_with_requested_shape() -> None:
         gaussian_kernel(8, 1.0)
     with pytest.raises(ValueError, match="cutoff"):
         sinc_kernel(7, 4.0)
+    # plateau 1 / (1 + d^beta): d = 0, 1, 2 at the center, edges and corners of a 3x3 grid with sigma 1
+    plateau = plateau_kernel(3, 1.0, beta=1.0)
+    expected = torch.tensor([[1 / 3, 1 / 2, 1 / 3], [1 / 2, 1.0, 1 / 2], [1 / 3, 1 / 2, 1 / 3]])
+    assert torch.allclose(plateau / plateau[1, 1], expected)
+    for builder in (generalized_gaussian_kernel, plateau_kernel):
+        with pytest.raises(ValueError, match="beta"):
+            builder(5, 1.0, beta=0.0)
+        with pytest.raises(ValueError, match="sigmas"):
+            builder(5, 1.0, -1.0, beta=1.0)
 
 
 def test_anisotropic_orientation() -> None:

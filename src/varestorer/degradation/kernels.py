@@ -37,8 +37,9 @@ def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return xx, yy
 
 
-def _mahalanobis(size: int, sigma_x: float, sigma_y: float, angle: float) -> torch.Tensor:
-    """(x, y) Sigma^-1 (x, y)^T on a ``size`` grid, with Sigma = R diag(sx^2, sy^2) R^T."""
+def _mahalanobis(size: int, sigma_x: float, sigma_y: float | None, angle: float) -> torch.Tensor:
+    """(x, y) Sigma^-1 (x, y)^T on a ``size`` grid, with Sigma = R diag(sx^2, sy^2) R^T (sy = sx when None)."""
+    sigma_y = sigma_x if sigma_y is None else sigma_y
     if sigma_x <= 0 or sigma_y <= 0:
         raise ValueError(f"sigmas must be > 0, got {sigma_x}, {sigma_y}")
     xx, yy = _grid(size)
@@ -46,6 +47,13 @@ def _mahalanobis(size: int, sigma_x: float, sigma_y: float, angle: float) -> tor
     u = cos * xx + sin * yy  # coordinate along the rotated sigma_x axis
     v = -sin * xx + cos * yy
     return (u / sigma_x) ** 2 + (v / sigma_y) ** 2
+
+
+def _mahalanobis_power(size: int, sigma_x: float, sigma_y: float | None, angle: float, beta: float) -> torch.Tensor:
+    """``d^beta`` with ``d`` the squared Mahalanobis distance: the generalized and plateau shapes' argument."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return _mahalanobis(size, sigma_x, sigma_y, angle) ** beta
 
 
 def _finish(kernel: torch.Tensor, pad_to: int | None) -> torch.Tensor:
@@ -62,8 +70,7 @@ def gaussian_kernel(
     size: int, sigma_x: float, sigma_y: float | None = None, angle: float = 0.0, *, pad_to: int | None = None
 ) -> torch.Tensor:
     """Bivariate Gaussian ``exp(-d/2)``; isotropic when ``sigma_y`` is ``None``. Returns ``(k, k)``."""
-    d = _mahalanobis(size, sigma_x, sigma_x if sigma_y is None else sigma_y, angle)
-    return _finish(torch.exp(-0.5 * d), pad_to)
+    return _finish(torch.exp(-0.5 * _mahalanobis(size, sigma_x, sigma_y, angle)), pad_to)
 
 
 def generalized_gaussian_kernel(
@@ -76,10 +83,7 @@ def generalized_gaussian_kernel(
     pad_to: int | None = None,
 ) -> torch.Tensor:
     """Generalized Gaussian ``exp(-0.5 d^beta)`` with ``d`` the squared Mahalanobis distance (beta = 1: Gaussian)."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    d = _mahalanobis(size, sigma_x, sigma_x if sigma_y is None else sigma_y, angle)
-    return _finish(torch.exp(-0.5 * d**beta), pad_to)
+    return _finish(torch.exp(-0.5 * _mahalanobis_power(size, sigma_x, sigma_y, angle, beta)), pad_to)
 
 
 def plateau_kernel(
@@ -92,10 +96,7 @@ def plateau_kernel(
     pad_to: int | None = None,
 ) -> torch.Tensor:
     """Plateau-shaped kernel ``1 / (1 + d^beta)`` (flat top, heavy tails)."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    d = _mahalanobis(size, sigma_x, sigma_x if sigma_y is None else sigma_y, angle)
-    return _finish(1.0 / (d**beta + 1.0), pad_to)
+    return _finish(1.0 / (_mahalanobis_power(size, sigma_x, sigma_y, angle, beta) + 1.0), pad_to)
 
 
 def sinc_kernel(size: int, cutoff: float, *, pad_to: int | None = None) -> torch.Tensor:
