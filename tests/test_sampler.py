@@ -61,6 +61,13 @@ def test_sampling_is_seeded_and_unconditional_needs_a_batch_size(parts) -> None:
         sample_scales(transformer, quantizer, SCHEDULE)
     with pytest.raises(ValueError, match="temperature"):
         sample_scales(transformer, quantizer, SCHEDULE, batch_size=1, temperature=0.0)
+    # sample_scales is the labels of the one loop, whose keywords it takes (and no others)
+    detailed = sample_scales_detailed(
+        transformer, quantizer, SCHEDULE, batch_size=3, generator=torch.Generator().manual_seed(5)
+    )
+    assert all(torch.equal(x, y) for x, y in zip(a, detailed.labels))
+    with pytest.raises(TypeError, match="top_k"):
+        sample_scales(transformer, quantizer, SCHEDULE, batch_size=1, top_k=5)
 
 
 def test_top_p_per_bit() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -108,11 +108,24 @@ def sample_scales_detailed(
     control: Sequence[Tensor] | None = None,
     draw: Draw = "inverse_cdf",
 ) -> SampledScales:
-    """Generate every scale of ``schedule`` autoregressively; see :func:`sample_scales`.
+    """Generate every scale of ``schedule`` autoregressively, coarse to fine.
 
-    ``greedy`` takes the likelier label of every bit (argmax; temperature and top-p are then unused).
-    ``control``: per-block additions (B, L, C) over the whole sequence (a ControlNet-style branch,
-    ``models/lq_conditioned.py``); each scale gets its slice, repeated for the unconditional half with CFG.
+    Args:
+        transformer: the next-scale model (put it in ``eval()`` mode).
+        quantizer: turns sampled labels into codes and the next scale's inputs.
+        schedule: (h, w) grids starting at (1, 1); the last one is the latent grid.
+        text: encoded captions, or ``None`` for unconditional generation (then ``batch_size``).
+        cfg_scale: guidance weight on logits (1 = none; Infinity-2B uses 3-4). Ignored without text.
+        temperature: > 0, divides the guided logits (Infinity-2B: 0.5).
+        top_p: nucleus per bit (Infinity: 0.97).
+        generator: seeds the sampling.
+        greedy: take the likelier label of every bit (argmax; temperature and top-p are then unused).
+        control: per-block additions (B, L, C) over the whole sequence (a ControlNet-style branch,
+            ``models/lq_conditioned.py``); each scale gets its slice, repeated for the unconditional half with CFG.
+        draw: ``multinomial`` draws like Infinity (see :data:`Draw`).
+
+    Returns:
+        the labels, guided logits, f_hat and KV cache of the run (:class:`SampledScales`).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -168,39 +181,12 @@ def sample_scales(
     quantizer: MultiScaleQuantizer,
     schedule: Schedule,
     text: TextCondition | None = None,
-    *,
-    batch_size: int | None = None,
-    cfg_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    draw: Draw = "inverse_cdf",
+    **options: Any,
 ) -> list[Tensor]:
-    """Sample the token maps of every scale, coarse to fine.
-
-    Args:
-        transformer: the next-scale model (put it in ``eval()`` mode).
-        quantizer: turns sampled labels into codes and the next scale's inputs.
-        schedule: (h, w) grids starting at (1, 1); the last one is the latent grid.
-        text: encoded captions, or ``None`` for unconditional generation (then ``batch_size``).
-        cfg_scale: guidance weight on logits (1 = none; Infinity-2B uses 3-4). Ignored without text.
-        temperature: > 0, divides the guided logits (Infinity-2B: 0.5).
-        top_p: nucleus per bit (Infinity: 0.97).
-        generator: seeds the sampling.
-        draw: ``multinomial`` draws like Infinity (see :data:`Draw`).
+    """Sample the token maps of every scale, coarse to fine: the labels of :func:`sample_scales_detailed`,
+    which documents the arguments (``options`` are its keyword arguments, e.g. ``batch_size``, ``cfg_scale``).
 
     Returns:
         per scale (B, h*w, d) int64 bits; ``tokenizer.labels_to_image(labels, schedule)`` decodes them.
     """
-    return sample_scales_detailed(
-        transformer,
-        quantizer,
-        schedule,
-        text,
-        batch_size=batch_size,
-        cfg_scale=cfg_scale,
-        temperature=temperature,
-        top_p=top_p,
-        generator=generator,
-        draw=draw,
-    ).labels
+    return sample_scales_detailed(transformer, quantizer, schedule, text, **options).labels
