@@ -138,6 +138,8 @@ def test_bad_configs_are_clear_errors() -> None:
     student, _, _ = _student()
     with pytest.raises(ValueError, match="expected LQ images"):
         student(torch.rand(3, 16, 16))
+    with pytest.raises(ValueError, match="distilled without prompts"):
+        student.encode_prompts(["a cat"])
 
 
 def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:

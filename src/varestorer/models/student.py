@@ -42,7 +42,7 @@ from varestorer.models.adapter_checkpoint import AdapterCheckpointMixin, load_ad
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
-from varestorer.models.teacher import Teacher
+from varestorer.models.teacher import PromptEncoding, Teacher
 from varestorer.nn.lora import LORA_MARKER, inject_lora, merge_lora, to_parametrized_keys
 from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.loading import build_tokenizer
@@ -50,7 +50,7 @@ from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.tokenizer.scales import Schedule
 from varestorer.tokenizer.taef2_modules import TAEBlock
 from varestorer.transformer.model import NextScaleTransformer
-from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
+from varestorer.transformer.text import TextCondition, TextEncoder
 
 
 @dataclass
@@ -104,7 +104,7 @@ def bits_to_codes_straight_through(logits_Bld2: Tensor, bit_values: tuple[float,
     return hard + soft - soft.detach()
 
 
-class Student(AdapterCheckpointMixin, Restorable, nn.Module):
+class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
     """One-step restorer; implements the ``OneStepSR`` protocol the Restorer wraps.
 
     Attributes:
@@ -113,6 +113,7 @@ class Student(AdapterCheckpointMixin, Restorable, nn.Module):
     """
 
     config_class = StudentConfig
+    no_text_encoder = "this model has no text encoder (it was distilled without prompts); omit the prompt"
     objective: ClassVar[str] = "distill"
     """How ``varestorer train student`` trains it: distilled from the teacher (token KL + image losses)."""
 
@@ -210,15 +211,6 @@ class Student(AdapterCheckpointMixin, Restorable, nn.Module):
         for extra in (self.lq_bit_gain, self.fidelity_weight):
             if extra is not None:
                 extra.requires_grad_(True)
-
-    def encode_prompts(self, prompts: list[str]) -> TextCondition:
-        """Prompts -> text tokens with the teacher's encoder (``config.text_encoder``)."""
-        if self.config.text_encoder.kind == "none":
-            raise ValueError("this model has no text encoder (it was distilled without prompts); omit the prompt")
-        if self._text_encoder is None:
-            self._text_encoder = load_text_encoder(self.config.text_encoder, device=self.transformer.pos_start.device)
-        assert self._text_encoder is not None
-        return self._text_encoder(prompts)
 
     # ------------------------------------------------------------------------------------ protocol
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,27 @@ from varestorer.transformer.sampler import check_compatible, sample_scales
 from varestorer.transformer.text import TextCondition, TextEncoder, load_text_encoder
 
 
-class Teacher(nn.Module):
+class PromptEncoding:
+    """``encode_prompts`` for a model whose ``config.text_encoder`` names its caption encoder and which holds a
+    ``transformer`` (``Teacher``, ``Student``): the encoder is loaded on the first prompts, on the
+    transformer's device, into ``_text_encoder`` (which the model sets to None when built)."""
+
+    no_text_encoder: ClassVar[str] = "this model has no text encoder; omit the prompt"
+    """The one-line error for prompts to a model whose ``text_encoder.kind`` is ``"none"``."""
+    _text_encoder: TextEncoder | None
+
+    def encode_prompts(self, prompts: list[str]) -> TextCondition:
+        """Prompts -> text tokens with ``config.text_encoder`` (loaded on first use, not saved with the model)."""
+        model: Any = self  # a Teacher or a Student: both have config.text_encoder and transformer
+        if model.config.text_encoder.kind == "none":
+            raise ValueError(self.no_text_encoder)
+        if self._text_encoder is None:
+            self._text_encoder = load_text_encoder(model.config.text_encoder, device=model.transformer.pos_start.device)
+        assert self._text_encoder is not None
+        return self._text_encoder(prompts)
+
+
+class Teacher(PromptEncoding, nn.Module):
     """A text-to-image next-scale model: sample token pyramids, decode them to images.
 
     Args:
@@ -36,6 +56,7 @@ class Teacher(nn.Module):
     """
 
     config_class = TeacherConfig
+    no_text_encoder = "this teacher has no text encoder (text_encoder.kind is 'none'); omit the prompt"
 
     def __init__(
         self, tokenizer: MultiScaleTokenizer, transformer: NextScaleTransformer, config: TeacherConfig | None = None
@@ -86,16 +107,6 @@ class Teacher(nn.Module):
         if meta["model_type"] != "Teacher":
             raise ValueError(f"{directory} holds a {meta['model_type']}, not a Teacher")
         return load_tokenizer(Path(directory) / "tokenizer", device=device)
-
-    # ---------------------------------------------------------------------------------------- text
-    def encode_prompts(self, prompts: list[str]) -> TextCondition:
-        """Prompts -> text tokens with the configured encoder (loaded on first use, kept out of the weights)."""
-        if self.config.text_encoder.kind == "none":
-            raise ValueError("this teacher has no text encoder (text_encoder.kind is 'none'); omit the prompt")
-        if self._text_encoder is None:
-            self._text_encoder = load_text_encoder(self.config.text_encoder, device=self.transformer.pos_start.device)
-        assert self._text_encoder is not None
-        return self._text_encoder(prompts)
 
     # -------------------------------------------------------------------------------------- sample
     def schedule(self, height: int | None = None, width: int | None = None) -> Schedule:
