@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from varestorer.families import EMBEDDED_MODELS, WEIGHTS_DIR
@@ -33,24 +34,39 @@ def _lq() -> np.ndarray:
 def test_default_model_restores_deterministically_and_matches_the_golden_slice() -> None:
     restorer = Restorer.from_pretrained(device="cpu")
     lq = torch.from_numpy(_lq()).permute(2, 0, 1)[None]
-    first = restorer(lq, scale=4)
-    second = restorer(lq, scale=4)
+    first = restorer(lq, scale=4, color_fix="none")  # the slice predates the wavelet default (issue 31)
+    second = restorer(lq, scale=4, color_fix="none")
     assert first.shape == (1, 3, 96, 80) and torch.equal(first, second)
     assert first.min() >= 0 and first.max() <= 1
     centre = first[0, 0, 47:50, 39:42]
     torch.testing.assert_close(centre, torch.tensor(GOLDEN), atol=2e-3, rtol=0)
 
 
-def test_default_model_is_embedded_small_and_needs_no_colour_fix() -> None:
+def test_default_model_is_embedded_and_small() -> None:
     assert "default" in EMBEDDED_MODELS
     restorer = Restorer.from_pretrained(device="cpu")
-    assert restorer.scale == 4 and restorer.color_fix == "none"  # v2 was measured without one
+    assert restorer.scale == 4
     assert restorer._tiling(None, None) == (64, 6)  # its config's overlap (docs/default_model.md: fewer tiles)
     folder = WEIGHTS_DIR / EMBEDDED_MODELS["default"]
     weights = sorted(folder.glob("*.safetensors"))
     assert weights and all(f.stat().st_size < 16_000_000 for f in weights)  # each file under 16 MB
     embedded = [f for f in folder.parent.rglob("*") if f.is_file()]  # every embedded model together
     assert sum(f.stat().st_size for f in embedded) <= 25_000_000  # the package's budget
+
+
+def test_the_colour_fix_default_is_what_the_help_says_and_keeps_flat_colours(capsys) -> None:
+    from varestorer.cli.main import main
+
+    restorer = Restorer.from_pretrained(device="cpu")
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"{restorer.color_fix} for the embedded model" in help_text, help_text
+    # Without a colour fix, flat saturated colours moved by up to 55 levels (docs/default_model.md, issue 31).
+    blue = np.empty((12, 12, 3), np.uint8)
+    blue[:] = (20, 20, 230)
+    mean = restorer(blue).reshape(-1, 3).mean(0)
+    assert np.abs(mean - (20, 20, 230)).max() < 2, mean
 
 
 def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:
