@@ -86,3 +86,22 @@ def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path) -> None:
     (tmp_path / "evil.pth").write_bytes(b"not a pickle at all")
     with pytest.raises(ValueError):
         load_state_dict(tmp_path / "evil.pth")
+
+
+def test_unknown_preset_names_are_one_line_errors_listing_the_names() -> None:
+    from varestorer.degradation.pipeline import DegradationPipeline, degrade
+    from varestorer.tokenizer.config import tokenizer_preset
+    from varestorer.tokenizer.taef2 import TAEF2Tokenizer
+    from varestorer.transformer.config import transformer_preset
+
+    assert transformer_preset("tiny", depth=3).depth == 3 and tokenizer_preset("tiny").token_dim > 0
+    for call, what in [
+        (lambda: tokenizer_preset("nope"), "tokenizer preset"),
+        (lambda: transformer_preset("nope"), "transformer preset"),
+        (lambda: TAEF2Tokenizer.from_preset("nope"), "TAEF2 preset"),
+        (lambda: DegradationPipeline.from_preset("nope"), "degradation preset"),
+        (lambda: degrade(torch.rand(3, 8, 8), "nope"), "degradation preset"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^unknown {what} 'nope'; choose from \w") as error:
+            call()
+        assert "\n" not in str(error.value)

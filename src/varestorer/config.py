@@ -14,10 +14,19 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]`` (a preset or other named entry), or a one-line ``ValueError`` that names ``what``
+    (``"tokenizer preset"``) and lists the names."""
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(table)}")
+    return table[name]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from varestorer.config import lookup
 from varestorer.degradation import ops
 from varestorer.degradation.config import (
     DEGRADATION_PRESETS,
@@ -228,9 +229,7 @@ def degrade(
         ``(lq (3, H/scale, W/scale) in [0, 1], params)`` where ``params`` records every drawn value.
     """
     if isinstance(config, str):
-        if config not in DEGRADATION_PRESETS:
-            raise ValueError(f"unknown degradation preset {config!r}; choose from {', '.join(DEGRADATION_PRESETS)}")
-        config = DEGRADATION_PRESETS[config]
+        config = lookup(DEGRADATION_PRESETS, config, "degradation preset")
     if hq_3HW.ndim != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(hq_3HW.shape)}")
     params = draw_params(config, 1, generator)
@@ -248,9 +247,7 @@ class DegradationPipeline:
 
     @classmethod
     def from_preset(cls, name: str) -> DegradationPipeline:
-        if name not in DEGRADATION_PRESETS:
-            raise ValueError(f"unknown degradation preset {name!r}; choose from {', '.join(DEGRADATION_PRESETS)}")
-        return cls(DEGRADATION_PRESETS[name])
+        return cls(lookup(DEGRADATION_PRESETS, name, "degradation preset"))
 
     @property
     def scale(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from varestorer.config import lookup
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -73,6 +75,4 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
 
 def tokenizer_preset(name: str) -> TokenizerConfig:
     """The preset ``name`` (one-line ``ValueError`` listing the names when unknown)."""
-    if name not in TOKENIZER_PRESETS:
-        raise ValueError(f"unknown tokenizer preset {name!r}; choose from {', '.join(TOKENIZER_PRESETS)}")
-    return TOKENIZER_PRESETS[name]
+    return lookup(TOKENIZER_PRESETS, name, "tokenizer preset")

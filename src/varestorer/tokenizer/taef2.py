@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from varestorer.checkpoint import PretrainedMixin, check_state_dict, load_state_dict
+from varestorer.config import lookup
 from varestorer.tokenizer.base import MultiScaleTokenizerBase
 from varestorer.tokenizer.gained import GainedBitwiseQuantizer, octaves_below
 from varestorer.tokenizer.quantizer import resize_latent
@@ -174,9 +175,7 @@ class TAEF2Tokenizer(PretrainedMixin, MultiScaleTokenizerBase):
 
     @classmethod
     def from_preset(cls, name: str) -> TAEF2Tokenizer:
-        if name not in TAEF2_PRESETS:
-            raise ValueError(f"unknown TAEF2 preset {name!r}; choose from {', '.join(TAEF2_PRESETS)}")
-        return cls(TAEF2_PRESETS[name])
+        return cls(lookup(TAEF2_PRESETS, name, "TAEF2 preset"))
 
     @property
     def stride(self) -> int:

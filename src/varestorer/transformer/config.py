@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from varestorer.config import lookup
+
 
 @dataclass(frozen=True)
 class TransformerConfig:
@@ -153,6 +155,4 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
 
 def transformer_preset(name: str, **overrides: object) -> TransformerConfig:
     """A preset by name, with optional field overrides."""
-    if name not in TRANSFORMER_PRESETS:
-        raise ValueError(f"unknown transformer preset {name!r}; choose from {', '.join(TRANSFORMER_PRESETS)}")
-    return dataclasses.replace(TRANSFORMER_PRESETS[name], **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(lookup(TRANSFORMER_PRESETS, name, "transformer preset"), **overrides)  # type: ignore[arg-type]
