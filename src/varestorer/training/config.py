@@ -106,6 +106,14 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute every transformer block's activations in the backward pass instead of storing them
     (less memory, about one more forward pass of time); same losses and gradients."""
+    conv_checkpointing: bool = False
+    """Also recompute the tokenizer encoder's and decoder's blocks in the backward (training/conv_checkpointing.py):
+    at 512 px most of what a step saves once the transformer blocks are checkpointed; same losses and
+    gradients, about one more forward of the encoder and decoder of time."""
+    frozen_weights_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Storage of the frozen linear and conv weights (training/frozen_precision.py). ``bfloat16`` (with
+    ``mixed_precision = "bf16"``, whose autocast casts them to bf16 at every call anyway) halves the frozen
+    base; same losses and gradients to bf16 rounding. Not with ``sharding = "fsdp"``/``"fsdp_grad_op"``."""
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "grad_accum_steps", "log_every", "ckpt_every")
@@ -117,6 +125,14 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.sharding not in ("ddp", "fsdp", "fsdp_grad_op"):
             raise ValueError(f"train.sharding must be ddp, fsdp or fsdp_grad_op, got {self.sharding!r}")
+        if self.frozen_weights_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"train.frozen_weights_dtype must be float32 or bfloat16, got {self.frozen_weights_dtype!r}"
+            )
+        if self.frozen_weights_dtype == "bfloat16" and self.mixed_precision != "bf16":
+            raise ValueError('train.frozen_weights_dtype = "bfloat16" needs train.mixed_precision = "bf16"')
+        if self.frozen_weights_dtype == "bfloat16" and self.sharding != "ddp":
+            raise ValueError('train.frozen_weights_dtype = "bfloat16" is not supported with FSDP sharding')
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
             raise ValueError(f"train.time_budget_minutes must be > 0 or unset, got {self.time_budget_minutes}")
         if self.learning_rate <= 0:

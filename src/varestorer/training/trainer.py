@@ -56,7 +56,9 @@ from varestorer.config import config_to_dict
 from varestorer.io.atomic import disk_full_error, is_disk_full
 from varestorer.training import checkpoints as ckpt
 from varestorer.training.config import TrainConfig
+from varestorer.training.conv_checkpointing import enable_conv_checkpointing
 from varestorer.training.ema import ExponentialMovingAverage
+from varestorer.training.frozen_precision import store_frozen_weights
 from varestorer.training.loader import ResumableDistributedSampler, epoch_seed, make_loader, move_to
 from varestorer.training.optim import build_param_groups, learning_rate_at
 
@@ -180,6 +182,10 @@ class Trainer:
         self.module = module.to(self.device).train()
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.module)
+        if config.conv_checkpointing and enable_conv_checkpointing(self.module) == 0:
+            raise ValueError("train.conv_checkpointing is on but this job's model has no tokenizer blocks")
+        if config.frozen_weights_dtype != "float32":
+            store_frozen_weights(self.module, getattr(torch, config.frozen_weights_dtype))
         self.model: nn.Module = self.module
         self.sharded = self.world_size > 1 and config.sharding != "ddp"
         if self.sharded:
@@ -396,7 +402,9 @@ class Trainer:
         if (self.is_main or self.sharded) and self.validate_fn is not None:
             if self.sharded:  # the job may call submodules directly, past the root unit's gathering hook
                 self.module.unshard()  # type: ignore[operator]
-            with self.eval_module() as module:
+            # bf16 frozen weights need autocast's casts in the validation forward too
+            low = self.config.frozen_weights_dtype != "float32"
+            with self.eval_module() as module, self.autocast() if low else contextlib.nullcontext():
                 results = self.validate_fn(module)
             if self.sharded:
                 self.module.reshard()  # type: ignore[operator]
