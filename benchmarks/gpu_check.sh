@@ -11,8 +11,12 @@
 #
 # GPU_CHECK_SECTIONS (default "inference") picks the sections: "train" runs the distillation check of
 # issue 19 instead (Infinity-2B student at 512 px, LoRA 32, bf16: batch 1 and 4 with activation
-# checkpointing, batch 4 without; peak memory measured beside the memory model's prediction, each
-# into OUT_DIR/train_<name>.json; about 4-6 minutes, each run capped by GPU_TRAIN_RUN_TIMEOUT=150 s).
+# checkpointing, batch 4 without, and issue 29's batch 4 and 8 with the tokenizer's convs checkpointed too
+# and batch 4 with the frozen weights in bf16 as well;
+# peak memory measured beside the memory model's prediction, each into OUT_DIR/train_<name>.json with the
+# top allocations of torch's CUDA memory snapshot at the peak; about 4-7 minutes, each run capped by
+# GPU_TRAIN_RUN_TIMEOUT=70 s). GPU_TRAIN_MODEL/SIZE/DEVICE=tiny/64/cpu run the same end to end on a CPU (tests;
+# GPU_TRAIN_ARGS adds bench flags after the others, e.g. "--runs 1 --warmup 0").
 # "inference,train" runs both (over 8 minutes: give it two calls instead).
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [gpu_check.py args]}
@@ -50,14 +54,18 @@ if [[ ",$SECTIONS," == *",inference,"* ]]; then
 fi
 if [[ ",$SECTIONS," == *",train,"* ]]; then
     # Distillation at the paper's scale (docs/training.md, "Memory"): predicted vs measured peak per setting.
-    TRAIN=(--model infinity-2b --size 512 --lora-rank 32 --dtype bf16 --train --device cuda --runs 3 --warmup 1)
+    TRAIN=(--model "${GPU_TRAIN_MODEL:-infinity-2b}" --size "${GPU_TRAIN_SIZE:-512}" --lora-rank 32 --dtype bf16 --train
+        --device "${GPU_TRAIN_DEVICE:-cuda}" --runs 3 --warmup 1 --memory-snapshot)
     for run in "b1_ckpt:--batch-size 1 --activation-checkpointing" \
         "b4_ckpt:--batch-size 4 --activation-checkpointing" \
-        "b4_plain:--batch-size 4"; do
+        "b4_plain:--batch-size 4" \
+        "b4_ckpt_convs:--batch-size 4 --activation-checkpointing --conv-checkpointing" \
+        "b8_ckpt_convs:--batch-size 8 --activation-checkpointing --conv-checkpointing" \
+        "b4_ckpt_convs_bf16w:--batch-size 4 --activation-checkpointing --conv-checkpointing --set train.frozen_weights_dtype=bfloat16"; do
         name=${run%%:*}
         # shellcheck disable=SC2086  # the options are words
-        timeout --signal=INT --kill-after=15 "${GPU_TRAIN_RUN_TIMEOUT:-150}" "$PY" -m varestorer bench "${TRAIN[@]}" \
-            ${run#*:} --json "$OUT/train_$name.json" --overwrite 2>&1 | tee -a "$OUT/log.txt"
+        timeout --signal=INT --kill-after=15 "${GPU_TRAIN_RUN_TIMEOUT:-70}" "$PY" -m varestorer bench "${TRAIN[@]}" \
+            ${run#*:} ${GPU_TRAIN_ARGS:-} --json "$OUT/train_$name.json" --overwrite 2>&1 | tee -a "$OUT/log.txt"
         code=${PIPESTATUS[0]}
         echo "train $name: exit $code" | tee -a "$OUT/log.txt"
         [[ $code -ne 0 && $status -eq 0 ]] && status=$code

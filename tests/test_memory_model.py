@@ -97,7 +97,10 @@ def test_predict_only_for_infinity_2b_fits_the_targets(tmp_path) -> None:
     """Shapes only (fake tensors): ~6 s on the 2-core CPU, no GPU and no weights needed."""
     out = tmp_path / "b.json"
     args = ["bench", "--model", "infinity-2b", "--train", "--predict-only", "--dtype", "bf16"]
-    assert main([*args, "--batch-size", "4", "--activation-checkpointing", "--json", str(out)]) == 0
+    assert (
+        main([*args, "--batch-size", "4", "--activation-checkpointing", "--conv-checkpointing", "--json", str(out)])
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["measured_peak_mem_gb"] is None and result["samples_per_s"] is None
     assert result["activation_checkpointing"] and result["shared_teacher"] and result["sharding"] == "ddp"

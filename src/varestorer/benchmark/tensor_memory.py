@@ -78,3 +78,40 @@ def module_tensors(*modules: torch.nn.Module, optimizer: torch.optim.Optimizer |
         for state in optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     return tensors
+
+
+def top_allocations_at_peak(snapshot: dict[str, Any], count: int = 15) -> list[dict[str, Any]]:
+    """The largest allocation sites alive at the peak of a CUDA memory-history snapshot
+    (``torch.cuda.memory._snapshot()`` after ``_record_memory_history``), grouped by the innermost
+    varestorer frame (else the innermost frame): ``[{"site", "bytes", "count"}]``, largest first.
+
+    Only allocations made while the history was recorded are seen (weights made before are not)."""
+    events = [e for trace in snapshot.get("device_traces", []) for e in trace if e.get("action") in _ACTIONS]
+    size: dict[int, int] = {}
+    current = peak = peak_index = 0
+    for index, event in enumerate(events):  # pass 1: where the peak is
+        if event["action"] == "alloc":
+            size[event["addr"]] = event["size"]
+            current += event["size"]
+        else:
+            current -= size.pop(event["addr"], 0)
+        if current > peak:
+            peak, peak_index = current, index
+    live: dict[int, dict[str, Any]] = {}
+    for event in events[: peak_index + 1]:  # pass 2: what is alive there
+        if event["action"] == "alloc":
+            live[event["addr"]] = event
+        else:
+            live.pop(event["addr"], None)
+    sites: dict[str, dict[str, Any]] = {}
+    for event in live.values():
+        frames = event.get("frames") or [{"filename": "?", "line": 0, "name": "?"}]
+        frame = next((f for f in frames if "varestorer" in f["filename"]), frames[0])
+        site = f"{frame['filename'].rsplit('/src/', 1)[-1]}:{frame['line']} {frame['name']}"
+        entry = sites.setdefault(site, {"site": site, "bytes": 0, "count": 0})
+        entry["bytes"] += event["size"]
+        entry["count"] += 1
+    return sorted(sites.values(), key=lambda s: -s["bytes"])[:count]
+
+
+_ACTIONS = ("alloc", "free_completed")

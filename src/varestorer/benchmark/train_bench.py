@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from varestorer.benchmark.memory_model import GB, predict_memory
-from varestorer.benchmark.tensor_memory import LiveTensorPeak, module_tensors
+from varestorer.benchmark.tensor_memory import LiveTensorPeak, module_tensors, top_allocations_at_peak
 from varestorer.benchmark.timing import synchronize
 from varestorer.benchmark.train_setup import DistillSetup, build_distillation
 from varestorer.training.trainer import Trainer, seed_everything
@@ -108,9 +108,15 @@ def run_train_bench(
     steps: int = 3,
     warmup: int = 1,
     predict_only: bool = False,
+    memory_snapshot: bool = False,
 ) -> dict[str, Any]:
-    """Predict, and unless ``predict_only``, run ``warmup + steps`` steps of ``setup`` and measure them."""
-    estimate = predict_memory(setup)
+    """Predict, and unless ``predict_only``, run ``warmup + steps`` steps of ``setup`` and measure them.
+
+    ``memory_snapshot`` (CUDA): record torch's memory history over the last step and report the largest
+    allocation sites alive at its peak (``top_allocations``, see ``tensor_memory.top_allocations_at_peak``)."""
+    # A measured CPU run is checked against CPU autocast's trace; a prediction is for a GPU unless told cpu.
+    target = "cpu" if torch.device(device).type == "cpu" and not predict_only else "cuda"
+    estimate = predict_memory(setup, target=target)
     train, student = setup.train, setup.student
     result: dict[str, Any] = {
         **estimate.as_dict(),
@@ -120,6 +126,8 @@ def run_train_bench(
         "precision": "bf16" if train.mixed_precision == "bf16" else "fp32",
         "size": student.image_size,
         "activation_checkpointing": train.activation_checkpointing,
+        "conv_checkpointing": train.conv_checkpointing,
+        "predicted_for": target,
         "shared_teacher": setup.shared_teacher,
         "sharding": train.sharding,
         "world_size": setup.world_size,
@@ -160,8 +168,11 @@ def run_train_bench(
         )
         clock = StageClock(module, torch_device)
         step_times: list[float] = []
+        recording = memory_snapshot and torch_device.type == "cuda"
         with _peak(torch_device, module) as peak:
             for index, batch in enumerate(trainer.batches(loader)):
+                if recording and index + 1 == warmup + steps:  # the last step only: the median time stays clean
+                    torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
                 start = time.perf_counter()
                 with trainer.autocast():
                     loss, logs = trainer.model(batch, trainer.step)
@@ -174,6 +185,11 @@ def run_train_bench(
                 if index + 1 == warmup + steps:
                     break
         clock.close()
+        if recording:
+            result["top_allocations"] = top_allocations_at_peak(torch.cuda.memory._snapshot())
+            torch.cuda.memory._record_memory_history(enabled=None)
+        elif memory_snapshot:
+            result["top_allocations"] = None  # CUDA only
     timed = clock.records[warmup:] or clock.records
     times = step_times[warmup:] or step_times
     result["stages_ms"] = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
@@ -188,7 +204,8 @@ def format_train_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_train_bench`'s result."""
     lines = [
         f"{result['model']} at {result['size']} px, batch {result['batch_size']}, LoRA {result['lora_rank']}, "
-        f"{result['precision']}, checkpointing {'on' if result['activation_checkpointing'] else 'off'}, "
+        f"{result['precision']}, checkpointing {'on' if result['activation_checkpointing'] else 'off'}"
+        f"{' (+ convs)' if result['conv_checkpointing'] else ''}, "
         f"teacher {'shared' if result['shared_teacher'] else 'separate'}, "
         f"{result['sharding']} x {result['world_size']}",
         f"predicted peak  {result['predicted_peak_mem_gb']:.3f} GB  "

@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--predict-only", action="store_true", help="--train: only the memory model (any machine)")
     train.add_argument("--lora-rank", type=int, default=32)
     train.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
+    train.add_argument(
+        "--conv-checkpointing", action="store_true", help="also recompute the tokenizer encoder's/decoder's blocks"
+    )
+    train.add_argument(
+        "--memory-snapshot", action="store_true", help="CUDA: the top allocations at the peak (torch memory history)"
+    )
     train.add_argument("--separate-teacher", action="store_true", help="a teacher copy instead of the shared base")
     train.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="float32")
     train.add_argument("--sharding", choices=("ddp", "fsdp", "fsdp_grad_op"), default="ddp")
@@ -133,6 +139,7 @@ def _train_bench(args: argparse.Namespace) -> dict:
                 "batch_size": args.batch_size,
                 "mixed_precision": "bf16" if args.dtype == "bf16" else "no",
                 "activation_checkpointing": args.activation_checkpointing,
+                "conv_checkpointing": args.conv_checkpointing,
                 "sharding": args.sharding,
                 "ema_decay": 0.999 if args.ema else None,
             },
@@ -145,7 +152,12 @@ def _train_bench(args: argparse.Namespace) -> dict:
     recipe = parse_student_recipe(tables, args.set, where=where)
     setup = recipe_setup(recipe, args.model, world_size=args.world_size)
     result = run_train_bench(
-        setup, device=args.device, steps=args.runs, warmup=args.warmup, predict_only=args.predict_only
+        setup,
+        device=args.device,
+        steps=args.runs,
+        warmup=args.warmup,
+        predict_only=args.predict_only,
+        memory_snapshot=args.memory_snapshot,
     )
     print(format_train_table(result))
     return result
