@@ -228,7 +228,7 @@ def test_an_lq_of_the_working_size_is_one_pass_and_larger_ones_no_more_than_the_
     seen = count_passes(model)
     restorer.restore_tensor(torch.rand(1, 3, 16, 16))
     assert sum(seen) == 1
-    for height, width in [(8, 12), (17, 16), (28, 40), (40, 64), (16, 70)]:
+    for height, width in [(8, 12), (17, 16), (40, 64), (16, 70)]:
         seen.clear()
         restorer.restore_tensor(torch.rand(1, 3, height, width))
         official = official_tiled_passes(height, width, 4, 64)
