@@ -269,6 +269,19 @@ def test_config_files_and_unknown_keys(tmp_path) -> None:
         degradation_config_from_dict({"stage1": {"jpeg_quality_range": [0, 90]}})
     with pytest.raises(ValueError, match="unknown degradation preset"):
         resolve_degradation_config("strong")
+    sectioned = tmp_path / "recipe.toml"
+    sectioned.write_text('[degradation]\nbase = "mild"\nscale = 2\n[other]\nx = 1\n', encoding="utf-8")
+    assert load_degradation_config(sectioned, section="degradation").scale == 2
+    with pytest.raises(ValueError, match=r"recipe.toml: no \[train\] section"):
+        load_degradation_config(sectioned, section="train")
+    with pytest.raises(FileNotFoundError, match="degradation config not found"):
+        load_degradation_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("scale = [", encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text("scale: 2", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.toml: "):
+        load_degradation_config(tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match="pipeline.yaml: unsupported config format '.yaml'"):
+        load_degradation_config(tmp_path / "pipeline.yaml")
     assert np.isclose(DEGRADATION_PRESETS["realesrgan"].stage2.blur.probability, 0.8)
 
 

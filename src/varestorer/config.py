@@ -101,11 +101,16 @@ def _parse(text: str, suffix: str) -> dict[str, Any]:
     raise ValueError(f"unsupported config format {suffix!r}; use .toml or .json")
 
 
-def load_config_file(cls: type[T], path: str | Path, *, section: str | None = None) -> T:
-    """Read a ``.json`` or ``.toml`` file (optionally one top-level ``section``) into ``cls``."""
+def read_config_tables(path: str | Path, *, section: str | None = None, what: str = "config file") -> Any:
+    """The top-level table of a ``.toml`` or ``.json`` file, or its table ``section``.
+
+    Raises:
+        FileNotFoundError: ``{what} not found: {path}``.
+        ValueError: one line starting with the path (a syntax error, another format, no such section).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         data = _parse(text, path.suffix)
@@ -114,5 +119,11 @@ def load_config_file(cls: type[T], path: str | Path, *, section: str | None = No
     if section is not None:
         if section not in data:
             raise ValueError(f"{path}: no [{section}] section")
-        data = data[section]
-    return config_from_dict(cls, data, where=f"{path.name}" + (f"[{section}]" if section else ""))
+        return data[section]
+    return data
+
+
+def load_config_file(cls: type[T], path: str | Path, *, section: str | None = None) -> T:
+    """Read a ``.json`` or ``.toml`` file (optionally one top-level ``section``) into ``cls``."""
+    data = read_config_tables(path, section=section)
+    return config_from_dict(cls, data, where=f"{Path(path).name}" + (f"[{section}]" if section else ""))

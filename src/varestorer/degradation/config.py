@@ -16,13 +16,11 @@ a file may start from a preset with ``base = "mild"`` and override tables/keys.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from varestorer.config import config_from_dict, config_to_dict
+from varestorer.config import config_from_dict, config_to_dict, read_config_tables
 
 ResizeModeName = Literal["area", "bilinear", "bicubic"]
 
@@ -166,26 +164,7 @@ def degradation_config_from_dict(data: dict[str, Any], *, where: str = "Degradat
 def load_degradation_config(path: str | Path, *, section: str | None = None) -> DegradationConfig:
     """Read a pipeline from a ``.toml``/``.json`` file (optionally one top-level table ``section``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"degradation config not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10
-                import tomli as tomllib
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"unsupported config format {path.suffix!r}; use .toml or .json")
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    if section is not None:
-        if section not in data:
-            raise ValueError(f"{path}: no [{section}] section")
-        data = data[section]
+    data = read_config_tables(path, section=section, what="degradation config")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a table/object")
     return degradation_config_from_dict(data, where=path.name)
