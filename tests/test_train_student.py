@@ -92,10 +92,12 @@ def test_captions_condition_teacher_and_student(setup) -> None:
     student = Student.from_pretrained(root / "t5" / "model")
     assert student.config.text_encoder.kind == "transformers"
     lq = torch.rand(1, 3, 16, 16)
+    keys = set(student.state_dict())
     with torch.no_grad():
         cat = student.restore(lq, student.encode_prompts(["a photo of a cat"])).logits
         dog = student.restore(lq, student.encode_prompts(["dog on grass"])).logits
     assert not torch.allclose(cat, dog)
+    assert set(student.state_dict()) == keys  # the loaded text encoder is never part of the weights
 
 
 def test_no_distill_variant_trains_with_cross_entropy_and_samples_scale_by_scale(setup) -> None:

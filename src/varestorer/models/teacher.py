@@ -41,7 +41,10 @@ class PromptEncoding:
         if model.config.text_encoder.kind == "none":
             raise ValueError(self.no_text_encoder)
         if self._text_encoder is None:
-            self._text_encoder = load_text_encoder(model.config.text_encoder, device=model.transformer.pos_start.device)
+            encoder = load_text_encoder(model.config.text_encoder, device=model.transformer.pos_start.device)
+            # object.__setattr__: an nn.Module assigned to a module attribute becomes a submodule, and the
+            # encoder's weights would then enter state_dict(), save_pretrained and merged exports.
+            object.__setattr__(self, "_text_encoder", encoder)
         assert self._text_encoder is not None
         return self._text_encoder(prompts)
 
