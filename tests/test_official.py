@@ -282,6 +282,18 @@ def test_each_tile_position_draws_its_own_stream_and_a_batch_equals_single_passe
     torch.testing.assert_close(batched, one, rtol=0, atol=2e-6)
 
 
+@pytest.mark.slow  # importing transformers costs seconds
+def test_a_prompt_keeps_the_text_encoder_out_of_the_weights(tmp_path: Path) -> None:
+    from conftest import write_tiny_t5
+
+    write_tiny_t5(tmp_path / "t5")
+    model = OfficialVARestorer(tiny_config(), text_folder=str(tmp_path / "t5")).eval()
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)  # the default (empty) prompt through T5
+    assert model._text_encoder is not None and set(model.state_dict()) == keys
+
+
 # ---------------------------------------------------------------------------- the bench preset (issue 30)
 def test_the_official_bench_preset_has_the_released_shapes_at_any_depth() -> None:
     from varestorer.benchmark.official_bench import OFFICIAL_BENCH_PRESETS, official_bench_model

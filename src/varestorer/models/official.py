@@ -218,7 +218,9 @@ class OfficialVARestorer(Restorable, nn.Module):
         if self._text_encoder is None:
             config = TextEncoderConfig(kind="transformers", path=self.text_folder, max_length=512)
             device, dtype = self.transformer.pos_start.device, self.transformer.pos_start.dtype
-            self._text_encoder = load_text_encoder(config, device=device, dtype=dtype)
+            encoder = load_text_encoder(config, device=device, dtype=dtype)
+            # Not a submodule: its weights would enter state_dict() and every .to() / set_precision of the model.
+            object.__setattr__(self, "_text_encoder", encoder)
         assert self._text_encoder is not None
         return self._text_encoder(prompts)
 
