@@ -15,13 +15,12 @@ kept as a bare string otherwise.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from varestorer.config import config_from_dict
+from varestorer.config import config_from_dict, read_config_tables
 from varestorer.data.datasets import HQFolderDataset
 
 
@@ -146,25 +145,8 @@ class TrainConfig:
 
 
 def read_recipe_tables(path: Path) -> dict[str, Any]:
-    """The raw tables of a ``.toml`` or ``.json`` recipe file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10
-                import tomli as tomllib
-            return tomllib.loads(text)
-        if path.suffix == ".json":
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError("expected a JSON object at the top level")
-            return data
-    except ValueError as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
-        raise ValueError(f"{path}: {error}") from None
-    raise ValueError(f"unsupported recipe format {path.suffix!r}; use .toml or .json")
+    """The raw tables of a ``.toml`` or ``.json`` recipe file (one-line, path-prefixed errors)."""
+    return read_config_tables(path, what="recipe")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
