@@ -34,7 +34,7 @@ def _lq() -> np.ndarray:
 def test_default_model_restores_deterministically_and_matches_the_golden_slice() -> None:
     restorer = Restorer.from_pretrained(device="cpu")
     lq = torch.from_numpy(_lq()).permute(2, 0, 1)[None]
-    first = restorer(lq, scale=4, color_fix="none")  # the slice predates the wavelet default (issue 31)
+    first = restorer(lq, scale=4, color_fix="none")  # the slice predates the adain default (issue 31)
     second = restorer(lq, scale=4, color_fix="none")
     assert first.shape == (1, 3, 96, 80) and torch.equal(first, second)
     assert first.min() >= 0 and first.max() <= 1

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--color-fix",
         default=None,
         choices=("none", "adain", "wavelet"),
-        help="match the LQ's colours (default: the model's own, in its config.json: wavelet for the embedded model; "
+        help="match the LQ's colours (default: the model's own, in its config.json: adain for the embedded model; "
         "docs/default_model.md has the measurements)",
     )
     parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
