@@ -16,12 +16,12 @@ from varestorer.cli.main import main
 from varestorer.demo.app import (
     DemoInputError,
     load_upload,
-    model_reads_text,
     output_name,
     restore_upload,
 )
 from varestorer.inference.tiling import count_tiles
 from varestorer.io.images import read_image
+from varestorer.restore_spec import RestoreSpec
 
 
 @pytest.fixture
@@ -156,16 +156,6 @@ def test_options_reach_the_restorer_and_progress_counts_tiles(tmp_path, tiny_ima
     assert default.path.parent != result.path.parent and default.path.name == "a_x2.png"  # one folder per job
 
 
-def test_model_reads_text_only_with_a_text_encoder() -> None:
-    def encode(prompts):
-        return prompts
-
-    assert not model_reads_text(SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=2)))
-    with_text = SimpleNamespace(encode_prompts=encode, config=SimpleNamespace(text_encoder=SimpleNamespace(kind="t5")))
-    without = SimpleNamespace(encode_prompts=encode, config=SimpleNamespace(text_encoder=SimpleNamespace(kind="none")))
-    assert model_reads_text(with_text) and not model_reads_text(without)
-
-
 def test_output_names() -> None:
     assert output_name("chelsea.png", 4.0) == "chelsea_x4.png"
     assert output_name("Photo.JPG", 2.5) == "Photo_x2.5.jpg"
@@ -206,7 +196,9 @@ def test_page_shows_errors_hides_the_prompt_and_queues_one_job(tmp_path, tiny_im
     )
     assert after.shape == before.shape == (16, 20, 3) and read_image(path).shape == (16, 20, 3) and "a_x2.png" in status
     # A model that reads text gets the prompt box.
-    text_model = SimpleNamespace(encode_prompts=len, config=SimpleNamespace(text_encoder=SimpleNamespace(kind="t5")))
-    text_restorer = SimpleNamespace(model=text_model, scale=4, device="cpu", dtype=restorer.dtype)
+    text_model = SimpleNamespace(encode_prompts=len)
+    text_restorer = SimpleNamespace(
+        model=text_model, scale=4, device="cpu", dtype=restorer.dtype, spec=RestoreSpec(scale=4, reads_prompts=True)
+    )
     page = build_app(text_restorer, tmp_path)
     assert next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "prompt").visible is True

@@ -160,14 +160,6 @@ def load_upload(path: str | Path | None, *, max_pixels: int = DEFAULT_MAX_PIXELS
     return Upload(array=array, name=name)
 
 
-def model_reads_text(model: Any) -> bool:
-    """Whether a model takes a prompt: it encodes prompts and its config names a text encoder."""
-    if not callable(getattr(model, "encode_prompts", None)):
-        return False
-    encoder = getattr(getattr(model, "config", None), "text_encoder", None)
-    return getattr(encoder, "kind", None) != "none"
-
-
 def output_name(name: str, scale: float) -> str:
     """``chelsea.png`` at x4 -> ``chelsea_x4.png``: the input's format; PNG for ones we cannot write and
     for GIF (the page restores one frame, and a 256-colour palette would throw the restoration away)."""
@@ -220,7 +212,7 @@ def restore_upload(
     elif color_fix not in COLOR_FIX_CHOICES:
         raise DemoInputError(f"colour fix must be one of {', '.join(COLOR_FIX_CHOICES)}, got {color_fix!r}")
     prompt = prompt.strip() if prompt else None
-    if prompt and not model_reads_text(restorer.model):
+    if prompt and not restorer.spec.reads_prompts:  # the model's declared contract (restore_spec.py)
         raise DemoInputError(f"{type(restorer.model).__name__} takes no text prompt; leave the prompt empty")
     start = time.perf_counter()
     try:
@@ -255,7 +247,7 @@ def build_app(
     """
     import gradio as gr
 
-    reads_text = model_reads_text(restorer.model)
+    reads_text = restorer.spec.reads_prompts
     jobs = jobs or Jobs()
 
     def refuse(message: str) -> gr.Error:
