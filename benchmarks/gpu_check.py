@@ -13,7 +13,7 @@ On a CPU, ``--model tiny --size 64 --device cpu`` runs the same sequence in seco
 from __future__ import annotations
 
 import argparse
-import gc
+import functools
 import json
 import sys
 import time
@@ -21,25 +21,15 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_common beside this script
 
 import torch  # noqa: E402
+from gpu_common import count_host_syncs, free_memory, write_json  # noqa: E402
 
 from varestorer.benchmark.bench import bench_peer, format_table, run_bench  # noqa: E402
 from varestorer.benchmark.presets import bench_student  # noqa: E402
 
 TARGETS = {"one_step_ms": 25.0, "end_to_end_ms": 40.0, "ratio": 7.0}
-
-
-def _write(out: Path, name: str, data: object) -> None:
-    tmp = out / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / f"{name}.json")
-
-
-def _free() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def sync_check(model: str, size: int, device: str, dtype: str) -> dict[str, object]:
@@ -48,22 +38,10 @@ def sync_check(model: str, size: int, device: str, dtype: str) -> dict[str, obje
         return {"checked": False, "reason": "not a CUDA device"}
     student = bench_student(model, size=size, device=device).to(torch.bfloat16 if dtype == "bf16" else torch.float32)
     lq = torch.rand(1, 3, size // 4, size // 4, device=device)
-    result: dict[str, object] = {"checked": True}
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-        student(lq)  # warm-up: first calls may synchronise while allocating
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            student(lq)
-            result["host_syncs"] = 0
-        except RuntimeError as error:
-            result["host_syncs"] = "at least 1"
-            result["error"] = str(error).splitlines()[0]
-            result["where"] = traceback.format_exc().splitlines()[-6:]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        result = count_host_syncs(functools.partial(student, lq), trace_lines=6)
     del student
-    _free()
+    free_memory()
     return result
 
 
@@ -96,7 +74,7 @@ def main() -> int:
             "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
             "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
         }
-    _write(args.out, "env", env)
+    write_json(args.out, "env", env)
     print(json.dumps(env), flush=True)
 
     summary: dict[str, object] = {"env": env, "targets": TARGETS, "results": {}, "errors": {}}
@@ -105,7 +83,7 @@ def main() -> int:
     except Exception as error:  # keep going: the timings matter more
         summary["sync_check"] = {"checked": False, "error": repr(error)}
     print("sync check:", summary["sync_check"], flush=True)
-    _write(args.out, "summary", summary)
+    write_json(args.out, "summary", summary)
 
     batches = [int(b) for b in args.batches.split(",") if b]
     configs = [(b, False) for b in batches] + ([] if args.no_compile else [(b, True) for b in batches])
@@ -137,11 +115,11 @@ def main() -> int:
         except Exception as error:
             summary["errors"][name] = traceback.format_exc().splitlines()[-8:]  # type: ignore[index]
             print(f"{name}: FAILED {error!r}", flush=True)
-            _write(args.out, "summary", summary)
-            _free()
+            write_json(args.out, "summary", summary)
+            free_memory()
             continue
         result["wall_s"] = time.perf_counter() - t0
-        _write(args.out, name, result)
+        write_json(args.out, name, result)
         try:
             print(format_table(result), flush=True)
         except Exception as error:  # the JSON is what counts
@@ -167,10 +145,10 @@ def main() -> int:
                 "end_to_end_ms<=40": row["end_to_end_ms"] <= TARGETS["end_to_end_ms"],
                 "ratio>=7": row["ratio"] is not None and row["ratio"] >= TARGETS["ratio"],
             }
-        _write(args.out, "summary", summary)
-        _free()
+        write_json(args.out, "summary", summary)
+        free_memory()
     summary["total_s"] = time.perf_counter() - started
-    _write(args.out, "summary", summary)
+    write_json(args.out, "summary", summary)
     print(json.dumps(summary["results"], indent=1), flush=True)
     return 1 if summary["errors"] else 0
 

@@ -3,11 +3,9 @@
 #
 #   benchmarks/gpu_check.sh OUT_DIR [extra gpu_check.py args, e.g. --runs 20]
 #
-# Needs only Python + PyTorch with CUDA. Runs from this checkout with PYTHONPATH=src (no install).
-# The one other import the model path needs is safetensors: if it is missing, wheels carried in the
-# git-ignored benchmarks/wheels/ are installed offline (--no-deps --no-index); failing that, a stub
-# that only satisfies the import is put on the path (presets with random weights never read or write
-# weight files). Results: OUT_DIR/summary.json, OUT_DIR/<config>.json, OUT_DIR/log.txt.
+# Needs only Python + PyTorch with CUDA. Runs from this checkout with PYTHONPATH=src (no install; the
+# environment and the safetensors fallback: gpu_env.sh). Results: OUT_DIR/summary.json,
+# OUT_DIR/<config>.json, OUT_DIR/log.txt.
 #
 # GPU_CHECK_SECTIONS (default "inference") picks the sections: "train" runs the distillation check of
 # issue 19 instead (Infinity-2B student at 512 px, LoRA 32, bf16: batch 1 and 4 with activation
@@ -21,30 +19,7 @@
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [gpu_check.py args]}
 shift
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PYTHON:-$(command -v python3 || command -v python)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
-export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$OUT/.inductor-cache}"
-
-if ! "$PY" -c "import safetensors" 2>/dev/null; then
-    if compgen -G "$ROOT/benchmarks/wheels/*.whl" >/dev/null; then
-        "$PY" -m pip install --quiet --no-deps --no-index "$ROOT"/benchmarks/wheels/*.whl 2>&1 | tail -2
-    fi
-fi
-if ! "$PY" -c "import safetensors" 2>/dev/null; then
-    echo "safetensors missing: using an import stub (no weight files are read)" | tee -a "$OUT/log.txt"
-    SHIM="$OUT/.shim/safetensors"
-    mkdir -p "$SHIM"
-    printf 'class SafetensorError(Exception):\n    pass\n' >"$SHIM/__init__.py"
-    printf 'def load_file(*a, **k):\n    raise RuntimeError("safetensors is not installed")\n\n\nsave_file = load_file\n' >"$SHIM/torch.py"
-    export PYTHONPATH="$PYTHONPATH:$OUT/.shim"
-fi
-
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/log.txt"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/log.txt"
+source "$(dirname "$0")/gpu_env.sh"  # ROOT, PY, PYTHONPATH, OUT made absolute, safetensors, the log's header
 SECTIONS=${GPU_CHECK_SECTIONS:-inference}
 status=0
 if [[ ",$SECTIONS," == *",inference,"* ]]; then

@@ -18,7 +18,6 @@ On a CPU, ``--model official:tiny --device cpu --compile-backend eager`` runs th
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -27,23 +26,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_common beside this script
 
 import torch  # noqa: E402
+from gpu_common import count_host_syncs, free_memory, write_json  # noqa: E402
 
 from varestorer.benchmark.bench import bench_peer, format_table  # noqa: E402
 from varestorer.benchmark.official_bench import official_bench_model, time_official_model  # noqa: E402
-
-
-def _write(out: Path, name: str, data: object) -> None:
-    tmp = out / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / f"{name}.json")
-
-
-def _free() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def sync_check(model: Any, device: torch.device) -> dict[str, object]:
@@ -52,21 +41,8 @@ def sync_check(model: Any, device: torch.device) -> dict[str, object]:
         return {"checked": False, "reason": "not a CUDA device"}
     S, s = model.config.image_size, model.config.scale
     lq = torch.rand(2, 3, S // s, S // s, device=device)
-    result: dict[str, object] = {"checked": True}
     with torch.inference_mode():
-        model(lq, streams=[0, 1])  # warm-up: first calls may synchronise while allocating
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            model(lq, streams=[0, 1])
-            result["host_syncs"] = 0
-        except RuntimeError as error:
-            result["host_syncs"] = "at least 1"
-            result["error"] = str(error).splitlines()[0]
-            result["where"] = traceback.format_exc().splitlines()[-8:]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return result
+        return count_host_syncs(lambda: model(lq, streams=[0, 1]))
 
 
 def _row(result: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +95,7 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    _write(args.out, "env", env)
+    write_json(args.out, "env", env)
     print(json.dumps(env), flush=True)
 
     summary: dict[str, Any] = {"env": env, "results": {}, "errors": {}}
@@ -131,7 +107,7 @@ def main() -> int:
     except Exception as error:  # keep going: the timings matter more
         summary["sync_check"] = {"checked": False, "error": repr(error)}
     print("sync check:", summary["sync_check"], flush=True)
-    _write(args.out, "summary", summary)
+    write_json(args.out, "summary", summary)
 
     batches = [int(b) for b in args.batches.split(",") if b]
 
@@ -160,19 +136,19 @@ def main() -> int:
         except Exception as error:
             summary["errors"][name] = traceback.format_exc().splitlines()[-8:]
             print(f"{name}: FAILED {error!r}", flush=True)
-            _write(args.out, "summary", summary)
-            _free()
+            write_json(args.out, "summary", summary)
+            free_memory()
             return None
         result["wall_s"] = time.perf_counter() - t0
-        _write(args.out, name, result)
+        write_json(args.out, name, result)
         try:
             print(format_table(result), flush=True)
         except Exception as error:  # the JSON is what counts
             print(f"(table failed: {error!r})", flush=True)
         print(f"({name}: {result['wall_s']:.0f} s, {time.perf_counter() - started:.0f} s so far)\n", flush=True)
         summary["results"][name] = _row(result)
-        _write(args.out, "summary", summary)
-        _free()
+        write_json(args.out, "summary", summary)
+        free_memory()
         return result
 
     eager = {batch: run(batch, compiled=False) for batch in batches}
@@ -187,7 +163,7 @@ def main() -> int:
             if args.cuda_graphs:
                 run(best, compiled=True, mode="reduce-overhead")
     summary["total_s"] = time.perf_counter() - started
-    _write(args.out, "summary", summary)
+    write_json(args.out, "summary", summary)
     print(json.dumps(summary["results"], indent=1), flush=True)
     return 1 if summary["errors"] else 0
 
