@@ -88,32 +88,16 @@ def run_official_bench(
     depth: int | None = None,
     device: str | torch.device = "cpu",
     dtype: Dtype = "bf16",
-    batch_size: int = 1,
-    compile: bool = False,
-    runs: int = 3,
-    warmup: int = 1,
-    peers: tuple[str, ...] | list[str] = (),
-    peer_weights: Mapping[str, str | Path] | None = None,
-    seed: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Time the official model's stages and whole pass on a batch of ``batch_size`` LQ tiles (see the module
-    docstring); ``compile``: ``OfficialVARestorer.compile`` (each stage's modules), warm-up absorbs it."""
+    """Build the official model ``name`` (``depth`` blocks, random weights) on ``device`` at the official precision
+    for ``dtype`` and time it with :func:`time_official_model`, which takes ``options`` as they are (batch size,
+    compile, runs, warm-up, peers and their weights, seed)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     device = check_device(device)
     model = official_bench_model(name, depth=depth, device=device, dtype=dtype)
-    return time_official_model(
-        model,
-        name,
-        dtype=dtype,
-        batch_size=batch_size,
-        compile=compile,
-        runs=runs,
-        warmup=warmup,
-        peers=peers,
-        peer_weights=peer_weights,
-        seed=seed,
-    )
+    return time_official_model(model, name, dtype=dtype, **options)
 
 
 def time_official_model(
@@ -129,8 +113,9 @@ def time_official_model(
     peer_weights: Mapping[str, str | Path] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """:func:`run_official_bench` on a built model (on its device, its precision set for ``dtype``), so a script
-    can time several batch sizes without rebuilding it. ``compile``: True, or ``torch.compile`` keyword
+    """Time a built official model's stages and whole pass on a batch of ``batch_size`` LQ tiles (see the module
+    docstring; on its device, its precision set for ``dtype``), so a script can time several batch sizes
+    without rebuilding it. ``compile``: True, or ``torch.compile`` keyword
     arguments (e.g. ``{"backend": "eager"}``); the model stays compiled afterwards."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from varestorer.io.atomic import atomic_path
 
@@ -197,6 +198,20 @@ def _peer_bench(args: argparse.Namespace) -> dict:
     return result
 
 
+def _timing_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every one-step bench (student presets and folders, the official model) takes alike."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "compile": args.compile,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "peers": [p for p in args.peers.split(",") if p],
+        "peer_weights": _peer_weights(args.peer_weights),
+    }
+
+
 def _inference_bench(args: argparse.Namespace) -> dict:
     from varestorer.benchmark.bench import format_table, run_bench
     from varestorer.benchmark.presets import parse_schedule
@@ -205,16 +220,9 @@ def _inference_bench(args: argparse.Namespace) -> dict:
         args.model,
         size=args.size,
         schedule=parse_schedule(args.schedule) if args.schedule else None,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        compile=args.compile,
-        runs=args.runs,
-        warmup=args.warmup,
-        peers=[p for p in args.peers.split(",") if p],
         multi_step=not args.no_multi_step,
         precleaner=args.precleaner,
-        peer_weights=_peer_weights(args.peer_weights),
+        **_timing_options(args),
     )
     print(format_table(result))
     return result
@@ -226,18 +234,7 @@ def _official_bench(args: argparse.Namespace) -> dict:
 
     if args.size is not None or args.schedule or args.precleaner:
         raise ValueError("official:* runs at its own 512 px and schedule: leave out --size, --schedule, --precleaner")
-    result = run_official_bench(
-        args.model,
-        depth=args.depth,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        compile=args.compile,
-        runs=args.runs,
-        warmup=args.warmup,
-        peers=[p for p in args.peers.split(",") if p],
-        peer_weights=_peer_weights(args.peer_weights),
-    )
+    result = run_official_bench(args.model, depth=args.depth, **_timing_options(args))
     print(format_table(result))
     print(f"output megapixels/s {result['megapixels_per_s']:.3f}  (transformer depth {result['depth']})")
     return result
