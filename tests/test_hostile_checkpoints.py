@@ -18,7 +18,7 @@ from torch import nn
 
 import varestorer
 from conftest import subprocess_env
-from varestorer import checkpoint
+from varestorer import build_limits, checkpoint
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
 from varestorer.checkpoint import read_config
 from varestorer.cli.main import main
@@ -52,12 +52,12 @@ def test_enormous_sizes_beside_small_weights_are_refused_before_allocating(tmp_p
 
 
 def test_a_model_above_the_free_memory_is_refused_and_a_fitting_one_is_built(monkeypatch) -> None:
-    monkeypatch.setattr(checkpoint, "available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(build_limits, "available_memory", lambda: 1_000_000)
     with pytest.raises(ValueError, match=r"^net: .* above the 1.0 MB of free memory \(refused before allocating\)$"):
-        checkpoint.build_within_limits(
+        build_limits.build_within_limits(
             lambda: nn.Sequential(*[nn.Linear(256, 256) for _ in range(10_000)]), "net", state=None
         )
-    small = checkpoint.build_within_limits(lambda: nn.Linear(8, 8), "net", state=None)
+    small = build_limits.build_within_limits(lambda: nn.Linear(8, 8), "net", state=None)
     assert small.weight.device.type == "cpu"  # the real build after the dry run
 
 

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 
 # The layer order, bottom up (a package may import only the packages listed for it, and itself):
 #   0  config, io, restore_spec         plain data (restore_spec: the restore contract), files
-#   1  storage, checkpoint, families    weights on disk (storage: float casts, int8); the registry of families
+#   1  storage, build_limits, checkpoint, families  weights on disk (storage: float casts, int8; build_limits:
+#                                    sizes from config.json); the registry of families
 #   2  nn                               shared layers (attention, LoRA)
 #   3  tokenizer                        images <-> multi-scale token pyramids (tokenizer folders via families)
 #   4  transformer                      the next-scale transformer and its sampler (transformer/sampler.py)
@@ -25,6 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "varestorer"
 BASE = {"varestorer.config", "varestorer.io", "varestorer.restore_spec"}
 MODEL_SIDE = BASE | {
     "varestorer.storage",
+    "varestorer.build_limits",
     "varestorer.checkpoint",
     "varestorer.families",
     "varestorer.nn",
@@ -40,7 +42,8 @@ ALLOWED: dict[str, set[str]] = {
     "varestorer.restore_spec": set(),
     "varestorer.io": {"varestorer.config"},
     "varestorer.storage": BASE,
-    "varestorer.checkpoint": BASE | {"varestorer", "varestorer.storage"},
+    "varestorer.build_limits": BASE,
+    "varestorer.checkpoint": BASE | {"varestorer", "varestorer.storage", "varestorer.build_limits"},
     "varestorer.families": BASE | {"varestorer.checkpoint"},
     "varestorer.nn": BASE | {"varestorer.checkpoint"},
     # tokenizer/loading.py opens a tokenizer folder of any family (a teacher's tokenizer/) through the registry.

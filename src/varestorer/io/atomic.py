@@ -69,7 +69,8 @@ def is_disk_full(error: BaseException, folder: str | Path) -> bool:
     return False
 
 
-def _size(nbytes: float) -> str:
+def format_bytes(nbytes: float) -> str:
+    """``1234567`` -> ``"1.2 MB"`` (decimal units, B to TB)."""
     for unit in ("B", "KB", "MB", "GB"):
         if nbytes < 1000:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
@@ -82,7 +83,7 @@ def disk_full_error(folder: str | Path, what: str, advice: str = "free some spac
     folder = Path(os.path.abspath(folder))
     try:
         usage = shutil.disk_usage(_existing(folder))
-        space = f"{_size(usage.free)} free of {_size(usage.total)}"
+        space = f"{format_bytes(usage.free)} free of {format_bytes(usage.total)}"
     except OSError:
         space = "free space unknown"
     return DiskFullError(

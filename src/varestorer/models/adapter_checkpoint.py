@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from varestorer.build_limits import build_within_limits
 from varestorer.checkpoint import (
     StorageDtype,
     buffer_names,
-    build_within_limits,
     load_weights,
     read_config,
     save_pretrained,
