@@ -74,3 +74,18 @@ def test_the_lite_tokenizer_infers_as_it_trains(size: int) -> None:
     assert f_layers.requires_grad and y_layers.requires_grad  # the plain path ran
     torch.testing.assert_close(f_fast, f_layers.detach(), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(y_fast, y_layers.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_the_shortcuts_run_under_bf16_autocast() -> None:
+    """The teacher's training encodes its crops under CPU bf16 autocast, where the fused kernels are bf16."""
+    torch.manual_seed(2)
+    lite = TAEF2Tokenizer(TAEF2_PRESETS["taef2-tiny-lite"]).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        f, y = lite.encoder(x), lite.decoder(lite.encoder(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f_bf16 = lite.encoder(x)
+            y_bf16 = lite.decoder(f)
+    assert f_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(f_bf16.float(), f, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(y_bf16.float(), y, atol=0.1, rtol=0.05)

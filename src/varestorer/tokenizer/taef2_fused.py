@@ -60,7 +60,7 @@ def _index(positions: list[int], like: Tensor) -> Tensor:
 def compose_kernels(second: Tensor, first: Tensor) -> Tensor:
     """``conv(conv(x, first), second)`` as one kernel: (O, M, 3, 3) after (M, I, 3, 3) -> (O, I, 5, 5)."""
     pairs = torch.einsum("omd,mie->oide", second.flatten(2), first.flatten(2))  # (O, I, 9, 9)
-    out = second.new_zeros(second.shape[0], first.shape[1], 25)
+    out = pairs.new_zeros(second.shape[0], first.shape[1], 25)  # pairs' dtype: bf16 under CPU autocast
     return out.index_add_(2, _index(_COMPOSED, out), pairs.flatten(2)).view(*out.shape[:2], 5, 5)
 
 
