@@ -23,6 +23,7 @@ from varestorer.training.distillation import StudentDistillation
 from varestorer.training.loss_terms import (
     LOSS_TERMS,
     DISTSTerm,
+    GTBitsTerm,
     KLTerm,
     LatentTerm,
     LossTerm,
@@ -31,6 +32,7 @@ from varestorer.training.loss_terms import (
     StepTensors,
     build_loss_terms,
 )
+from varestorer.training.losses import bitwise_cross_entropy, scale_weights
 from varestorer.training.student_recipe import parse_student_recipe
 from varestorer.transformer.model import NextScaleTransformer
 
@@ -100,6 +102,48 @@ def test_the_terms_give_the_losses_and_gradients_of_the_chain_before() -> None:
     module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False)
     assert _checkpoint_names(module) == set(BEFORE["student"]["checkpoint_names"])  # runs checkpointed before resume
     _assert_same(_step(module, student), BEFORE["student"])
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_the_gt_bits_term_is_the_ce_to_the_gt_bits_and_skips_the_decoder_when_nothing_reads_the_image() -> None:
+    student, teacher = _student("student")
+    module = StudentDistillation(
+        student, teacher.tokenizer, teacher.transformer, [GTBitsTerm(1.0), KLTerm(0.1)], use_prompt=False
+    ).train()
+    decoded, predicted = _count_calls(student.decoder), _count_calls(student.transformer)
+    generator = torch.Generator().manual_seed(3)
+    gt, lq = torch.rand(2, 3, 64, 64, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)
+    loss, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
+    assert not decoded and len(predicted) == 2  # the student's predict stage and the teacher's pass; no decoder
+    with torch.no_grad():  # the target, computed here from the teacher's tokenizer on its own
+        labels = torch.cat(
+            teacher.tokenizer.quantizer.quantize(teacher.tokenizer.encoder(gt * 2 - 1), student.schedule).labels, 1
+        )
+        logits = student.predict(student.encode(student.preclean(lq)))
+        ce, accuracy = bitwise_cross_entropy(logits, labels, scale_weights(student.schedule, True))
+    assert torch.allclose(logs["gt_bits"], ce, rtol=1e-5) and torch.allclose(logs["bit_accuracy"], accuracy)
+    assert torch.allclose(loss.detach(), ce + 0.1 * logs["kl"], rtol=1e-5)
+    assert {f"bit_gain_{h}x{w}" for h, w in student.schedule} <= set(logs)
+    with torch.no_grad():  # the LQ bits win every logit: the student's bits are the LQ's, no gain anywhere
+        student.lq_bit_gain.fill_(1e4)
+    _, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
+    assert all(float(logs[f"bit_gain_{h}x{w}"]) == 0.0 for h, w in student.schedule)
+
+
+def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:
+    student, teacher = _student("student")
+    terms = [MSETerm(0.5), GTBitsTerm(1.0)]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False).train()
+    decoded, predicted = _count_calls(student.decoder), _count_calls(student.transformer)
+    batch = {"gt": torch.rand(2, 3, 64, 64), "lq": torch.rand(2, 3, 16, 16), "caption": ["", ""]}
+    loss, logs = module(batch, 0)
+    assert len(decoded) == 1 and len(predicted) == 1
+    assert torch.allclose(loss.detach(), 0.5 * logs["mse"] + logs["gt_bits"], rtol=1e-6)
 
 
 def test_the_no_distill_model_trains_with_its_own_cross_entropy_as_before() -> None:

@@ -12,8 +12,7 @@ from conftest import train_job_args
 from varestorer.cli.main import main
 from varestorer.models.teacher import Teacher
 from varestorer.training import checkpoints as ckpt
-from varestorer.training.losses import bitwise_cross_entropy
-from varestorer.training.train_teacher import scale_weights
+from varestorer.training.losses import bitwise_cross_entropy, scale_weights
 
 RECIPE = Path(__file__).parent / "data" / "teacher_tiny.toml"
 

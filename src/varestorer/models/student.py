@@ -268,8 +268,14 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
 
     def restore(self, lq_B3hw: Tensor, text: TextCondition | None = None) -> StudentOutput:
         """The one-step pass, stage by stage, with everything the losses need."""
-        encoding = self.encode(self.preclean(lq_B3hw))
-        logits = self.predict(encoding, text)
+        return self.restore_encoded(self.encode(self.preclean(lq_B3hw)), text)
+
+    def restore_encoded(
+        self, encoding: LQEncoding, text: TextCondition | None = None, logits: Tensor | None = None
+    ) -> StudentOutput:
+        """Stages 3-5 of ``restore`` from the encode stage's output (and the predict stage's, if already run):
+        the training loss shares one encoding between the bit terms and the image terms."""
+        logits = self.predict(encoding, text) if logits is None else logits
         latent = self.to_latent(logits, encoding)
         sr = self.decode(latent.decoder_input)
         return StudentOutput(

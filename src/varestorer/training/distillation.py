@@ -21,6 +21,7 @@ from torch import nn
 
 from varestorer.models.student import Student
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
+from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.training.caption_cache import CaptionCache
 from varestorer.training.loss_terms import CropOffsets, LossTerm, StepTensors, random_offsets
 from varestorer.training.teacher_pass import TeacherPass
@@ -83,6 +84,8 @@ class StudentDistillation(nn.Module):
                 object.__setattr__(term, "net", net)  # a plain attribute: one owner, one name
                 self.network_names.append(name)
         self.terms = nn.ModuleDict({term.name: term for term in terms})
+        self.full_pass = any(term.reads_output for term in terms)
+        """Whether a term reads the student's image (or latent): else a step stops after the predict stage."""
         self.crop_offsets = crop_offsets
 
     def train(self, mode: bool = True) -> StudentDistillation:
@@ -97,9 +100,11 @@ class StudentDistillation(nn.Module):
         return [self.get_submodule(name) for name in self.network_names]
 
     @torch.no_grad()
-    def teacher_logits(self, gt_B3HW: torch.Tensor, text: TextCondition | None) -> torch.Tensor:
-        """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid."""
-        return self.teacher(gt_B3HW, text, self.student)
+    def teacher_logits(
+        self, gt_B3HW: torch.Tensor, text: TextCondition | None, tokens: MultiScaleTokens | None = None
+    ) -> torch.Tensor:
+        """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid (``tokens``, if given)."""
+        return self.teacher(gt_B3HW, text, self.student, tokens)
 
     @torch.no_grad()
     def captions(self, batch: dict[str, Any]) -> TextCondition | None:
@@ -111,7 +116,7 @@ class StudentDistillation(nn.Module):
         return self.student.encode_prompts(list(batch["caption"])).to(batch["gt"].device)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        tensors = StepTensors(self, batch, self.captions(batch))
+        tensors = StepTensors(self, batch, self.captions(batch), full_pass=self.full_pass)
         loss: torch.Tensor | None = None
         logs: dict[str, torch.Tensor] = {}
         for term in self.terms.values():

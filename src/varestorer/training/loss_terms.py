@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from varestorer.models.student import Student, StudentOutput
-from varestorer.training.losses import bitwise_cross_entropy, token_kl
+from varestorer.models.student import LQEncoding, Student, StudentOutput
+from varestorer.tokenizer.quantizer import MultiScaleTokens
+from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy, scale_weights, token_kl
 
 if TYPE_CHECKING:
     from varestorer.training.teacher_pass import TeacherPass
@@ -68,7 +69,9 @@ class TrainingModule(Protocol):
     teacher: TeacherPass
     crop_offsets: CropOffsets
 
-    def teacher_logits(self, gt_B3HW: Tensor, text: TextCondition | None) -> Tensor: ...
+    def teacher_logits(
+        self, gt_B3HW: Tensor, text: TextCondition | None, tokens: MultiScaleTokens | None = None
+    ) -> Tensor: ...
 
 
 class StepTensors:
@@ -78,10 +81,15 @@ class StepTensors:
         module: the training module (its student, teacher pass and crop offsets).
         batch: ``gt`` (B, 3, S, S) and ``lq`` (B, 3, S/s, S/s) in [0, 1].
         text: the batch's caption condition, or None.
+        full_pass: some term reads the image: ``logits`` come from the whole one-step pass (else from the
+            student's encode and predict stages alone).
     """
 
-    def __init__(self, module: TrainingModule, batch: dict[str, Any], text: TextCondition | None) -> None:
+    def __init__(
+        self, module: TrainingModule, batch: dict[str, Any], text: TextCondition | None, *, full_pass: bool = True
+    ) -> None:
         self.module = module
+        self.full_pass = full_pass
         self.gt: Tensor = batch["gt"]
         self.lq: Tensor = batch["lq"]
         self.text = text
@@ -90,9 +98,32 @@ class StepTensors:
         self._crops: dict[int | None, tuple[Tensor, Tensor]] = {}
 
     @cached_property
+    def encoding(self) -> LQEncoding:
+        """The student's encode stage on the LQ batch (its LQ latent and the LQ's own tokens)."""
+        student = self.module.student
+        return student.encode(student.preclean(self.lq))
+
+    @cached_property
     def out(self) -> StudentOutput:
-        """The student's one-step pass on the LQ batch."""
-        return self.module.student.restore(self.lq, self.text)
+        """The student's one-step pass on the LQ batch (a wrapper's own ``restore`` when it is not a Student)."""
+        student = self.module.student
+        if type(student).restore is not Student.restore:
+            return student.restore(self.lq, self.text)
+        logits = self.__dict__.get("logits")
+        return student.restore_encoded(self.encoding, self.text, logits)
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """(B, L, d, 2) the student's bit logits: the full pass's, or its predict stage alone."""
+        if self.full_pass or type(self.module.student).restore is not Student.restore:
+            return self.out.logits
+        return self.module.student.predict(self.encoding, self.text)
+
+    @cached_property
+    def gt_tokens(self) -> MultiScaleTokens:
+        """The GT batch's token pyramid under the teacher's tokenizer (``inputs``, ``labels``), without gradient."""
+        student = self.module.student
+        return self.module.teacher.tokens(self.gt, getattr(student, "base", student))
 
     @cached_property
     def sr(self) -> Tensor:
@@ -102,7 +133,7 @@ class StepTensors:
     @cached_property
     def teacher_logits(self) -> Tensor:
         """(B, L, d, 2) p_T(r_k | GT tokens < k), without gradient."""
-        return self.module.teacher_logits(self.gt, self.text)
+        return self.module.teacher_logits(self.gt, self.text, self.gt_tokens)
 
     def crop(self, size: int | None) -> tuple[Tensor, Tensor]:
         """(sr, gt) cut to one random ``size`` window, the same window for every term that asks for ``size``."""
@@ -124,6 +155,8 @@ class LossTerm(nn.Module):
     """
 
     name: ClassVar[str]
+    reads_output: ClassVar[bool] = True
+    """Whether the term reads the student's image or latent (False: its bit logits at most)."""
 
     def __init__(self, weight: float, *, student: Student | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -149,13 +182,14 @@ class KLTerm(LossTerm):
     """Token KL(p_T || p_S) between the teacher's and the student's next-scale distributions (paper §3.3)."""
 
     name = "kl"
+    reads_output = False
 
     def __init__(self, weight: float, *, temperature: float = 1.0, **common: Any) -> None:
         super().__init__(weight, **common)
         self.temperature = temperature
 
     def forward(self, step: StepTensors) -> Tensor:
-        return token_kl(step.teacher_logits, step.out.logits, temperature=self.temperature)
+        return token_kl(step.teacher_logits, step.logits, temperature=self.temperature)
 
 
 class LPIPSTerm(LossTerm):
@@ -236,14 +270,43 @@ class CrossEntropyTerm(LossTerm):
     models that declare ``objective = "cross_entropy"`` (the no_distill ablation, models/lq_conditioned.py)."""
 
     name = "cross_entropy"
+    reads_output = False
 
     def forward(self, step: StepTensors) -> Tensor:
         student = step.module.student
-        tokens = step.module.teacher.tokens(step.gt, getattr(student, "base", student))
+        tokens = step.gt_tokens
         logits = student.teacher_forced_logits(tokens.inputs, step.lq, step.text)  # type: ignore[operator]
         uniform_L = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
         loss, accuracy = bitwise_cross_entropy(logits, torch.cat(tokens.labels, dim=1), uniform_L)
         step.logs["bit_accuracy"] = accuracy.detach()
+        return loss
+
+
+class GTBitsTerm(LossTerm):
+    """Per-bit CE of the student's one-step logits against the GT's own bits (its pyramid under the teacher's
+    tokenizer). Beyond the paper, whose student learns its bits only through the teacher's KL and the image
+    losses: a supervised target that makes the transformer predict the GT's tokens from the LQ's. Logs
+    ``bit_gain_HxW`` per scale: how much more often the student's bits equal the GT's than the LQ's own bits do
+    (docs/default_model.md, the prior checks)."""
+
+    name = "gt_bits"
+    reads_output = False
+
+    def __init__(self, weight: float, *, reweight_by_scale: bool = True, **common: Any) -> None:
+        super().__init__(weight, **common)
+        self.reweight_by_scale = reweight_by_scale
+
+    def forward(self, step: StepTensors) -> Tensor:
+        student = step.module.student
+        schedule = getattr(student, "base", student).schedule
+        labels = torch.cat(step.gt_tokens.labels, dim=1)
+        loss, accuracy = bitwise_cross_entropy(step.logits, labels, scale_weights(schedule, self.reweight_by_scale))
+        step.logs["bit_accuracy"] = accuracy.detach()
+        gains = accuracy_per_scale(step.logits.detach(), labels, schedule) - accuracy_per_scale(
+            torch.cat(step.encoding.tokens.labels, dim=1), labels, schedule
+        )
+        for (h, w), gain in zip(schedule, gains, strict=True):
+            step.logs[f"bit_gain_{h}x{w}"] = gain
         return loss
 
 
@@ -254,6 +317,7 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
     "dists": DISTSTerm,
     "latent": LatentTerm,
     "cross_entropy": CrossEntropyTerm,
+    "gt_bits": GTBitsTerm,
 }
 """Every loss term a recipe can name."""
 

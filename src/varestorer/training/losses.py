@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from varestorer.tokenizer.scales import Schedule
+
 
 def token_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     """Mean over batch and positions of KL(p_teacher || p_student), summed within a token.
@@ -51,6 +53,27 @@ def bitwise_cross_entropy(logits_BLd2: Tensor, labels_BLd: Tensor, weights_L: Te
     loss = (ce_BLd.view(B, L, d).mean(-1) * weights_L.to(ce_BLd.device)).sum(1).mean()
     accuracy = (logits_BLd2.argmax(-1) == labels_BLd).float().mean()
     return loss, accuracy
+
+
+def scale_weights(schedule: Schedule, reweight: bool) -> Tensor:
+    """(L,) per-token loss weights summing to 1: uniform, or sqrt(A_K / A_k) for tokens of scale k."""
+    areas = [h * w for h, w in schedule]
+    if not reweight:
+        return torch.full((sum(areas),), 1.0 / sum(areas))
+    weights = torch.cat([torch.full((a,), (areas[-1] / a) ** 0.5) for a in areas])
+    return weights / weights.sum()
+
+
+def accuracy_per_scale(logits_BLd2: Tensor, labels_BLd: Tensor, schedule: Schedule) -> Tensor:
+    """(K,) fraction of bits whose argmax equals the label, per scale of ``schedule`` (coarse first).
+
+    ``logits_BLd2`` may also be hard bits (B, L, d): then it is compared as it is.
+    """
+    bits = logits_BLd2.argmax(-1) if logits_BLd2.ndim == labels_BLd.ndim + 1 else logits_BLd2
+    if bits.shape != labels_BLd.shape or bits.shape[1] != sum(h * w for h, w in schedule):
+        raise ValueError(f"bits {tuple(bits.shape)} and labels {tuple(labels_BLd.shape)} do not cover {schedule}")
+    equal = (bits == labels_BLd).float()
+    return torch.stack([part.mean() for part in equal.split([h * w for h, w in schedule], dim=1)])
 
 
 def batch_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

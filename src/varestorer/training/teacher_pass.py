@@ -115,9 +115,11 @@ class TeacherPass(nn.Module):
         return student.quantizer.quantize(f_BdHW, student.schedule, with_norms=False)  # no host sync
 
     @torch.no_grad()
-    def forward(self, gt_B3HW: Tensor, text: TextCondition | None, student: Student) -> Tensor:
-        """(B, L, d, 2) float32 teacher logits for the GT images."""
-        inputs = self.tokens(gt_B3HW, student).inputs
+    def forward(
+        self, gt_B3HW: Tensor, text: TextCondition | None, student: Student, tokens: MultiScaleTokens | None = None
+    ) -> Tensor:
+        """(B, L, d, 2) float32 teacher logits for the GT images (whose ``tokens`` may be given)."""
+        inputs = (self.tokens(gt_B3HW, student) if tokens is None else tokens).inputs
         if self.transformer is not None:
             return self.transformer(inputs, student.schedule, text, mask="causal")
         with lora_disabled(student.transformer), eval_mode(student.transformer):

@@ -36,9 +36,8 @@ from varestorer.models.teacher import Teacher
 from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.loading import load_tokenizer
-from varestorer.tokenizer.scales import Schedule
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, load_recipe
-from varestorer.training.losses import bitwise_cross_entropy
+from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy, scale_weights
 from varestorer.training.trainer import Trainer, seed_everything
 from varestorer.transformer.config import TextEncoderConfig, TransformerConfig, transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
@@ -96,15 +95,6 @@ class LossConfig:
 
 
 SECTIONS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig, "data": DataConfig, "loss": LossConfig}
-
-
-def scale_weights(schedule: Schedule, reweight: bool) -> Tensor:
-    """(L,) per-token loss weights summing to 1: uniform, or sqrt(A_K / A_k) for tokens of scale k."""
-    areas = [h * w for h, w in schedule]
-    if not reweight:
-        return torch.full((sum(areas),), 1.0 / sum(areas))
-    weights = torch.cat([torch.full((a,), (areas[-1] / a) ** 0.5) for a in areas])
-    return weights / weights.sum()
 
 
 # Infinity keeps these out of weight decay (Infinity `trainer.py`, docs/sources.md), besides 1-D parameters.
@@ -170,7 +160,8 @@ class TeacherTraining(nn.Module):
         text = encoder([c if c.strip() else "." for c in captions]).to(device)
         return text, empty
 
-    def loss(self, batch: dict[str, Any], *, flip_probability: float, dropout: float) -> tuple[Tensor, Tensor]:
+    def loss(self, batch: dict[str, Any], *, flip_probability: float, dropout: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss, bit accuracy and bit accuracy per scale (K,) of one teacher-forced pass."""
         x_B3HW = batch["gt"] * 2 - 1
         schedule = self.teacher.schedule(x_B3HW.shape[2], x_B3HW.shape[3])
         with torch.no_grad():
@@ -184,12 +175,13 @@ class TeacherTraining(nn.Module):
         logits = self.teacher.transformer(tokens.inputs.detach(), schedule, text, mask="causal", drop=drop)
         labels_BLd = torch.cat(tokens.labels, dim=1)
         weights = scale_weights(schedule, self.loss_config.reweight_by_scale)
-        return bitwise_cross_entropy(logits, labels_BLd, weights)
+        loss, accuracy = bitwise_cross_entropy(logits, labels_BLd, weights)
+        return loss, accuracy, accuracy_per_scale(logits.detach(), labels_BLd, schedule)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Batch ``{"gt": (B, 3, H, W) in [0, 1], "caption": list[str]}`` -> loss and bit accuracy."""
         cfg = self.loss_config
-        loss, accuracy = self.loss(batch, flip_probability=cfg.flip_probability, dropout=cfg.caption_dropout)
+        loss, accuracy, _ = self.loss(batch, flip_probability=cfg.flip_probability, dropout=cfg.caption_dropout)
         return loss, {"bit_accuracy": accuracy.detach()}
 
 
@@ -197,23 +189,28 @@ class TeacherTraining(nn.Module):
 def validate_teacher(
     module: TeacherTraining, dataset: HQFolderDataset | None, *, limit: int, batch_size: int = 4
 ) -> dict[str, Any]:
-    """Validation loss and bit accuracy (no flips, no dropout) and a sample grid in [0, 1]."""
+    """Validation loss, bit accuracy (all bits, and ``bit_accuracy_HxW`` per scale; no flips, no dropout) and a
+    sample grid in [0, 1]."""
     results: dict[str, Any] = {}
     device = module.teacher.transformer.pos_start.device
     if dataset is not None and len(dataset):
         count = min(limit, len(dataset))
-        losses, accuracies = [], []
+        losses, accuracies, per_scale = [], [], []
         for start in range(0, count, batch_size):
             items: list[dict[str, Any]] = [dataset[i] for i in range(start, min(count, start + batch_size))]
             batch = {
                 "gt": torch.stack([it["gt"] for it in items]).to(device),
                 "caption": [it["caption"] for it in items],
             }  # type: ignore[misc]
-            loss, accuracy = module.loss(batch, flip_probability=0.0, dropout=0.0)
+            loss, accuracy, scales = module.loss(batch, flip_probability=0.0, dropout=0.0)
             losses.append(float(loss) * len(items))
             accuracies.append(float(accuracy) * len(items))
+            per_scale.append(scales * len(items))
         results["loss"] = sum(losses) / count
         results["bit_accuracy"] = sum(accuracies) / count
+        schedule = module.teacher.schedule(*batch["gt"].shape[2:])
+        for (h, w), value in zip(schedule, torch.stack(per_scale).sum(0) / count, strict=True):
+            results[f"bit_accuracy_{h}x{w}"] = float(value)
     cfg = module.loss_config
     if cfg.num_samples > 0:
         captions = None
