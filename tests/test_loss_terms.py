@@ -112,9 +112,8 @@ def _count_calls(module: torch.nn.Module) -> list[int]:
 
 def test_the_gt_bits_term_is_the_ce_to_the_gt_bits_and_skips_the_decoder_when_nothing_reads_the_image() -> None:
     student, teacher = _student("student")
-    module = StudentDistillation(
-        student, teacher.tokenizer, teacher.transformer, [GTBitsTerm(1.0), KLTerm(0.1)], use_prompt=False
-    ).train()
+    terms = [GTBitsTerm(1.0, tokens="teacher"), KLTerm(0.1)]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False).train()
     decoded, predicted = _count_calls(student.decoder), _count_calls(student.transformer)
     generator = torch.Generator().manual_seed(3)
     gt, lq = torch.rand(2, 3, 64, 64, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)
@@ -133,6 +132,27 @@ def test_the_gt_bits_term_is_the_ce_to_the_gt_bits_and_skips_the_decoder_when_no
         student.lq_bit_gain.fill_(1e4)
     _, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
     assert all(float(logs[f"bit_gain_{h}x{w}"]) == 0.0 for h, w in student.schedule)
+
+
+def test_the_gt_bits_are_the_students_own_by_default() -> None:
+    """The target is the GT under the student's own encoder (here trained apart from the teacher's)."""
+    student, teacher = _student("student")
+    with torch.no_grad():
+        next(student.encoder.parameters()).mul_(-1)  # its own encoder now differs from the teacher tokenizer's
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, [GTBitsTerm(1.0)], use_prompt=False)
+    gt, lq = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 16, 16)
+    _, logs = module.train()({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
+    assert student.training and student.encoder.training  # its encoder was put back in training mode
+    with torch.no_grad():
+        student.eval()
+        own = torch.cat(student.encode(gt).tokens.labels, 1)
+        theirs = torch.cat(
+            teacher.tokenizer.quantizer.quantize(teacher.tokenizer.encoder(gt * 2 - 1), student.schedule).labels, 1
+        )
+        logits = student.predict(student.encode(student.preclean(lq)))
+    weights = scale_weights(student.schedule, True)
+    assert torch.allclose(logs["gt_bits"], bitwise_cross_entropy(logits, own, weights)[0], rtol=1e-5)
+    assert not torch.equal(own, theirs)
 
 
 def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from varestorer.models.student import LQEncoding, Student, StudentOutput
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy, scale_weights, token_kl
+from varestorer.training.teacher_pass import eval_mode
 
 if TYPE_CHECKING:
     from varestorer.training.teacher_pass import TeacherPass
@@ -118,6 +119,17 @@ class StepTensors:
         if self.full_pass or type(self.module.student).restore is not Student.restore:
             return self.out.logits
         return self.module.student.predict(self.encoding, self.text)
+
+    @cached_property
+    def own_gt_tokens(self) -> MultiScaleTokens:
+        """The GT batch's token pyramid under the student's own encoder and quantiser (eval mode, no gradient):
+        the space of its LQ bits and of what its decoder reads."""
+        student = self.module.student
+        student = getattr(student, "base", student)
+        if student.config.lq_encoder is not None:
+            raise ValueError("the student's LQ encoder reads the LQ size: its GT tokens are the teacher's")
+        with torch.no_grad(), eval_mode(student.encoder):
+            return student.encode(self.gt).tokens
 
     @cached_property
     def gt_tokens(self) -> MultiScaleTokens:
@@ -283,23 +295,33 @@ class CrossEntropyTerm(LossTerm):
 
 
 class GTBitsTerm(LossTerm):
-    """Per-bit CE of the student's one-step logits against the GT's own bits (its pyramid under the teacher's
-    tokenizer). Beyond the paper, whose student learns its bits only through the teacher's KL and the image
-    losses: a supervised target that makes the transformer predict the GT's tokens from the LQ's. Logs
-    ``bit_gain_HxW`` per scale: how much more often the student's bits equal the GT's than the LQ's own bits do
-    (docs/default_model.md, the prior checks)."""
+    """Per-bit CE of the student's one-step logits against the GT's own bits. Beyond the paper, whose student
+    learns its bits only through the teacher's KL and the image losses: a supervised target that makes the
+    transformer predict the GT's tokens from the LQ's. Logs ``bit_gain_HxW`` per scale: how much more often the
+    student's bits equal the GT's than the LQ's own bits do (docs/default_model.md, the prior checks).
+
+    ``tokens``: whose encoder gives the GT's bits. ``"student"`` (default): the student's own, the space of its
+    LQ bits and of its decoder's input (a student whose encoder was trained apart from the teacher's tokenizer,
+    as v2Q's was, agrees with the teacher's GT bits on only 72-81 % per scale). ``"teacher"``: the teacher's
+    tokenizer, the KL's space (and the only choice for an LQ encoder, which cannot read the GT)."""
 
     name = "gt_bits"
     reads_output = False
 
-    def __init__(self, weight: float, *, reweight_by_scale: bool = True, **common: Any) -> None:
+    def __init__(
+        self, weight: float, *, reweight_by_scale: bool = True, tokens: str = "student", **common: Any
+    ) -> None:
         super().__init__(weight, **common)
+        if tokens not in ("student", "teacher"):
+            raise ValueError(f"[loss.gt_bits] tokens must be 'student' or 'teacher', got {tokens!r}")
         self.reweight_by_scale = reweight_by_scale
+        self.tokens = tokens
 
     def forward(self, step: StepTensors) -> Tensor:
         student = step.module.student
         schedule = getattr(student, "base", student).schedule
-        labels = torch.cat(step.gt_tokens.labels, dim=1)
+        gt_tokens = step.own_gt_tokens if self.tokens == "student" else step.gt_tokens
+        labels = torch.cat(gt_tokens.labels, dim=1)
         loss, accuracy = bitwise_cross_entropy(step.logits, labels, scale_weights(schedule, self.reweight_by_scale))
         step.logs["bit_accuracy"] = accuracy.detach()
         gains = accuracy_per_scale(step.logits.detach(), labels, schedule) - accuracy_per_scale(
