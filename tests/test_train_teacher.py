@@ -10,9 +10,15 @@ from PIL import Image
 
 from conftest import train_job_args
 from varestorer.cli.main import main
+from varestorer.data.datasets import HQFolderDataset
 from varestorer.models.teacher import Teacher
+from varestorer.models.teacher_config import TeacherConfig
+from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.training import checkpoints as ckpt
-from varestorer.training.losses import bitwise_cross_entropy, scale_weights
+from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy, scale_weights
+from varestorer.training.train_teacher import LossConfig, TeacherTraining, validate_teacher
+from varestorer.transformer.config import transformer_preset
+from varestorer.transformer.model import NextScaleTransformer
 
 RECIPE = Path(__file__).parent / "data" / "teacher_tiny.toml"
 
@@ -103,3 +109,30 @@ def test_shipped_recipe_parses() -> None:
 
     configs = load_recipe(Path(__file__).parents[1] / "recipes" / "teacher_small.toml", SECTIONS)
     assert configs["model"].preset == "small" and configs["data"].crop_size == 256
+
+
+def test_accuracy_per_scale_counts_each_scale_apart() -> None:
+    schedule = ((1, 1), (2, 2), (4, 4))
+    labels = torch.randint(0, 2, (2, 21, 8), generator=torch.Generator().manual_seed(0))
+    bits = labels.clone()
+    bits[:, 5:21, :4] = 1 - bits[:, 5:21, :4]  # half the bits of the 4x4 scale wrong
+    assert accuracy_per_scale(bits, labels, schedule).tolist() == [1.0, 1.0, 0.5]
+    logits = torch.stack([1 - bits, bits], dim=-1).float()  # the same bits as logits
+    assert accuracy_per_scale(logits, labels, schedule).tolist() == [1.0, 1.0, 0.5]
+    with pytest.raises(ValueError, match="do not cover"):
+        accuracy_per_scale(bits[:, :20], labels[:, :20], schedule)
+
+
+def test_the_teacher_validation_reports_each_scale(tmp_path: Path, folders) -> None:
+    torch.manual_seed(0)
+    tokenizer = MultiScaleTokenizer.from_preset("tiny")
+    teacher = Teacher(tokenizer, NextScaleTransformer(transformer_preset("tiny")), TeacherConfig(image_size=64))
+    module = TeacherTraining(teacher, LossConfig(num_samples=0), None).eval()
+    dataset = HQFolderDataset(folders[1], crop_size=64, random_crop=False, hflip=False)
+    results = validate_teacher(module, dataset, limit=2)
+    schedule = teacher.schedule(64, 64)
+    per_scale = [results[f"bit_accuracy_{h}x{w}"] for h, w in schedule]
+    areas = [h * w for h, w in schedule]
+    weighted = sum(a * p for a, p in zip(areas, per_scale, strict=True)) / sum(areas)
+    assert weighted == pytest.approx(results["bit_accuracy"], abs=1e-6)  # the scales make up the whole
+    assert all(0.0 <= p <= 1.0 for p in per_scale)
