@@ -198,17 +198,15 @@ def validate_teacher(
         losses, accuracies, per_scale = [], [], []
         for start in range(0, count, batch_size):
             items: list[dict[str, Any]] = [dataset[i] for i in range(start, min(count, start + batch_size))]
-            batch = {
-                "gt": torch.stack([it["gt"] for it in items]).to(device),
-                "caption": [it["caption"] for it in items],
-            }  # type: ignore[misc]
+            gt = torch.stack([it["gt"] for it in items]).to(device)
+            batch = {"gt": gt, "caption": [it["caption"] for it in items]}
             loss, accuracy, scales = module.loss(batch, flip_probability=0.0, dropout=0.0)
             losses.append(float(loss) * len(items))
             accuracies.append(float(accuracy) * len(items))
             per_scale.append(scales * len(items))
         results["loss"] = sum(losses) / count
         results["bit_accuracy"] = sum(accuracies) / count
-        schedule = module.teacher.schedule(*batch["gt"].shape[2:])
+        schedule = module.teacher.schedule(gt.shape[2], gt.shape[3])
         for (h, w), value in zip(schedule, torch.stack(per_scale).sum(0) / count, strict=True):
             results[f"bit_accuracy_{h}x{w}"] = float(value)
     cfg = module.loss_config
