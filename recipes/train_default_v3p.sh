@@ -20,6 +20,7 @@ if [[ $stage == teacher || $stage == all ]]; then
   $VR train teacher --config recipes/teacher_default.toml --resume "${EXTRA[@]}"
 fi
 if [[ $stage == bits || $stage == all ]]; then
+  [[ -f local/data/photos/MANIFEST.tsv ]] || bash recipes/fetch_photos.sh local/data/photos  # 48 Debian photos
   $VR train student --config recipes/student_v3p_bits.toml --resume "${EXTRA[@]}"
 fi
 if [[ $stage == student || $stage == all ]]; then
