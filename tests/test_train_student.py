@@ -161,3 +161,28 @@ def test_dists_term_reaches_the_student(setup) -> None:
     loss.backward()
     moved = [n for n, p in student.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert any("precleaner" in name for name in moved) and any("lora" in name for name in moved)
+
+
+def test_real_camera_pairs_join_the_training_items(setup, monkeypatch, tiny_image) -> None:
+    from varestorer.data.real_pairs import MixedPairDataset
+
+    root = setup
+    lq = tiny_image(20, 24, seed=3)
+    for sub, array in (("lq", lq), ("gt", lq.repeat(4, axis=0).repeat(4, axis=1))):
+        (root / "pairs" / sub).mkdir(parents=True)
+        Image.fromarray(array).save(root / "pairs" / sub / "a.png")
+    seen = []
+    fit = train_student.Trainer.fit
+
+    def recording_fit(self, dataset) -> None:
+        seen.append(dataset)
+        fit(self, dataset)
+
+    monkeypatch.setattr(train_student.Trainer, "fit", recording_fit)
+    real = [f'data.real_pairs=["{root / "pairs"}"]', "data.real_pair_fraction=0.5", "train.max_steps=1"]
+    assert train_student.main(RECIPE, overrides=_overrides(root, "real", *real)) == 0
+    (dataset,) = seen
+    assert isinstance(dataset, MixedPairDataset) and len(dataset) == 8  # 4 photos + as many real crops
+    item = dataset[7]
+    assert item["lq"].shape == (3, 16, 16) and item["path"].endswith("a.png")
+    assert (root / "real" / "model" / "config.json").is_file()

@@ -7,7 +7,8 @@
     [model]            the student: a StudentConfig (models/student_config.py) without the fields the teacher
     [model.precleaner]   determines (tokenizer, tokenizer_type, transformer, text_encoder, teacher); its
     [model.lq_encoder]   sub-configs are nested tables (SRVGGConfig, LQEncoderConfig), as in config.json
-    [data]             DataConfig: HQ training folders, degradation preset, paired validation folders
+    [data]             DataConfig: HQ training folders, degradation preset, real camera pairs to mix in,
+                       paired validation folders
     [loss.NAME]        one table per loss term (training/loss_terms.py): weight and options
 
 Recipes written before this layout (``[model]`` holding ``teacher``, ``precleaner = true``,
@@ -21,14 +22,18 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from varestorer.archs.srvgg import SRVGG_PRESETS
 from varestorer.config import config_from_dict, config_to_dict
+from varestorer.data.datasets import HQFolderDataset
 from varestorer.models.lq_encoder import LQEncoderConfig
 from varestorer.models.student_config import StudentConfig
 from varestorer.training.config import PhotoFolderConfig, TrainConfig, parse_override, read_recipe_tables
 from varestorer.training.loss_terms import LOSS_TERMS, LossTerm, LossTermConfig, loss_from_table
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,37 @@ class DataConfig(PhotoFolderConfig):
     val_lq_dir: str | None = None
     val_gt_dir: str | None = None
     max_val_images: int = 16
+    real_pairs: tuple[str, ...] = ()
+    """Folders of real camera pairs (``lq/`` and ``gt/``, matched by stem, GT = scale x LQ in pixels; e.g.
+    ``recipes/prepare_city100.py``'s output) to mix into the synthetic ones (data/real_pairs.py)."""
+    real_pair_fraction: float = 0.25
+    """With ``real_pairs``: the share of the training items (per epoch exactly, per batch on average) that
+    are aligned crops of real pairs; the rest are the HQ photos degraded as without them."""
+
+    def __post_init__(self) -> None:
+        if self.real_pairs and not 0 < self.real_pair_fraction < 1:
+            raise ValueError(f"data.real_pair_fraction must be in (0, 1), got {self.real_pair_fraction}")
+
+    def pair_set(self, hq: HQFolderDataset, scale: int, *, seed: int) -> Dataset:
+        """The training pairs: ``hq`` degraded on the fly, mixed with ``real_pairs`` when it names any."""
+        from varestorer.data.pairs import DegradedPairDataset  # OpenCV: only when a run starts
+        from varestorer.data.real_pairs import MixedPairDataset, RealPairDataset, real_item_count
+
+        synthetic = DegradedPairDataset(hq, self.degradation, seed=seed)
+        if not self.real_pairs:
+            return synthetic
+        assert hq.crop_size is not None  # the training set's crops
+        real = RealPairDataset(
+            self.real_pairs,
+            crop_size=hq.crop_size,
+            scale=scale,
+            items=real_item_count(len(synthetic), self.real_pair_fraction),
+            hflip=hq.hflip,
+            vflip=hq.vflip,
+            rot90=hq.rot90,
+            seed=seed,
+        )
+        return MixedPairDataset(synthetic, real)
 
 
 TEACHER_FIELDS = ("tokenizer", "tokenizer_type", "transformer", "text_encoder", "teacher")

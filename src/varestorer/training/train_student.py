@@ -9,7 +9,7 @@ Recipe sections (training/student_recipe.py; see ``recipes/student_small.toml``)
     [model]             the student's StudentConfig (working size, LoRA, attention, what trains, the LQ-bit
     [model.precleaner]  skip and fidelity path...) less what the teacher sets; sub-configs as nested tables
     [model.lq_encoder]  (an SRVGGConfig, an LQEncoderConfig), exactly as in the exported ``config.json``
-    [data]              HQ training folders, degradation preset, paired validation folders
+    [data]              HQ training folders, degradation preset, real camera pairs, paired validation folders
     [loss.NAME]         one table per loss term (mse, kl, lpips, dists, latent: training/loss_terms.py)
 
 The step is ``StudentDistillation`` (training/distillation.py): the student's one-step pass, the frozen
@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.data.datasets import PairedFolderDataset
-from varestorer.data.pairs import DegradedPairDataset
 from varestorer.data.transforms import to_uint8
 from varestorer.families import families
 from varestorer.metrics.fidelity import psnr
@@ -222,7 +221,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
     del tokenizer, transformer  # a shared-base teacher keeps no copy: let the loaded one go
     image_size = student.config.image_size
     hq = data.train_set(image_size, seed=train.seed, hflip=data.hflip)
-    dataset = DegradedPairDataset(hq, data.degradation, seed=train.seed)
+    dataset = data.pair_set(hq, student.scale, seed=train.seed)
 
     validate = None
     if data.val_lq_dir and data.val_gt_dir:
