@@ -219,3 +219,40 @@ def test_lq_conditioned_var_round_trips_and_reads_the_subclass_layout(tmp_path) 
         for k, v in merged.state_dict().items()
     }
     assert set(_legacy_keys(old)) == set(merged.state_dict())
+
+
+def test_the_quantiser_keeps_the_residuals_whose_signs_are_the_bits() -> None:
+    tokenizer, _ = _teacher()
+    f = torch.randn(2, tokenizer.quantizer.token_dim, 4, 4)
+    schedule = ((1, 1), (2, 2), (4, 4))
+    tokens = tokenizer.quantizer.quantize(f, schedule, with_residuals=True)
+    assert tokenizer.quantizer.quantize(f, schedule).residuals is None  # only when asked
+    assert tokens.residuals is not None and len(tokens.residuals) == len(schedule)
+    for residual, labels in zip(tokens.residuals, tokens.labels, strict=True):
+        assert residual.shape == labels.shape
+        assert torch.equal((residual > 0).long(), labels)
+        torch.testing.assert_close(residual.norm(dim=-1), torch.ones(residual.shape[:2]))
+
+
+def test_the_lq_residual_control_starts_as_the_student_without_it_and_learns(tmp_path) -> None:
+    torch.manual_seed(0)
+    plain, tokenizer, transformer = _student(lq_bit_skip=True, fidelity_path=True)
+    _perturb_adapters(plain)
+    with_control = Student(replace(plain.config, lq_residual_control=True))
+    missing, unexpected = with_control.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("lq_control.") for k in missing)
+    lq = torch.rand(2, 3, 16, 16)
+    plain.eval(), with_control.eval()
+    torch.testing.assert_close(with_control(lq), plain(lq))  # zero-initialised: the same function
+    encoding = with_control.encode(with_control.preclean(lq))
+    with_control.predict(encoding).square().mean().backward()
+    zero = with_control.lq_control.zero[0]
+    assert zero.weight.grad is not None and zero.weight.grad.abs().sum() > 0  # trainable, and reached
+    with torch.no_grad():
+        for layer in with_control.lq_control.zero:
+            layer.weight.normal_(0, 0.5)
+    assert not torch.allclose(with_control.predict(encoding), plain.predict(plain.encode(lq)))  # it reads the LQ
+    merged = with_control.merged()
+    merged.save_pretrained(tmp_path / "export")
+    again = Student.from_pretrained(tmp_path / "export").eval()
+    torch.testing.assert_close(again(lq), with_control(lq), atol=1e-5, rtol=1e-5)  # exported with the branch

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from varestorer.models.adapter_checkpoint import AdapterCheckpointMixin, load_adapter_checkpoint
+from varestorer.models.control_branch import ControlBranch
 from varestorer.models.student import Student, StudentOutput
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
@@ -30,26 +31,6 @@ from varestorer.restore_spec import Restorable, RestoreSpec
 from varestorer.tokenizer.scales import Schedule
 from varestorer.transformer.sampler import sample_scales_detailed
 from varestorer.transformer.text import TextCondition
-
-
-class ControlBranch(nn.Module):
-    """LQ pyramid inputs (B, L - 1, d) -> one zero-initialised addition (B, L, C) per transformer block."""
-
-    def __init__(self, token_dim: int, width: int, num_blocks: int) -> None:
-        super().__init__()
-        self.embed = nn.Linear(token_dim, width)
-        self.zero = nn.ModuleList(nn.Linear(width, width) for _ in range(num_blocks))
-        for layer in self.zero:
-            assert isinstance(layer, nn.Linear)
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, lq_inputs_BLd: Tensor) -> list[Tensor]:
-        """Position 0 (the start token) gets no addition."""
-        B = lq_inputs_BLd.shape[0]
-        embedded = self.embed(lq_inputs_BLd)
-        c_BLC = torch.cat([embedded.new_zeros(B, 1, embedded.shape[-1]), embedded], dim=1)
-        return [zero(c_BLC) for zero in self.zero]
 
 
 def _legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.models.adapter_checkpoint import AdapterCheckpointMixin, load_adapter_checkpoint
+from varestorer.models.control_branch import ControlBranch
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.precleaner import PreCleaner
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
@@ -151,6 +152,13 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         """(K,) g_k of ``lq_bit_skip``: the logit margin given to the LQ's own bit at scale k."""
         self.fidelity_weight = nn.Parameter(torch.ones(token_dim)) if config.fidelity_path else None
         """(d,) w of ``fidelity_path``: how much of the LQ latent's quantisation residual reaches the decoder."""
+        transformer_config = config.transformer
+        self.lq_control = (
+            ControlBranch(token_dim, transformer_config.width, transformer_config.depth)
+            if config.lq_residual_control
+            else None
+        )
+        """``lq_residual_control``: the LQ's normalised residuals of scales 2..K -> one addition per block."""
         if not config.merged and config.lora_rank > 0:
             inject_lora(self.transformer, config.lora_targets, rank=config.lora_rank, alpha=config.lora_alpha)
         self._text_encoder: TextEncoder | None = None  # loaded on first prompt, never part of the weights
@@ -208,7 +216,7 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
             self.decoder.requires_grad_(True)
         if self.precleaner is not None and self.config.train_precleaner:
             self.precleaner.requires_grad_(True)
-        for extra in (self.lq_bit_gain, self.fidelity_weight):
+        for extra in (self.lq_bit_gain, self.fidelity_weight, self.lq_control):
             if extra is not None:
                 extra.requires_grad_(True)
 
@@ -242,14 +250,23 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
         f_BdHW = self.encoder(x.clamp(0, 1) * 2 - 1)
-        return LQEncoding(f_BdHW, self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False))
+        residuals = self.lq_control is not None
+        tokens = self.quantizer.quantize(f_BdHW, self.schedule, with_norms=False, with_residuals=residuals)
+        return LQEncoding(f_BdHW, tokens)
 
     def predict(self, encoding: LQEncoding, text: TextCondition | None = None) -> Tensor:
         """Stage 3. ONE transformer pass over the LQ pyramid's inputs -> (B, L, d, 2) logits of every HQ bit.
 
-        The attention mask is ``config.attention``; with ``lq_bit_skip`` the LQ's own bits are added."""
+        The attention mask is ``config.attention``; with ``lq_bit_skip`` the LQ's own bits are added, with
+        ``lq_residual_control`` its residuals enter every block."""
         tokens = encoding.tokens
-        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention)
+        control = None
+        if self.lq_control is not None:
+            if tokens.residuals is None:
+                raise ValueError("lq_residual_control needs the LQ's residuals: encode with this student's encode")
+            residuals_BLd = torch.cat(tokens.residuals[1:], dim=1) * self.config.tokenizer.token_dim**0.5
+            control = self.lq_control(residuals_BLd.to(tokens.inputs.dtype))
+        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention, control=control)
         return self.add_lq_bits(logits, tokens.labels) if self.lq_bit_gain is not None else logits
 
     def to_latent(self, logits_BLd2: Tensor, encoding: LQEncoding) -> Latent:
@@ -318,7 +335,7 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """What an adapter checkpoint stores: LoRA tensors, the encoder (if trained, an LQ encoder or with Blocks left
         out; and the decoder if trained), the pre-cleaner
-        (trained or not), the skip gains and fidelity weights."""
+        (trained or not), the skip gains, fidelity weights and LQ control branch."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         config = self.config  # the teacher has no LQ encoder, nor one with Blocks left out
         own_encoder = config.train_encoder or config.lq_encoder is not None or bool(config.encoder_skip_blocks)

@@ -85,6 +85,12 @@ class StudentConfig:
     ``lq_encoder`` (whose tail is the encoder's end)."""
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     """The teacher's text encoder, for prompts (``none``: the learned unconditional tokens only)."""
+    lq_residual_control: bool = False
+    """Beyond the paper: the LQ's own per-scale residuals (the quantiser's input before the sign, normalised per
+    token; ``MultiScaleTokens.residuals``) of scales 2..K reach every transformer block through a zero-initialised
+    control branch (models/control_branch.py), so the transformer sees which of the LQ's bits are barely decided.
+    Without it, it reads only the LQ's coarser scales (its inputs) and the skip's fixed per-scale trust in the
+    LQ's bits: it cannot tell a decided LQ bit from a coin flip, least of all at the last scale."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
     """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
     tile_overlap: int | None = None

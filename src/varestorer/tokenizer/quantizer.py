@@ -49,6 +49,9 @@ class MultiScaleTokens:
     """Scalar mean((f - stop_grad(f_hat))^2): pulls the encoder toward its codes (VAR weights it 0.25)."""
     codebook_loss: Tensor | None = None
     """Scalar mean((stop_grad(f) - f_hat)^2) that trains learnable codes; zero for the bitwise quantizer."""
+    residuals: list[Tensor] | None = None
+    """Bitwise, with ``with_residuals``: per scale the normalised residual (B, h*w, d) whose signs are the bits
+    (unit L2 norm per token; a value near 0 is a bit the latent barely decides). None otherwise."""
 
 
 def resize_latent(x_BdHW: Tensor, hw: tuple[int, int], mode: str) -> Tensor:
@@ -255,6 +258,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         flip_scales: int | None = None,
         random_strength: bool = True,
         with_norms: bool = True,
+        with_residuals: bool = False,
     ) -> MultiScaleTokens:
         """Residual BSQ of ``f`` over ``schedule``.
 
@@ -269,6 +273,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
             f_BdHW: raw encoder latent (B, d, H, W), any float dtype (computed in float32).
             schedule: (h, w) grids, each at most (H, W).
             with_norms: compute ``residual_norms`` (a host sync; inference passes False).
+            with_residuals: keep each scale's normalised residual (``MultiScaleTokens.residuals``).
         """
         grid_hw = self.check_quantize_inputs(f_BdHW, schedule, flip_probability)
         f_BdHW = f_BdHW.float()
@@ -277,10 +282,14 @@ class BitwiseQuantizer(MultiScaleQuantizer):
         labels: list[Tensor] = []
         rows: list[Tensor] = []
         norms: list[Tensor] = []
+        residuals: list[Tensor] = []
         num_flip = len(schedule) if flip_scales is None else flip_scales
         for k, hw in enumerate(schedule):
-            codes_Bdhw, bits_Bld = self._quantize_tokens(resize_latent(rest_BdHW, hw, "area"))
+            r_Bdhw = resize_latent(rest_BdHW, hw, "area")
+            codes_Bdhw, bits_Bld = self._quantize_tokens(r_Bdhw)
             labels.append(bits_Bld)
+            if with_residuals:
+                residuals.append(F.normalize(r_Bdhw, dim=1).flatten(2).transpose(1, 2))
             if flip_probability > 0 and k < num_flip:
                 codes_Bdhw = self._flip(codes_Bdhw, bits_Bld, hw, flip_probability, random_strength, generator)
             up_BdHW = resize_latent(self.scale_codes(codes_Bdhw, grid_hw), grid_hw, self.upsample_mode)
@@ -300,6 +309,7 @@ class BitwiseQuantizer(MultiScaleQuantizer):
             torch.stack(norms).tolist() if norms else [],
             commitment,
             commitment.new_zeros(()),
+            residuals if with_residuals else None,
         )
 
     def _flip(
