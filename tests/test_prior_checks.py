@@ -54,9 +54,10 @@ def test_stages_are_wired_to_the_students_own_steps(student: Student) -> None:
     # fidelity weight 1 (its initial value): f_hat_LQ + 1 * (f_LQ - f_hat_LQ) = f_LQ, the unquantised latent
     assert torch.allclose(stages["identity"], stages["autoencoder"], atol=1e-5)
     assert not torch.allclose(stages["quantised"], stages["autoencoder"], atol=1e-3)
-    student.fidelity_weight.data.zero_()  # no residual: the LQ's bits alone
+    student.fidelity_weight.data.zero_()  # no residual: the LQ's bits alone, and the student's bits alone
     try:
         assert torch.allclose(StudentStage(student, "identity")(lq), stages["quantised"], atol=1e-5)
+        assert torch.allclose(StudentStage(student, "predicted")(lq), StudentStage(student, "full")(lq), atol=1e-5)
     finally:
         student.fidelity_weight.data.fill_(1.0)
     pre = StudentStage(student, "precleaner")(lq)  # no pre-cleaner in the tiny preset: the bicubic-resized LQ

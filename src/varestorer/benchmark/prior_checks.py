@@ -14,6 +14,8 @@ Two checks of issue 32 ("a transformer that does the work"), for a student and p
   ``precleaner``  the pre-cleaner's output alone (bicubic-resized to the working size when it is smaller)
   ``autoencoder`` pre-cleaner -> encoder -> decoder, no quantisation: ``decode(f_LQ)``
   ``quantised``   pre-cleaner -> encoder -> quantise -> decoder: ``decode(f_hat_LQ)``, the LQ's bits only
+  ``predicted``   the student's predicted bits alone, no fidelity residual: ``decode(f_hat)``; against
+                  ``quantised`` it is the identity ablation of a student without the fidelity path
   ``identity``    the transformer replaced by the identity on tokens: the LQ's bits as the prediction, then
                   the student's own later stages (with ``fidelity_path`` its residual weight too)
   ``full``        the student as it ships
@@ -37,8 +39,8 @@ from torch import Tensor, nn
 from varestorer.models.student import Student
 from varestorer.restore_spec import Restorable, RestoreSpec
 
-Stage = Literal["precleaner", "autoencoder", "quantised", "identity", "full"]
-STAGES: tuple[Stage, ...] = ("precleaner", "autoencoder", "quantised", "identity", "full")
+Stage = Literal["precleaner", "autoencoder", "quantised", "predicted", "identity", "full"]
+STAGES: tuple[Stage, ...] = ("precleaner", "autoencoder", "quantised", "predicted", "identity", "full")
 
 
 def bits_as_logits(labels: list[Tensor]) -> Tensor:
@@ -78,6 +80,8 @@ class StudentStage(Restorable, nn.Module):
             return student.decode(encoding.f_lq)
         if self.stage == "quantised":
             return student.decode(encoding.tokens.f_hat)
+        if self.stage == "predicted":  # the student's own bits alone: quantised with the transformer at work
+            return student.decode(student.to_latent(student.predict(encoding), encoding).f_hat)
         logits = bits_as_logits(encoding.tokens.labels).to(encoding.f_lq.dtype)
         return student.decode(student.to_latent(logits, encoding).decoder_input)
 
