@@ -164,6 +164,7 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
         "TEACHER_SETS": "loss.num_samples=1 train.log_every=1",
         "BITS_SETS": "train.log_every=1",
         "STUDENT_SETS": "train.log_every=1",
+        "STUDENT_MINUTES": "1.6",  # the optional stage 2 too
     }
     out = tmp_path / "out"
     done = subprocess.run(
