@@ -72,7 +72,12 @@ def test_every_recipe_parses_into_the_student_job_and_loss_it_did_before(path: P
         recipe = load_student_recipe(path)
     assert "older recipe layout" not in caplog.text  # converted
     before = BEFORE[path.name]
-    assert _own_fields(recipe.student_config(TINY_TEACHER)) == before["student"]
+    own = _own_fields(recipe.student_config(TINY_TEACHER))
+    assert {k: own[k] for k in before["student"]} == before["student"]
+    defaults = config_to_dict(StudentConfig())  # fields added since then: at their defaults
+    assert {k: own[k] for k in set(own) - set(before["student"])} == {
+        k: defaults[k] for k in set(own) - set(before["student"])
+    }
     job = config_to_dict(recipe.job)
     assert {k: job[k] for k in job} == {k: v for k, v in before["job"].items() if k != "latent_teacher"}
     assert _effective_loss(recipe) == _old_effective_loss(before["loss"], before["job"]["latent_teacher"])
