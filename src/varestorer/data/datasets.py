@@ -36,6 +36,23 @@ def _as_list(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+def images_by_stem(folder: Path, hint: str = "") -> dict[str, Path]:
+    """The images under ``folder`` (recursively) by file stem; a stem found twice is an error.
+
+    Raises:
+        FileNotFoundError: no such folder (``hint`` is added to the message).
+        ValueError: two images share a stem.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}{f' ({hint})' if hint else ''}")
+    found: dict[str, Path] = {}
+    for path in list_images([folder], recursive=True):
+        if path.stem in found:
+            raise ValueError(f"stem {path.stem!r} occurs twice in {folder}: {found[path.stem]} and {path}")
+        found[path.stem] = path
+    return found
+
+
 class HQFolderDataset(Dataset):
     """High-quality images from folders (searched recursively), cropped and flipped for training.
 
@@ -151,14 +168,7 @@ class PairedFolderDataset(Dataset):
 
     @staticmethod
     def _by_stem(folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no such folder: {folder}")
-        found: dict[str, Path] = {}
-        for path in list_images([folder], recursive=True):
-            if path.stem in found:
-                raise ValueError(f"stem {path.stem!r} occurs twice in {folder}: {found[path.stem]} and {path}")
-            found[path.stem] = path
-        return found
+        return images_by_stem(folder)
 
     def __len__(self) -> int:
         return len(self.pairs)

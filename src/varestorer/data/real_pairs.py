@@ -22,22 +22,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from varestorer.data.datasets import read_caption
+from varestorer.data.datasets import images_by_stem, read_caption
 from varestorer.data.transforms import random_flip, to_tensor
-from varestorer.io.images import list_images, read_rgb
+from varestorer.io.images import read_rgb
 
 _REAL_SALT = 2**62 + 1  # seeded real items' generators never equal a seeded synthetic item's (<= 2**62)
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder} (a real-pair folder holds lq/ and gt/)")
-    found: dict[str, Path] = {}
-    for path in list_images([folder], recursive=True):
-        if path.stem in found:
-            raise ValueError(f"stem {path.stem!r} occurs twice in {folder}: {found[path.stem]} and {path}")
-        found[path.stem] = path
-    return found
+    return images_by_stem(folder, "a real-pair folder holds lq/ and gt/")
 
 
 def find_real_pairs(root: str | Path) -> list[tuple[Path, Path]]:
