@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from varestorer.data.datasets import images_by_stem, read_caption
 from varestorer.data.transforms import random_flip, to_tensor
@@ -170,28 +170,18 @@ class RealPairDataset(Dataset):
         }
 
 
-class MixedPairDataset(Dataset):
-    """Synthetic pairs (indices ``0..len(synthetic)-1``, unchanged) followed by real ones.
+class MixedPairDataset(ConcatDataset):
+    """Synthetic pairs (indices ``0..len(synthetic)-1``, unchanged) followed by real ones: torch's
+    ``ConcatDataset`` that also passes ``set_epoch`` on to both parts.
 
     The loader's shuffle spreads the real items over the batches: each batch holds on average
-    ``len(real) / len(self)`` of them, and every epoch exactly that share. ``set_epoch`` reaches both parts.
+    ``len(real) / len(self)`` of them, and every epoch exactly that share.
     """
 
     def __init__(self, synthetic: Dataset, real: Dataset) -> None:
-        self.synthetic, self.real = synthetic, real
-        self.synthetic_items = len(synthetic)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return self.synthetic_items + len(self.real)  # type: ignore[arg-type]
+        super().__init__([synthetic, real])
 
     def set_epoch(self, epoch: int) -> None:
-        for part in (self.synthetic, self.real):
+        for part in self.datasets:
             if callable(getattr(part, "set_epoch", None)):
                 part.set_epoch(epoch)  # type: ignore[attr-defined]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if index < 0:
-            index += len(self)
-        if index < self.synthetic_items:
-            return self.synthetic[index]
-        return self.real[index - self.synthetic_items]

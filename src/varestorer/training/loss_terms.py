@@ -104,19 +104,23 @@ class StepTensors:
         student = self.module.student
         return student.encode(student.preclean(self.lq))
 
+    @property
+    def staged(self) -> bool:
+        """The student restores through Student's own stages (a wrapper, e.g. the no_distill model, has its own)."""
+        return type(self.module.student).restore is Student.restore
+
     @cached_property
     def out(self) -> StudentOutput:
-        """The student's one-step pass on the LQ batch (a wrapper's own ``restore`` when it is not a Student)."""
+        """The student's one-step pass on the LQ batch, sharing the encode (and predict) stage already run."""
         student = self.module.student
-        if type(student).restore is not Student.restore:
+        if not self.staged:
             return student.restore(self.lq, self.text)
-        logits = self.__dict__.get("logits")
-        return student.restore_encoded(self.encoding, self.text, logits)
+        return student.restore_encoded(self.encoding, self.text, self.__dict__.get("logits"))
 
     @cached_property
     def logits(self) -> Tensor:
         """(B, L, d, 2) the student's bit logits: the full pass's, or its predict stage alone."""
-        if self.full_pass or type(self.module.student).restore is not Student.restore:
+        if self.full_pass or not self.staged:
             return self.out.logits
         return self.module.student.predict(self.encoding, self.text)
 
