@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Default model v3P (issue 32, docs/default_model.md "v3P"): the VAR prior at work. End to end on a CPU, from the
-# repository root, after v2Q (the embedded default before it: commit 22a9732; its pre-cleaner, encoder, skip
+# Default model v3T, and v3P before it (issue 32, docs/default_model.md "v3T", "v3P"): the VAR prior at work. End
+# to end on a CPU, from the repository root, after v2Q (the embedded default before it: commit 22a9732; its pre-cleaner, encoder, skip
 # gains and fidelity weights are the start):
 #   teacher  recipes/teacher_default.toml: next-scale teacher on the default tokenizer's tokens (40 min; shipped
 #            run: 545 steps x 8, val bit accuracy 0.566, per scale 0.65 / 0.66 / 0.65 / 0.63 / 0.58 / 0.56)
 #   bits0    recipes/student_v3p_bits.toml without the control branch: the skip gains calibrate and LoRA learns
 #            from the teacher's KL and the GT's bits (shipped run: 350 steps x 8, stopped by hand after 22 min)
-#   bits     the same recipe with the control branch, from bits0 (24 min; shipped run: 347 steps x 8)
-#   export   merged fp16 checkpoint -> $OUT (default local/v3p/model_v3p; the package ships it as weights/default)
+#   bits     the same recipe with the control branch, from bits0 (24 min; shipped run: 347 steps x 8): v3P
+#   image    recipes/student_v3t.toml: the transformer trained through the frozen decoder with MSE, LPIPS and DISTS
+#            beside the bit terms, from bits (30 min; shipped run: 455 steps x 4): v3T
+#   export   merged fp16 checkpoint of v3T -> $OUT (default local/v3t/model; the package ships it as weights/default);
+#            EXPORT_FROM=local/runs/student_v3p_bits/model exports v3P instead
 #   student  (not shipped) recipes/student_v3p.toml: + image losses, decoder fine-tuned: LPIPS 0.322 -> 0.356 on
 #            the 11 DRealSR pairs of docs/default_model.md, as every decoder fine-tuning on synthetic pairs so far
 #
-#   bash recipes/train_default_v3p.sh [teacher|bits0|bits|export|all]     (all: teacher, bits0, bits, export)
+#   bash recipes/train_default_v3p.sh [teacher|bits0|bits|image|export|all]   (all: every stage but student, in order)
 #
 # Each stage resumes where it stopped (--resume): rerun the same line to continue a cut-short run, or add time
 # with TRAIN_ARGS='--set train.time_budget_minutes=N'. The cosine schedules follow each stage's time budget, so a
@@ -19,7 +22,8 @@
 set -euo pipefail
 VR=${VARESTORER:-varestorer}
 read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
-OUT=${OUT:-local/v3p/model_v3p}
+OUT=${OUT:-local/v3t/model}
+EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3t/model}
 BITS0=local/runs/student_v3p_bits_nocontrol
 stage=${1:-all}
 
@@ -37,8 +41,13 @@ if [[ $stage == bits || $stage == all ]]; then
   $VR train student --config recipes/student_v3p_bits.toml --resume --set "job.init_from=\"$BITS0/model\"" \
     --set train.time_budget_minutes=24 "${EXTRA[@]}"
 fi
+if [[ $stage == image || $stage == all ]]; then
+  [[ -d local/v2/lq_mild/lq ]] || $VR degrade ../shared/data/val -r --preset mild --scale 4 --crop none --seed 0 \
+    -o local/v2/lq_mild
+  $VR train student --config recipes/student_v3t.toml --resume "${EXTRA[@]}"
+fi
 if [[ $stage == export || $stage == all ]]; then
-  $VR export local/runs/student_v3p_bits/model -o "$OUT" --merge --dtype float16
+  $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16
 fi
 if [[ $stage == student ]]; then
   [[ -d local/v2/lq_mild/lq ]] || $VR degrade ../shared/data/val -r --preset mild --scale 4 --crop none --seed 0 \

@@ -173,8 +173,8 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
 
     summary = json.loads((out / "summary.json").read_text())
     assert {name: stage["exit"] for name, stage in summary["stages"].items()} == dict.fromkeys(
-        ("teacher", "bits", "export", "prior_checks"),
-        0,  # stage 2 (student) only with STUDENT_MINUTES > 0
+        ("teacher", "bits", "student", "export", "prior_checks"),
+        0,  # stage 2 (student): v3T's image stage, on by default
     )
     accuracy = summary["teacher_val_bit_accuracy_per_scale"]
     assert list(accuracy) == SCALES and all(0.0 <= value <= 1.0 for value in accuracy.values())
