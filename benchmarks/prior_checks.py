@@ -25,12 +25,68 @@ import json
 import time
 from pathlib import Path
 
-from varestorer.benchmark.prior_checks import STAGES, StudentStage, bit_agreement
+import numpy as np
+import torch
+
+from varestorer.benchmark.prior_checks import (
+    ORACLE_ROWS_DOC,
+    STAGES,
+    StudentStage,
+    aligned_tiles,
+    bit_agreement,
+    oracle_decodes,
+)
 from varestorer.inference.restorer import Restorer
 from varestorer.io.atomic import atomic_path
 from varestorer.io.images import list_images, read_rgb, write_image
 from varestorer.metrics.evaluate import evaluate, write_json
 from varestorer.models.student import Student
+
+
+def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (1, 3, h, w) float in [0, 1]."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+def bit_oracle(student: Student, pairs, device: str) -> dict:
+    """Mean LPIPS-alex, DISTS and PSNR-Y (8 bit, no crop) of each oracle decode over every aligned tile."""
+    from varestorer.metrics.dists import DISTS
+    from varestorer.metrics.fidelity import psnr
+    from varestorer.metrics.lpips import LPIPS
+
+    lpips, dists = LPIPS(net="alex").to(device).eval(), DISTS().to(device).eval()
+    tile, scale = student.input_size, student.scale
+    sums: dict[str, list[float]] = {}
+    tiles = 0
+    with torch.no_grad():
+        for lq, gt in pairs:
+            for lq_tile, gt_tile in aligned_tiles(lq, gt, tile, scale):
+                lq_t, gt_t = (
+                    torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).to(device) for a in (lq_tile, gt_tile)
+                )
+                gt_t = (gt_t * 255).round() / 255
+                for name, image in oracle_decodes(student, lq_t, gt_t).items():
+                    image8 = (image * 255).round().clamp(0, 255)
+                    values = (
+                        float(lpips(image8 / 127.5 - 1, gt_t * 2 - 1)),
+                        float(dists(image8 / 255, gt_t)),
+                        psnr(image8[0].permute(1, 2, 0).byte().cpu().numpy(), gt_tile, crop_border=0),
+                    )
+                    row = sums.setdefault(name, [0.0, 0.0, 0.0])
+                    for i, value in enumerate(values):
+                        row[i] += value
+                tiles += 1
+    means = {
+        name: dict(zip(("lpips", "dists", "psnr_y"), (v / max(1, tiles) for v in row))) for name, row in sums.items()
+    }
+    return {"tiles": tiles, "decodes": means}
+
+
+def oracle_markdown(oracle: dict) -> str:
+    lines = ["| decode | LPIPS-alex | DISTS | PSNR-Y |", "|---|---|---|---|"]
+    for name, row in oracle["decodes"].items():
+        lines.append(f"| {name} | {row['lpips']:.4f} | {row['dists']:.4f} | {row['psnr_y']:.2f} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -44,6 +100,11 @@ def main() -> int:
     parser.add_argument("--crop-border", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-bits", action="store_true", help="skip the bit agreement")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also the bit oracle: per tile, decodes with the GT's bits swapped in (LPIPS-alex, DISTS, PSNR-Y)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     pairs = Path(args.pairs)
@@ -71,6 +132,13 @@ def main() -> int:
         md += [f"Bits per scale ({agreement.tiles} tiles of {student.input_size} LQ px):", "", agreement.to_markdown()]
         md.append("")
         print(agreement.to_markdown(), flush=True)
+    if args.oracle:
+        start = time.perf_counter()
+        oracle = bit_oracle(student, ((read_rgb(p), read_rgb(gt_by_stem[p.stem])) for p in lq_paths), args.device)
+        results["oracle"] = {**oracle, "seconds": time.perf_counter() - start}
+        table = oracle_markdown(oracle)
+        md += [f"Bit oracle ({oracle['tiles']} tiles; {ORACLE_ROWS_DOC}", "", table, ""]
+        print(table, flush=True)
     metrics = [name.strip() for name in args.metrics.split(",")]
     rows = []
     for stage in stages:

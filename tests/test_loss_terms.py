@@ -23,6 +23,7 @@ from varestorer.training.distillation import StudentDistillation
 from varestorer.training.loss_terms import (
     LOSS_TERMS,
     DISTSTerm,
+    GANTerm,
     GTBitsTerm,
     KLTerm,
     LatentTerm,
@@ -34,6 +35,7 @@ from varestorer.training.loss_terms import (
 )
 from varestorer.training.losses import bitwise_cross_entropy, scale_weights
 from varestorer.training.student_recipe import parse_student_recipe
+from varestorer.training.train_student import skip_param_groups
 from varestorer.transformer.model import NextScaleTransformer
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "distillation_step_de90701.json").read_text())
@@ -166,6 +168,58 @@ def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:
     assert torch.allclose(loss.detach(), 0.5 * logs["mse"] + logs["gt_bits"], rtol=1e-6)
 
 
+def _gan_step(start_step: int, weight: float = 0.1) -> tuple[StudentDistillation, dict, dict]:
+    student, teacher = _student("student")
+    torch.manual_seed(5)
+    terms = [MSETerm(1.0), GANTerm(weight, crop=32, channels=8, layers=2, start_step=start_step)]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False).train()
+    generator = torch.Generator().manual_seed(3)
+    batch = {"gt": torch.rand(2, 3, 64, 64, generator=generator), "lq": torch.rand(2, 3, 16, 16, generator=generator)}
+    torch.manual_seed(4)
+    loss, logs = module({**batch, "caption": ["", ""]}, 10)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    return module, logs, grads
+
+
+def test_the_gan_term_trains_its_discriminator_and_pushes_the_student_after_its_start() -> None:
+    before, logs_before, grads_before = _gan_step(start_step=11)  # step 10: the generator term is not on yet
+    after, logs_after, grads_after = _gan_step(start_step=10)
+    assert float(logs_before["gan"]) == 0.0 and float(logs_after["gan"]) != 0.0
+    discriminator = {n for n in grads_after if n.startswith("terms.gan.discriminator.")}
+    assert discriminator and discriminator <= set(grads_before)  # it learns from step 0
+    for name in discriminator:  # its own hinge loss alone: the generator term reaches the image, not D
+        assert torch.allclose(grads_after[name], grads_before[name], rtol=1e-5, atol=1e-8), name
+    assert float(logs_after["gan_discriminator"]) == pytest.approx(float(logs_before["gan_discriminator"]), rel=1e-6)
+    decoder = [n for n in grads_after if n.startswith("student.decoder.")]
+    assert decoder and any(not torch.allclose(grads_after[n], grads_before[n]) for n in decoder)
+    # the Trainer's groups (skip gains at 10x) hold the discriminator, so it is optimised and checkpointed
+    groups = skip_param_groups(after, after.student, 10.0)
+    assert groups is not None
+    grouped = {id(p) for group in groups for p in group["params"]}
+    assert len(grouped) == sum(1 for p in after.parameters() if p.requires_grad)
+    (apart,) = [group for group in groups if group.get("clip_apart")]  # its gradients do not clip the student's
+    assert {id(p) for p in apart["params"]} == {id(p) for p in after.terms["gan"].discriminator.parameters()}
+    assert skip_param_groups(after, after.student, 1.0) is not None  # a group of its own at any scale
+
+
+def test_the_gan_terms_discriminator_learns_to_tell_the_gt_from_the_output() -> None:
+    module, _, _ = _gan_step(start_step=10**9)  # the discriminator alone learns
+    discriminator = module.terms["gan"].discriminator
+    optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(7)
+    batch = {"gt": torch.rand(2, 3, 64, 64, generator=generator), "lq": torch.rand(2, 3, 16, 16, generator=generator)}
+    batch["gt"] = (batch["gt"] > 0.5).float()  # a binary texture the student's smooth output lacks
+    margins = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss, logs = module({**batch, "caption": ["", ""]}, 0)
+        loss.backward()  # only D is stepped
+        optimizer.step()
+        margins.append(float(logs["gan_real_score"] - logs["gan_fake_score"]))
+    assert margins[0] < 0.5 < margins[-1], margins
+
+
 def test_the_no_distill_model_trains_with_its_own_cross_entropy_as_before() -> None:
     student, teacher = _student("lq_conditioned_var")
     terms = build_loss_terms(parse_student_recipe({}).loss, student)  # the recipe's terms give way to its objective
@@ -216,6 +270,16 @@ def test_a_new_term_is_a_class_and_a_registry_entry_and_a_recipe_line() -> None:
     edge = _setup({**mse, "edge": {"weight": 0.2, "power": 2.0}})
     with_edge = trace_activations(edge, build_distillation(edge, "meta", registry=REGISTRY, crop_offsets=fixed_offsets))
     assert with_edge.other - without.other >= 2 * 3 * 64 * 63 * 4
+
+
+def test_the_memory_model_counts_the_gan_terms_discriminator() -> None:
+    mse = {"mse": {"weight": 0.5}}
+    gan = {**mse, "gan": {"weight": 0.1, "crop": 32, "channels": 8, "layers": 2}}
+    plain, adversarial = predict_memory(_setup(mse)), predict_memory(_setup(gan))
+    discriminator = sum(p.numel() for p in GANTerm(0.1, channels=8, layers=2).discriminator.parameters())
+    extra = adversarial.parts["trainable_states"] - plain.parts["trainable_states"]
+    assert extra == discriminator * 4 * (1 + 1 + 2)  # fp32 weight, gradient, Adam's two moments (no EMA here)
+    assert adversarial.parts["activations_other"] > plain.parts["activations_other"]  # D on the GT and on sr
 
 
 def test_the_memory_model_expresses_the_shipped_defaults_options() -> None:

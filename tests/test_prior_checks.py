@@ -15,6 +15,7 @@ from varestorer.benchmark.prior_checks import (
     aligned_tiles,
     bit_agreement,
     bit_agreement_batch,
+    oracle_decodes,
 )
 from varestorer.inference.restorer import Restorer
 from varestorer.models.student import Student
@@ -90,3 +91,30 @@ def test_bit_agreement_over_pairs_counts_aligned_tiles(student: Student) -> None
     assert agreement.student_equal == one_by_one.student_equal and agreement.changed == one_by_one.changed
     with pytest.raises(ValueError, match="x4"):
         list(aligned_tiles(lq, gt[:-1], 16, 4))
+
+
+def test_the_bit_oracle_swaps_in_the_gt_bits_scale_by_scale(student: Student) -> None:
+    lq, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 64, 64)
+    decoded = oracle_decodes(student, lq, gt)
+    scales = len(student.schedule)
+    assert list(decoded) == [
+        "identity",
+        "student",
+        *[f"gt_upto_{k}" for k in range(1, scales)],
+        "gt_bits",
+        "gt_bits_alone",
+        "gt_latent",
+    ]
+    assert torch.allclose(decoded["student"], StudentStage(student, "full")(lq), atol=1e-5)
+    assert torch.allclose(decoded["identity"], StudentStage(student, "identity")(lq), atol=1e-5)
+    # the GT's own bits and latent: its autoencoder and quantised stages (the GT as the encoder's input)
+    assert torch.allclose(decoded["gt_latent"], student.decode(student.encode(gt).f_lq).clamp(0, 1), atol=1e-5)
+    assert torch.allclose(decoded["gt_bits_alone"], student.decode(student.encode(gt).tokens.f_hat), atol=1e-5)
+    # more GT scales move the decode towards gt_bits: the last mixed one differs from it only at the finest scale
+    assert not torch.allclose(decoded["gt_upto_1"], decoded["gt_bits"], atol=1e-4)
+    assert not torch.allclose(decoded["gt_upto_1"], decoded["student"], atol=1e-4)
+    student.fidelity_weight.data.zero_()  # without the residual gt_bits is the GT's bits alone
+    try:
+        assert torch.allclose(oracle_decodes(student, lq, gt)["gt_bits"], decoded["gt_bits_alone"], atol=1e-5)
+    finally:
+        student.fidelity_weight.data.fill_(1.0)

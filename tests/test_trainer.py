@@ -250,6 +250,34 @@ def test_custom_param_groups_scale_the_schedule(tmp_path: Path) -> None:
     assert first["weight_decay"] == 0.0 and second["weight_decay"] == 0.01
 
 
+def test_a_group_clipped_apart_does_not_scale_the_models_gradients(tmp_path: Path) -> None:
+    """A discriminator's large gradients are clipped on their own: the model's norm and clipping are its own."""
+    module = TinyRegression(noise=0.0)
+    groups = [
+        {"params": list(module.net[0].parameters()) + list(module.net[1].parameters())},
+        {"params": module.net[3].parameters(), "clip_apart": True},
+    ]
+    config = _config(tmp_path, grad_accum_steps=1, grad_clip=1e-3, log_every=1)
+    trainer = Trainer(config, module, param_groups=groups)
+    model_params = list(trainer.optimizer.param_groups[0]["params"])
+    apart = trainer.optimizer.param_groups[1]["params"]
+    x, y = _dataset()[:4]
+    loss, _ = module((x, y), 0)
+    loss.backward()
+    expected = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model_params])))
+    apart_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in apart])))
+    for p in module.parameters():
+        p.grad = None
+    loss, logs = module((x, y), 0)
+    clipped = {}
+    trainer.optimizer.step = lambda *a, **k: clipped.update({id(p): p.grad.norm() for p in apart + model_params})
+    trainer.backward_step(loss, logs)
+    assert expected > 1e-3 and apart_norm > 1e-3
+    model_after = float(torch.linalg.vector_norm(torch.stack([clipped[id(p)] for p in model_params])))
+    apart_after = float(torch.linalg.vector_norm(torch.stack([clipped[id(p)] for p in apart])))
+    assert model_after == pytest.approx(1e-3, rel=1e-3) and apart_after == pytest.approx(1e-3, rel=1e-3)
+
+
 def test_time_fraction_drives_the_cosine() -> None:
     config = TrainConfig(max_steps=1000, learning_rate=1.0, warmup_steps=0, min_learning_rate_ratio=0.1)
     assert learning_rate_at(config, 10, time_fraction=0.5) == pytest.approx(0.55)  # time is further along

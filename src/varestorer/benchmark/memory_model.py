@@ -94,7 +94,7 @@ def count_parameters(module: StudentDistillation) -> ParameterCounts:
     teacher_params = [] if teacher is None else list(teacher.parameters())
     encoder = module.teacher.encoder
     return ParameterCounts(
-        trainable=sum(p.numel() for p in student.parameters() if p.requires_grad),
+        trainable=sum(p.numel() for p in module.parameters() if p.requires_grad),  # a discriminator's too
         frozen_blocks=sum(block_frozen),
         frozen_other=frozen - sum(block_frozen),
         largest_block=max(block_frozen),

@@ -203,3 +203,39 @@ def bit_agreement(
     if lq_tiles:
         bit_agreement_batch(student, to_tensor(lq_tiles), to_tensor(gt_tiles), agreement)
     return agreement
+
+
+ORACLE_ROWS_DOC = """\
+Decodes of one tile, each from the student's own LQ encoding unless named:
+
+* ``identity``: the LQ's bits, the student's later stages (fidelity residual included): the identity ablation;
+* ``student``: the student's predicted bits (the full pass);
+* ``gt_upto_K``: the GT's bits at the first K scales, the student's at the rest (residual included): which
+  scales hold the headroom of a better prediction;
+* ``gt_bits``: the GT's bits at every scale, residual included (what a perfect transformer would hand on);
+* ``gt_bits_alone``: the GT's bits without the LQ's residual;
+* ``gt_latent``: the GT's unquantised latent (the decoder's ceiling)."""
+
+
+@torch.no_grad()
+def oracle_decodes(student: Student, lq_B3hw: Tensor, gt_B3HW: Tensor) -> dict[str, Tensor]:
+    """The decodes of :data:`ORACLE_ROWS_DOC` for aligned tiles LQ (B, 3, S/s, S/s), GT (B, 3, S, S) in [0, 1]:
+    how far the restored picture would move if the transformer predicted the GT's bits (the prior's headroom)."""
+    _check_student(student)
+    encoding = student.encode(student.preclean(lq_B3hw))
+    gt_encoding = student.encode(gt_B3HW)
+    predicted = student.predict(encoding)
+    decoded = {
+        "identity": student.decode(student.to_latent(bits_as_logits(encoding.tokens.labels), encoding).decoder_input),
+        "student": student.decode(student.to_latent(predicted, encoding).decoder_input),
+    }
+    gt_logits = bits_as_logits(gt_encoding.tokens.labels).to(predicted.dtype)
+    offset = 0
+    for k, (h, w) in enumerate(student.schedule[:-1], start=1):
+        offset += h * w
+        mixed = torch.cat([gt_logits[:, :offset], predicted[:, offset:]], dim=1)
+        decoded[f"gt_upto_{k}"] = student.decode(student.to_latent(mixed, encoding).decoder_input)
+    decoded["gt_bits"] = student.decode(student.to_latent(gt_logits, encoding).decoder_input)
+    decoded["gt_bits_alone"] = student.decode(gt_encoding.tokens.f_hat)
+    decoded["gt_latent"] = student.decode(gt_encoding.f_lq)
+    return {name: image.clamp(0, 1) for name, image in decoded.items()}

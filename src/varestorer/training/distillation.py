@@ -116,7 +116,7 @@ class StudentDistillation(nn.Module):
         return self.student.encode_prompts(list(batch["caption"])).to(batch["gt"].device)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        tensors = StepTensors(self, batch, self.captions(batch), full_pass=self.full_pass)
+        tensors = StepTensors(self, batch, self.captions(batch), full_pass=self.full_pass, index=step)
         loss: torch.Tensor | None = None
         logs: dict[str, torch.Tensor] = {}
         for term in self.terms.values():
@@ -127,4 +127,7 @@ class StudentDistillation(nn.Module):
         if tensors.student_ran and "mse" not in logs:  # logged only: no gradient through it
             logs["mse"] = F.mse_loss(tensors.sr.detach(), tensors.gt)
         assert loss is not None
+        for name, own in tensors.own_losses.items():  # a term's own network (the discriminator) learns here
+            loss = loss + own
+            logs[name] = own.detach()
         return loss, {**logs, **tensors.logs}

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from varestorer.models.student import LQEncoding, Student, StudentOutput
 from varestorer.tokenizer.quantizer import MultiScaleTokens
+from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy, scale_weights, token_kl
 from varestorer.training.teacher_pass import eval_mode
 
@@ -87,15 +88,25 @@ class StepTensors:
     """
 
     def __init__(
-        self, module: TrainingModule, batch: dict[str, Any], text: TextCondition | None, *, full_pass: bool = True
+        self,
+        module: TrainingModule,
+        batch: dict[str, Any],
+        text: TextCondition | None,
+        *,
+        full_pass: bool = True,
+        index: int = 0,
     ) -> None:
         self.module = module
         self.full_pass = full_pass
+        self.index = index
+        """The optimiser step this is (a term may start late, as the adversarial one)."""
         self.gt: Tensor = batch["gt"]
         self.lq: Tensor = batch["lq"]
         self.text = text
         self.logs: dict[str, Tensor] = {}
         """Extra scalars a term reports beside its value (e.g. the bit accuracy)."""
+        self.own_losses: dict[str, Tensor] = {}
+        """Unweighted losses of networks a term trains itself (the discriminator), added to the step's loss."""
         self._crops: dict[int | None, tuple[Tensor, Tensor]] = {}
 
     @cached_property
@@ -336,6 +347,46 @@ class GTBitsTerm(LossTerm):
         return loss
 
 
+class GANTerm(LossTerm):
+    """Adversarial term: -mean D(sr) of a PatchGAN discriminator on the image crop ``crop`` (the window LPIPS and
+    DISTS share when their crop is the same). Real-ESRGAN's answer to MSE and perceptual losses that flatten
+    texture: a discriminator that tells restored patches from the GT's. ``D`` (``channels``, ``layers``:
+    training/discriminator.py) is this term's own trainable network: its hinge loss on (GT, detached sr) is
+    added to the step's loss unweighted, so it learns in the same backward pass from step 0, while the
+    generator term applies from ``start_step`` (the discriminator first learns what to tell apart)."""
+
+    name = "gan"
+
+    def __init__(
+        self,
+        weight: float,
+        *,
+        crop: int | None = None,
+        channels: int = 64,
+        layers: int = 3,
+        start_step: int = 0,
+        **common: Any,
+    ) -> None:
+        super().__init__(weight, **common)
+        if start_step < 0:
+            raise ValueError(f"[loss.gan] start_step must be >= 0, got {start_step}")
+        self.crop = crop
+        self.start_step = start_step
+        self.discriminator = PatchDiscriminator(channels, layers)
+
+    def forward(self, step: StepTensors) -> Tensor:
+        sr, gt = step.crop(self.crop)
+        fake = sr * 2 - 1
+        real_logits = self.discriminator(gt * 2 - 1)
+        fake_logits = self.discriminator(fake.detach())
+        step.own_losses["gan_discriminator"] = hinge_discriminator_loss(real_logits, fake_logits)
+        step.logs["gan_real_score"] = real_logits.detach().mean()
+        step.logs["gan_fake_score"] = fake_logits.detach().mean()
+        if step.index < self.start_step:
+            return sr.new_zeros(())
+        return hinge_generator_loss(self.discriminator.frozen_call(fake))
+
+
 LOSS_TERMS: dict[str, type[LossTerm]] = {
     "mse": MSETerm,
     "kl": KLTerm,
@@ -344,6 +395,7 @@ LOSS_TERMS: dict[str, type[LossTerm]] = {
     "latent": LatentTerm,
     "cross_entropy": CrossEntropyTerm,
     "gt_bits": GTBitsTerm,
+    "gan": GANTerm,
 }
 """Every loss term a recipe can name."""
 

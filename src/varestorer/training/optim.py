@@ -38,11 +38,17 @@ def build_param_groups(
 
     Default: every trainable parameter, 1-D ones (norm gains, biases) without weight decay when
     ``no_decay_norms_and_biases``. Jobs may pass ``groups``: ``{"params": [...], "lr_scale": 0.1,
-    "weight_decay": 0.0}`` dicts (``lr_scale`` and ``weight_decay`` optional).
+    "weight_decay": 0.0, "clip_apart": True}`` dicts (the last three optional; ``clip_apart``: the group's
+    gradients are clipped on their own, not with the model's, as a discriminator's).
     """
     if groups is not None:
         out = [
-            {"params": list(g["params"]), "weight_decay": g.get("weight_decay", config.weight_decay)} for g in groups
+            {
+                "params": list(g["params"]),
+                "weight_decay": g.get("weight_decay", config.weight_decay),
+                "clip_apart": bool(g.get("clip_apart", False)),
+            }
+            for g in groups
         ]
         return out, [float(g.get("lr_scale", 1.0)) for g in groups]
     trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.data.datasets import PairedFolderDataset
@@ -143,20 +144,25 @@ def load_lq_encoder_init(student: Student, path: str | Path) -> None:
     logger.info("LQ encoder stem: %d tensors from %s", copied, path)
 
 
-def skip_param_groups(student: Student, scale: float) -> list[dict[str, Any]] | None:
-    """AdamW groups with the skip gains and fidelity weights at ``scale`` x the learning rate (None: the
-    trainer's default groups, when ``scale`` is 1 or the student has neither)."""
+def skip_param_groups(module: nn.Module, student: Student, scale: float) -> list[dict[str, Any]] | None:
+    """AdamW groups of ``module``'s trainable parameters: the student's skip gains and fidelity weights at
+    ``scale`` x the learning rate, and the networks a loss term trains itself (the ``gan`` term's discriminator)
+    in a group of their own, clipped apart from the model and without weight decay. None (the trainer's default
+    groups) when there is neither such a network nor a scale other than 1 for the student's gains."""
     extras = [
         p for p in (getattr(student, "lq_bit_gain", None), getattr(student, "fidelity_weight", None)) if p is not None
     ]
-    if scale == 1.0 or not extras:
+    terms = getattr(module, "terms", {})
+    own = [p for term in terms.values() for p in term.parameters() if p.requires_grad]
+    if (scale == 1.0 or not extras) and not own:
         return None
-    ids = {id(p) for p in extras}
-    rest = [p for p in student.parameters() if p.requires_grad and id(p) not in ids]
+    ids = {id(p) for p in [*extras, *own]}
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
     groups: list[dict[str, Any]] = [
         {"params": [p for p in rest if p.ndim >= 2]},
         {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0},
         {"params": extras, "weight_decay": 0.0, "lr_scale": scale},
+        {"params": own, "weight_decay": 0.0, "clip_apart": True},
     ]
     return [group for group in groups if group["params"]]
 
@@ -240,7 +246,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         validate=validate,
         export=export,
         recipe=parsed.as_dict(),
-        param_groups=skip_param_groups(student, job.skip_lr_scale),
+        param_groups=skip_param_groups(module, student, job.skip_lr_scale),
     )
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     logger.info(

@@ -311,7 +311,14 @@ class Trainer:
         if self.sharded:
             _average_gradients(params, self.world_size)
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or float("inf"))
+        limit = self.config.grad_clip or float("inf")
+        groups = self.optimizer.param_groups
+        for group in groups:  # a discriminator's gradients do not scale the model's down
+            if group.get("clip_apart", False):
+                torch.nn.utils.clip_grad_norm_(group["params"], limit)
+        norm = torch.nn.utils.clip_grad_norm_(
+            [p for group in groups if not group.get("clip_apart", False) for p in group["params"]], limit
+        )
         self._logs["grad_norm"] = self._logs.get("grad_norm", 0.0) + float(norm) * self.config.grad_accum_steps
         self.scaler.step(self.optimizer)
         self.scaler.update()
