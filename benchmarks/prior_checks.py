@@ -45,7 +45,7 @@ from varestorer.models.student import Student
 
 def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
     """(h, w, 3) uint8 -> (1, 3, h, w) float in [0, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 def bit_oracle(student: Student, pairs, device: str) -> dict:
@@ -61,10 +61,7 @@ def bit_oracle(student: Student, pairs, device: str) -> dict:
     with torch.no_grad():
         for lq, gt in pairs:
             for lq_tile, gt_tile in aligned_tiles(lq, gt, tile, scale):
-                lq_t, gt_t = (
-                    torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).to(device) for a in (lq_tile, gt_tile)
-                )
-                gt_t = (gt_t * 255).round() / 255
+                lq_t, gt_t = to_tensor(lq_tile, device), to_tensor(gt_tile, device)
                 for name, image in oracle_decodes(student, lq_t, gt_t).items():
                     image8 = (image * 255).round().clamp(0, 255)
                     values = (
@@ -137,7 +134,12 @@ def main() -> int:
         oracle = bit_oracle(student, ((read_rgb(p), read_rgb(gt_by_stem[p.stem])) for p in lq_paths), args.device)
         results["oracle"] = {**oracle, "seconds": time.perf_counter() - start}
         table = oracle_markdown(oracle)
-        md += [f"Bit oracle ({oracle['tiles']} tiles; {ORACLE_ROWS_DOC}", "", table, ""]
+        md += [
+            f"Bit oracle over {oracle['tiles']} tiles of {student.input_size} LQ px. {ORACLE_ROWS_DOC}",
+            "",
+            table,
+            "",
+        ]
         print(table, flush=True)
     metrics = [name.strip() for name in args.metrics.split(",")]
     rows = []
@@ -173,7 +175,9 @@ def main() -> int:
         md += ["| stage | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|", *rows, ""]
     with atomic_path(saved, overwrite=True) as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_path(out / ("prior_checks.md" if rows else "bits.md"), overwrite=True) as tmp:
+    with atomic_path(
+        out / ("prior_checks.md" if rows else "bits.md" if not args.oracle else "oracle.md"), overwrite=True
+    ) as tmp:
         tmp.write_text("\n".join(md))
     return 0
 
