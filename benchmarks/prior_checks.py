@@ -25,7 +25,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from varestorer.benchmark.prior_checks import (
@@ -36,16 +35,12 @@ from varestorer.benchmark.prior_checks import (
     bit_agreement,
     oracle_decodes,
 )
+from varestorer.data.transforms import to_tensor
 from varestorer.inference.restorer import Restorer
 from varestorer.io.atomic import atomic_path
 from varestorer.io.images import list_images, read_rgb, write_image
 from varestorer.metrics.evaluate import evaluate, write_json
 from varestorer.models.student import Student
-
-
-def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
-    """(h, w, 3) uint8 -> (1, 3, h, w) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 def bit_oracle(student: Student, pairs, device: str) -> dict:
@@ -61,7 +56,7 @@ def bit_oracle(student: Student, pairs, device: str) -> dict:
     with torch.no_grad():
         for lq, gt in pairs:
             for lq_tile, gt_tile in aligned_tiles(lq, gt, tile, scale):
-                lq_t, gt_t = to_tensor(lq_tile, device), to_tensor(gt_tile, device)
+                lq_t, gt_t = (to_tensor(tile_HWC)[None].to(device) for tile_HWC in (lq_tile, gt_tile))
                 for name, image in oracle_decodes(student, lq_t, gt_t).items():
                     image8 = (image * 255).round().clamp(0, 255)
                     values = (

@@ -168,10 +168,10 @@ def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:
     assert torch.allclose(loss.detach(), 0.5 * logs["mse"] + logs["gt_bits"], rtol=1e-6)
 
 
-def _gan_step(start_step: int, weight: float = 0.1) -> tuple[StudentDistillation, dict, dict]:
+def _gan_step(start_step: int) -> tuple[StudentDistillation, dict, dict]:
     student, teacher = _student("student")
     torch.manual_seed(5)
-    terms = [MSETerm(1.0), GANTerm(weight, crop=32, channels=8, layers=2, start_step=start_step)]
+    terms = [MSETerm(1.0), GANTerm(0.1, crop=32, channels=8, layers=2, start_step=start_step)]
     module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False).train()
     generator = torch.Generator().manual_seed(3)
     batch = {"gt": torch.rand(2, 3, 64, 64, generator=generator), "lq": torch.rand(2, 3, 16, 16, generator=generator)}

@@ -264,7 +264,7 @@ def test_a_group_clipped_apart_does_not_scale_the_models_gradients(tmp_path: Pat
     x, y = _dataset()[:4]
     loss, _ = module((x, y), 0)
     loss.backward()
-    expected = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model_params])))
+    model_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model_params])))
     apart_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in apart])))
     for p in module.parameters():
         p.grad = None
@@ -272,7 +272,7 @@ def test_a_group_clipped_apart_does_not_scale_the_models_gradients(tmp_path: Pat
     clipped = {}
     trainer.optimizer.step = lambda *a, **k: clipped.update({id(p): p.grad.norm() for p in apart + model_params})
     trainer.backward_step(loss, logs)
-    assert expected > 1e-3 and apart_norm > 1e-3
+    assert model_norm > 1e-3 and apart_norm > 1e-3  # both clipped: together they would share one 1e-3
     model_after = float(torch.linalg.vector_norm(torch.stack([clipped[id(p)] for p in model_params])))
     apart_after = float(torch.linalg.vector_norm(torch.stack([clipped[id(p)] for p in apart])))
     assert model_after == pytest.approx(1e-3, rel=1e-3) and apart_after == pytest.approx(1e-3, rel=1e-3)
