@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from varestorer.data.transforms import mod_crop, to_tensor, to_uint8
+from varestorer.degradation.config import resolve_degradation_config
 from varestorer.degradation.pipeline import degrade
 from varestorer.io.atomic import atomic_directory
 from varestorer.io.images import list_images, read_rgb, write_image
@@ -112,12 +113,13 @@ def lq_statistics(folder: Path, presets: list[str], seed: int) -> dict[str, tupl
     from the clean downscale's)."""
     lq_files, gt_files = by_stem(folder / "lq"), by_stem(folder / "gt")
     rows: dict[str, list[tuple[float, float, float]]] = {"real": [], "clean": [], **{p: [] for p in presets}}
+    configs = {preset: resolve_degradation_config(preset) for preset in presets}
     for stem in sorted(set(lq_files) & set(gt_files)):
         gt = mod_crop(read_rgb(gt_files[stem]), SCALE)
         kinds = {"real": read_rgb(lq_files[stem]), "clean": box_downscale(gt, SCALE)}
         for preset in presets:
             generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{preset}:{stem}".encode()))
-            kinds[preset] = to_uint8(degrade(to_tensor(gt), preset, generator)[0])
+            kinds[preset] = to_uint8(degrade(to_tensor(gt), configs[preset], generator)[0])
         clean_colour = kinds["clean"].reshape(-1, 3).mean(axis=0)
         flat = flat_mask(luma(kinds["clean"]))
         for kind, lq in kinds.items():
@@ -153,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--overwrite", action="store_true")
     measure = commands.add_parser("stats", help="LQ gradient and noise of lq/ + gt/ folders beside synthetic LQ")
     measure.add_argument("folders", type=Path, nargs="+", help="folders holding lq/ and gt/ (GT = 4x LQ)")
-    measure.add_argument("--presets", default="mild,realesrgan", help="degradation presets, comma-separated")
+    measure.add_argument(
+        "--presets", default="mild,realesrgan", help="presets or .toml/.json pipeline files, comma-separated"
+    )
     measure.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "prepare":

@@ -163,6 +163,28 @@ def test_degraded_pairs_mix_presets_per_item(tmp_path, tiny_image) -> None:
         DegradedPairDataset(hq, "mild,")
 
 
+def test_degraded_pairs_read_a_pipeline_file(tmp_path, tiny_image) -> None:
+    from varestorer.data.pairs import DegradedPairDataset
+    from varestorer.degradation.config import DEGRADATION_PRESETS
+    from varestorer.degradation.pipeline import degrade
+
+    (tmp_path / "hq").mkdir()
+    for i in range(2):
+        _save(tmp_path / "hq" / f"{i}.png", tiny_image(40, 40, seed=i))
+    pipeline = tmp_path / "camera.toml"
+    pipeline.write_text('base = "mild"\nfinal_sinc_prob = 0.0\n[stage1.noise]\ngaussian_sigma_range = [0.5, 2.0]\n')
+    hq = HQFolderDataset(tmp_path / "hq", crop_size=32, seed=0)
+    pairs = DegradedPairDataset(hq, f"bicubic,{pipeline}", seed=3)
+    assert pairs.configs[0] == DEGRADATION_PRESETS["bicubic"]
+    assert pairs.configs[1].final_sinc_prob == 0.0 and pairs.configs[1].stage1.noise.gaussian_sigma_range == (0.5, 2.0)
+    assert pairs.configs[1].stage2 == DEGRADATION_PRESETS["mild"].stage2  # the rest from its base
+    item = pairs[0]
+    expected, _ = degrade(item["gt"], pairs.configs[item["seed"] % 2], torch.Generator().manual_seed(item["seed"]))
+    assert torch.equal(item["lq"], expected)
+    with pytest.raises(ValueError, match="unknown degradation preset 'camera'"):
+        DegradedPairDataset(hq, "camera")
+
+
 def test_pair_pool_mixes_batches() -> None:
     from varestorer.data.pairs import PairPool
 

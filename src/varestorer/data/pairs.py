@@ -20,7 +20,7 @@ import cv2
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from varestorer.degradation.config import DegradationConfig
+from varestorer.degradation.config import DegradationConfig, resolve_degradation_config
 from varestorer.degradation.pipeline import DegradationPipeline, degrade
 
 
@@ -31,11 +31,12 @@ def _single_threaded_in_workers() -> None:
 
 
 def _config(config: DegradationConfig | str) -> DegradationConfig:
-    return DegradationPipeline.from_preset(config).config if isinstance(config, str) else config
+    return resolve_degradation_config(config) if isinstance(config, str) else config
 
 
 def _configs(config: DegradationConfig | str | Sequence[DegradationConfig | str]) -> list[DegradationConfig]:
-    """One config, a preset name, comma-separated preset names (``"mild,realesrgan"``) or a sequence."""
+    """One config, a preset name or a ``.toml``/``.json`` pipeline file, several of those joined by commas
+    (``"mild,realesrgan"``), or a sequence."""
     if isinstance(config, str):
         names = [name.strip() for name in config.split(",")]
         if not all(names):
@@ -53,9 +54,10 @@ class DegradedPairDataset(Dataset):
 
     Args:
         dataset: e.g. an ``HQFolderDataset`` whose crop size is a multiple of the scale.
-        config: a :class:`DegradationConfig`, a preset name, or several (a sequence, or preset names joined
-            by commas such as ``"mild,realesrgan"``): each item then uses one of them, drawn uniformly from
-            its seed, so a model learns both.
+        config: a :class:`DegradationConfig`, a preset name or pipeline file (``.toml``/``.json``,
+            docs/degradation.md), or several (a sequence, or names joined by commas such as
+            ``"mild,realesrgan"``): each item then uses one of them, drawn uniformly from its seed, so a
+            model learns both.
         seed: ``None`` draws each item's generator seed from torch's global RNG (seeded per worker by
             the DataLoader); an int makes item ``i`` of epoch ``e`` depend only on ``(seed, e, i)``.
         return_params: add ``"params"``, the JSON string of every drawn value.
