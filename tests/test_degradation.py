@@ -304,3 +304,22 @@ def test_batched_pipeline_on_cuda(tiny_image) -> None:
     assert lq.is_cuda and lq.shape == (2, 3, 16, 16) and len(params) == 2
     cpu_lq, _ = DegradationPipeline.from_preset("realesrgan")(batch.cpu(), torch.Generator().manual_seed(0))
     assert float((lq.cpu() - cpu_lq).abs().mean()) < 2 / 255
+
+
+def test_the_camera_recipe_is_mild_with_less_noise() -> None:
+    """recipes/degradation_camera.toml (a DRealSR-like LQ): parses from its base, and a flat grey GT comes out
+    with far less noise than ``mild`` gives it over the same seeds."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "degradation_camera.toml"
+    camera = resolve_degradation_config(path)
+    assert (
+        camera.scale == 4 and not camera.sharpen and camera.stage1.resize == DEGRADATION_PRESETS["mild"].stage1.resize
+    )
+    flat = torch.full((3, 64, 64), 0.5)
+
+    def noise(config) -> float:
+        stds = [degrade(flat, config, torch.Generator().manual_seed(seed))[0].std().item() for seed in range(8)]
+        return sum(stds) / len(stds)
+
+    assert noise(camera) < 0.5 * noise(DEGRADATION_PRESETS["mild"])
