@@ -168,6 +168,36 @@ def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:
     assert torch.allclose(loss.detach(), 0.5 * logs["mse"] + logs["gt_bits"], rtol=1e-6)
 
 
+def test_the_image_terms_read_the_output_after_the_loss_colour_fix() -> None:
+    """``[job] loss_color_fix``: the image terms see the output under the fix it ships with (its low frequencies
+    the LQ's), the gradient passes through the fix, and a bad name fails when the module is built."""
+    from varestorer.inference.color import wavelet_color_fix, wavelet_low_frequency
+
+    student, teacher = _student("student")
+    generator = torch.Generator().manual_seed(3)
+    batch = {"gt": torch.rand(2, 3, 64, 64, generator=generator), "lq": torch.rand(2, 3, 16, 16, generator=generator)}
+    values = {}
+    for fix in ("none", "wavelet"):
+        module = StudentDistillation(
+            student, teacher.tokenizer, teacher.transformer, [MSETerm(1.0)], use_prompt=False, color_fix=fix
+        ).train()
+        tensors = StepTensors(module, {**batch, "caption": ["", ""]}, None)
+        values[fix] = tensors.sr
+    raw = values["none"]
+    assert torch.allclose(values["wavelet"], wavelet_color_fix(raw, batch["lq"]), atol=1e-6)
+    lq_low = wavelet_low_frequency(torch.nn.functional.interpolate(batch["lq"], size=64, mode="bicubic"))
+    assert (wavelet_low_frequency(values["wavelet"]) - lq_low).abs().max() < 0.05
+    assert (wavelet_low_frequency(raw) - lq_low).abs().max() > 0.1  # the raw output's are not the LQ's
+    values["wavelet"].square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="color fix"):
+        StudentDistillation(
+            student, teacher.tokenizer, teacher.transformer, [MSETerm(1.0)], use_prompt=False, color_fix="ycbcr"
+        )
+    with pytest.raises(ValueError, match="loss_color_fix"):
+        parse_student_recipe({"job": {"loss_color_fix": "ycbcr"}})
+
+
 def _gan_step(start_step: int) -> tuple[StudentDistillation, dict, dict]:
     student, teacher = _student("student")
     torch.manual_seed(5)

@@ -14,6 +14,7 @@ from varestorer.config import config_to_dict
 from varestorer.models.student_config import STUDENT_PRESETS, StudentConfig
 from varestorer.training.student_recipe import (
     TEACHER_FIELDS,
+    JobConfig,
     load_student_recipe,
     parse_student_recipe,
 )
@@ -79,7 +80,10 @@ def test_every_recipe_parses_into_the_student_job_and_loss_it_did_before(path: P
         k: defaults[k] for k in set(own) - set(before["student"])
     }
     job = config_to_dict(recipe.job)
-    assert {k: job[k] for k in job} == {k: v for k, v in before["job"].items() if k != "latent_teacher"}
+    job_before = {k: v for k, v in before["job"].items() if k != "latent_teacher"}
+    assert {k: job[k] for k in job_before} == job_before
+    job_defaults = config_to_dict(JobConfig())  # fields added since then (loss_color_fix): at their defaults
+    assert {k: job[k] for k in set(job) - set(job_before)} == {k: job_defaults[k] for k in set(job) - set(job_before)}
     assert _effective_loss(recipe) == _old_effective_loss(before["loss"], before["job"]["latent_teacher"])
 
 

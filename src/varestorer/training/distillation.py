@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.models.student import Student
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
@@ -45,6 +46,8 @@ class StudentDistillation(nn.Module):
         captions: a cache over the text encoder (None: the student's own encoder, uncached).
         crop_offsets: where the crops of the image terms sit (random; the memory model, which runs on
             tensors without values, fixes them).
+        color_fix: the colour fix ("none", "adain", "wavelet") applied to the output against the LQ before
+            the image terms read it (``[job] loss_color_fix``).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class StudentDistillation(nn.Module):
         teacher_dtype: torch.dtype | None = None,
         captions: CaptionCache | None = None,
         crop_offsets: CropOffsets = random_offsets,
+        color_fix: ColorFix = "none",
     ) -> None:
         super().__init__()
         if not terms:
@@ -87,6 +91,8 @@ class StudentDistillation(nn.Module):
         self.full_pass = any(term.reads_output for term in terms)
         """Whether a term reads the student's image (or latent): else a step stops after the predict stage."""
         self.crop_offsets = crop_offsets
+        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
+        self.color_fix: ColorFix = color_fix
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.models.student import LQEncoding, Student, StudentOutput
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.training.discriminator import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
@@ -70,6 +71,7 @@ class TrainingModule(Protocol):
     student: Student
     teacher: TeacherPass
     crop_offsets: CropOffsets
+    color_fix: ColorFix
 
     def teacher_logits(
         self, gt_B3HW: Tensor, text: TextCondition | None, tokens: MultiScaleTokens | None = None
@@ -154,8 +156,11 @@ class StepTensors:
 
     @cached_property
     def sr(self) -> Tensor:
-        """(B, 3, S, S) float32 output (unclamped while training)."""
-        return self.out.sr.float()
+        """(B, 3, S, S) float32 output (unclamped while training), after the module's colour fix against the LQ
+        (``[job] loss_color_fix``; none by default)."""
+        sr = self.out.sr.float()
+        fix = self.module.color_fix
+        return sr if fix == "none" else apply_color_fix(sr, self.lq.float(), fix)
 
     @cached_property
     def teacher_logits(self) -> Tensor:

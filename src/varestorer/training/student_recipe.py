@@ -71,6 +71,14 @@ class JobConfig:
     (training/caption_cache.py), so the encoder need not sit on the training device."""
     skip_lr_scale: float = 1.0
     """Learning-rate multiplier of the skip gains and fidelity weights (no weight decay)."""
+    loss_color_fix: str = "none"
+    """``none``, ``adain`` or ``wavelet``: the colour fix applied to the student's output against its LQ before
+    the image terms read it (inference/color.py; differentiable). Training under the fix the model ships with
+    keeps the image losses off what the fix replaces (the wavelet fix: every frequency below the LQ's)."""
+
+    def __post_init__(self) -> None:
+        if self.loss_color_fix not in ("none", "adain", "wavelet"):
+            raise ValueError(f"job.loss_color_fix must be none, adain or wavelet, got {self.loss_color_fix!r}")
 
 
 @dataclass(frozen=True)

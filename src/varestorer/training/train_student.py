@@ -223,6 +223,7 @@ def main(recipe: str | Path, *, resume: bool = False, overrides: list[str] | tup
         shared_teacher=job.shared_teacher,
         teacher_dtype=teacher_dtype(job.teacher_dtype),
         captions=caption_cache(student, job) if job.use_prompt else None,
+        color_fix=job.loss_color_fix,
     )
     del tokenizer, transformer  # a shared-base teacher keeps no copy: let the loaded one go
     image_size = student.config.image_size
