@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Default model v3T, and v3P before it (issue 32, docs/default_model.md "v3T", "v3P"): the VAR prior at work. End
+# Default model v3M, and v3T and v3P before it (issue 32, docs/default_model.md "v3M", "v3T", "v3P"): the VAR prior at work. End
 # to end on a CPU, from the repository root, after v2Q (the embedded default before it: commit 22a9732; its pre-cleaner, encoder, skip
 # gains and fidelity weights are the start):
 #   teacher  recipes/teacher_default.toml: next-scale teacher on the default tokenizer's tokens (40 min; shipped
@@ -9,12 +9,15 @@
 #   bits     the same recipe with the control branch, from bits0 (24 min; shipped run: 347 steps x 8): v3P
 #   image    recipes/student_v3t.toml: the transformer trained through the frozen decoder with MSE, LPIPS and DISTS
 #            beside the bit terms, from bits (30 min; shipped run: 455 steps x 4): v3T
-#   export   merged fp16 checkpoint of v3T -> $OUT (default local/v3t/model; the package ships it as weights/default);
-#            EXPORT_FROM=local/runs/student_v3p_bits/model exports v3P instead
+#   camera   recipes/student_v3m.toml: the same stage without the fidelity residual, on camera-like pairs and City100's
+#            real camera pairs (recipes/prepare_city100.py), from v3T (90 min; shipped run: 30 min, 466 steps, then
+#            --resume to 50 min, 760 steps x 4): v3M
+#   export   merged fp16 checkpoint of v3M with the wavelet colour fix -> $OUT (default local/v3m/model; the package
+#            ships it as weights/default); EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain exports v3T
 #   student  (not shipped) recipes/student_v3p.toml: + image losses, decoder fine-tuned: LPIPS 0.322 -> 0.356 on
 #            the 11 DRealSR pairs of docs/default_model.md, as every decoder fine-tuning on synthetic pairs so far
 #
-#   bash recipes/train_default_v3p.sh [teacher|bits0|bits|image|export|all]   (all: every stage but student, in order)
+#   bash recipes/train_default_v3p.sh [teacher|bits0|bits|image|camera|export|all]   (all: every stage but student, in order)
 #
 # Each stage resumes where it stopped (--resume): rerun the same line to continue a cut-short run, or add time
 # with TRAIN_ARGS='--set train.time_budget_minutes=N'. The cosine schedules follow each stage's time budget, so a
@@ -22,8 +25,9 @@
 set -euo pipefail
 VR=${VARESTORER:-varestorer}
 read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
-OUT=${OUT:-local/v3t/model}
-EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3t/model}
+OUT=${OUT:-local/v3m/model}
+EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3m/model}
+COLOR_FIX=${COLOR_FIX:-wavelet}
 BITS0=local/runs/student_v3p_bits_nocontrol
 stage=${1:-all}
 
@@ -46,8 +50,13 @@ if [[ $stage == image || $stage == all ]]; then
     -o local/v2/lq_mild
   $VR train student --config recipes/student_v3t.toml --resume "${EXTRA[@]}"
 fi
+if [[ $stage == camera || $stage == all ]]; then
+  [[ -d local/data/city100_x4/lq ]] || "${PYTHON:-python3}" recipes/prepare_city100.py prepare ../shared/data/train_extra/city100_nikon \
+    ../shared/data/train_extra/city100_iphone --out local/data/city100_x4
+  $VR train student --config recipes/student_v3m.toml --resume "${EXTRA[@]}"
+fi
 if [[ $stage == export || $stage == all ]]; then
-  $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16
+  $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16 --color-fix "$COLOR_FIX"
 fi
 if [[ $stage == student ]]; then
   [[ -d local/v2/lq_mild/lq ]] || $VR degrade ../shared/data/val -r --preset mild --scale 4 --crop none --seed 0 \

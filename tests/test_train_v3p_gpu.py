@@ -164,6 +164,7 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
         "TEACHER_SETS": "loss.num_samples=1 train.log_every=1",
         "BITS_SETS": "train.log_every=1",
         "STUDENT_SETS": "train.log_every=1",
+        "CAMERA_SETS": "train.log_every=1",
     }
     out = tmp_path / "out"
     done = subprocess.run(
@@ -173,8 +174,8 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
 
     summary = json.loads((out / "summary.json").read_text())
     assert {name: stage["exit"] for name, stage in summary["stages"].items()} == dict.fromkeys(
-        ("teacher", "bits", "student", "export", "prior_checks"),
-        0,  # stage 2 (student): v3T's image stage, on by default
+        ("teacher", "bits", "student", "camera", "export", "prior_checks"),
+        0,  # stages 2 and 3: v3T's image stage and v3M's camera stage, on by default
     )
     accuracy = summary["teacher_val_bit_accuracy_per_scale"]
     assert list(accuracy) == SCALES and all(0.0 <= value <= 1.0 for value in accuracy.values())
@@ -190,6 +191,7 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
     from varestorer import Restorer
 
     restorer = Restorer.from_pretrained(out / "model_v3p")
+    assert restorer.color_fix == "wavelet"  # the camera stage's export, as the shipped v3M
     restored = restorer(torch.rand(1, 3, 24, 40))
     assert restored.shape == (1, 3, 96, 160) and torch.isfinite(restored).all()
     assert float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from varestorer.cli._batch import (
@@ -12,6 +13,18 @@ from varestorer.cli._batch import (
     restorer_options,
     run_batch,
 )
+
+
+def _embedded_color_fix() -> str:
+    """The embedded default's own colour fix, from its config.json (for the help text)."""
+    from varestorer.checkpoint import CONFIG_NAME
+    from varestorer.families import embedded_folder
+
+    folder = embedded_folder("default")
+    try:
+        return str(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["config"]["color_fix"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return "unknown"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--color-fix",
         default=None,
         choices=("none", "adain", "wavelet"),
-        help="match the LQ's colours (default: the model's own, in its config.json: adain for the embedded model; "
-        "docs/default_model.md has the measurements)",
+        help="match the LQ's colours (default: the model's own, in its config.json: "
+        f"{_embedded_color_fix()} for the embedded model; docs/default_model.md has the measurements)",
     )
     parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
     parser.add_argument(
