@@ -10,7 +10,7 @@
 #   image    recipes/student_v3t.toml: the transformer trained through the frozen decoder with MSE, LPIPS and DISTS
 #            beside the bit terms, from bits (30 min; shipped run: 455 steps x 4): v3T
 #   camera   recipes/student_v3m.toml: the same stage without the fidelity residual, on camera-like pairs and City100's
-#            real camera pairs (recipes/prepare_city100.py), from v3T (90 min; shipped run: 30 min, 466 steps, then
+#            real camera pairs (recipes/prepare_city100.py), from v3T (50 min; shipped run: 30 min, 466 steps, then
 #            --resume to 50 min, 760 steps x 4): v3M
 #   export   merged fp16 checkpoint of v3M with the wavelet colour fix -> $OUT (default local/v3m/model; the package
 #            ships it as weights/default); EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain exports v3T
