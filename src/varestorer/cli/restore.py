@@ -21,6 +21,8 @@ def _embedded_color_fix() -> str:
     from varestorer.families import embedded_folder
 
     folder = embedded_folder("default")
+    if folder is None:
+        return "unknown"
     try:
         return str(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["config"]["color_fix"])
     except (TypeError, OSError, ValueError, KeyError):

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from varestorer.archs.srvgg import SRVGG_PRESETS
 from varestorer.config import config_from_dict, config_to_dict
@@ -71,7 +71,7 @@ class JobConfig:
     (training/caption_cache.py), so the encoder need not sit on the training device."""
     skip_lr_scale: float = 1.0
     """Learning-rate multiplier of the skip gains and fidelity weights (no weight decay)."""
-    loss_color_fix: str = "none"
+    loss_color_fix: Literal["none", "adain", "wavelet"] = "none"
     """``none``, ``adain`` or ``wavelet``: the colour fix applied to the student's output against its LQ before
     the image terms read it (inference/color.py; differentiable). Training under the fix the model ships with
     keeps the image losses off what the fix replaces (the wavelet fix: every frequency below the LQ's)."""
