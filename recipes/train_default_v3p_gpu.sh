@@ -6,9 +6,10 @@
 # the frozen decoder; v3T; skipped with STUDENT_MINUTES=0), its camera stage (CAMERA_RECIPE, recipes/student_v3m.toml:
 # no fidelity residual, camera-like pairs; v3M; skipped with CAMERA_MINUTES=0; City100's real pairs are not carried,
 # so here it trains on the `camera,mild` degradations alone), the merged fp16 export (of the last stage that ran; the
-# wavelet colour fix after the camera stage, as the shipped v3M), and the prior checks on three DRealSR pairs. Every stage has a time budget (train.time_budget_minutes: the
-# cosine schedule follows the time spent, so each stage ends decayed whatever the GPU's speed); the recipes are
-# used as they are, with the GPU's settings passed as --set.
+# wavelet colour fix after the camera stage, as the shipped v3M), and the prior checks on three DRealSR pairs.
+# Every stage has a time budget (train.time_budget_minutes: the cosine schedule follows the time spent, so each
+# stage ends decayed whatever the GPU's speed); the recipes are used as they are, with the GPU's settings passed as
+# --set.
 #
 # 1. Here, once (CPU machine, needs ../shared/data, local/data/photos and the LPIPS/DISTS assets in
 #    $VARESTORER_CACHE): compacts the training photos (webp q80, long side 512; the union of the recipes'

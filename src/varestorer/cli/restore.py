@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from varestorer.cli._batch import (
@@ -17,15 +16,13 @@ from varestorer.cli._batch import (
 
 def _embedded_color_fix() -> str:
     """The embedded default's own colour fix, from its config.json (for the help text)."""
-    from varestorer.checkpoint import CONFIG_NAME
+    from varestorer.checkpoint import read_config
     from varestorer.families import embedded_folder
 
     folder = embedded_folder("default")
-    if folder is None:
-        return "unknown"
     try:
-        return str(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["config"]["color_fix"])
-    except (TypeError, OSError, ValueError, KeyError):
+        return str(read_config(folder)["config"]["color_fix"]) if folder is not None else "unknown"
+    except (OSError, ValueError, KeyError):
         return "unknown"
 
 

@@ -76,10 +76,6 @@ class JobConfig:
     the image terms read it (inference/color.py; differentiable). Training under the fix the model ships with
     keeps the image losses off what the fix replaces (the wavelet fix: every frequency below the LQ's)."""
 
-    def __post_init__(self) -> None:
-        if self.loss_color_fix not in ("none", "adain", "wavelet"):
-            raise ValueError(f"job.loss_color_fix must be none, adain or wavelet, got {self.loss_color_fix!r}")
-
 
 @dataclass(frozen=True)
 class DataConfig(PhotoFolderConfig):
