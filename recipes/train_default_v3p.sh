@@ -12,8 +12,9 @@
 #   camera   recipes/student_v3m.toml: the same stage without the fidelity residual, on camera-like pairs and City100's
 #            real camera pairs (recipes/prepare_city100.py), from v3T (50 min; shipped run: 30 min, 466 steps, then
 #            --resume to 50 min, 760 steps x 4): v3M
-#   export   merged fp16 checkpoint of v3M with the wavelet colour fix -> $OUT (default local/v3m/model; the package
-#            ships it as weights/default); EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain exports v3T
+#   export   merged fp16 checkpoint of v3M with the wavelet colour fix at 4 levels -> $OUT (default local/v3m/model;
+#            the package ships it as weights/default); EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain exports
+#            v3T
 #   student  (not shipped) recipes/student_v3p.toml: + image losses, decoder fine-tuned: LPIPS 0.322 -> 0.356 on
 #            the 11 DRealSR pairs of docs/default_model.md, as every decoder fine-tuning on synthetic pairs so far
 #
@@ -28,6 +29,7 @@ read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
 OUT=${OUT:-local/v3m/model}
 EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3m/model}
 COLOR_FIX=${COLOR_FIX:-wavelet}
+COLOR_FIX_LEVELS=${COLOR_FIX_LEVELS:-4}   # the wavelet fix's levels (StableSR's 5 left the saturated green 5.9 off)
 BITS0=local/runs/student_v3p_bits_nocontrol
 stage=${1:-all}
 
@@ -56,7 +58,8 @@ if [[ $stage == camera || $stage == all ]]; then
   $VR train student --config recipes/student_v3m.toml --resume "${EXTRA[@]}"
 fi
 if [[ $stage == export || $stage == all ]]; then
-  $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16 --color-fix "$COLOR_FIX"
+  $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16 --color-fix "$COLOR_FIX" \
+    --color-fix-levels "$COLOR_FIX_LEVELS"
 fi
 if [[ $stage == student ]]; then
   [[ -d local/v2/lq_mild/lq ]] || $VR degrade ../shared/data/val -r --preset mild --scale 4 --crop none --seed 0 \

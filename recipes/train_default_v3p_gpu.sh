@@ -198,7 +198,7 @@ stage teacher "$TEACHER_MINUTES" "${VR[@]}" train teacher --config recipes/teach
     stage bits "$BITS_MINUTES" "${VR[@]}" train student --config recipes/student_v3p_bits.toml --resume "${bits_sets[@]}" &&
     second_stage &&
     stage export 0.5 "${VR[@]}" export "$final" -o "$OUT/model_v3p" --merge --dtype float16 --color-fix "$color_fix" \
-        --overwrite
+        --color-fix-levels 4 --overwrite
 
 if [[ -f $OUT/model_v3p/config.json && $SECONDS -lt $PRIOR_CHECKS_UNTIL_S ]]; then
     # psnr, ssim, dists: LPIPS-alex (the table's LPIPS) is not carried; the CPU route scores all 93 pairs.

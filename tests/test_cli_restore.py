@@ -129,6 +129,8 @@ def test_options_and_one_line_errors(tmp_path, tiny_image, checkpoint, capsys) -
     options = ["--color-fix", "wavelet", "--precleaner", checkpoint, "--device", "cpu", "--dtype", "float32"]
     assert main([*base, "--model", checkpoint, *options, "--batch-size", "2", "--tile", "4"]) == 0
     assert read_image(tmp_path / "out" / "a.png").shape == (16, 16, 3)
+    assert main([*base, "--model", checkpoint, "--color-fix", "wavelet", "--color-fix-levels", "0"]) == 2
+    assert "at least 1 level" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch takes ~20 s on the loaded 2-core box

@@ -188,6 +188,13 @@ def test_the_image_terms_read_the_output_after_the_loss_colour_fix() -> None:
     lq_low = wavelet_low_frequency(torch.nn.functional.interpolate(batch["lq"], size=64, mode="bicubic"))
     assert (wavelet_low_frequency(values["wavelet"]) - lq_low).abs().max() < 0.05
     assert (wavelet_low_frequency(raw) - lq_low).abs().max() > 0.1  # the raw output's are not the LQ's
+    student.config = replace(student.config, color_fix_levels=3)  # the levels the model ships with count
+    module = StudentDistillation(
+        student, teacher.tokenizer, teacher.transformer, [MSETerm(1.0)], use_prompt=False, color_fix="wavelet"
+    ).train()
+    three = StepTensors(module, {**batch, "caption": ["", ""]}, None).sr
+    assert torch.allclose(three, wavelet_color_fix(raw, batch["lq"], levels=3), atol=1e-6)
+    assert not torch.allclose(three, values["wavelet"], atol=1e-3)
     values["wavelet"].square().mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="color fix"):

@@ -30,6 +30,7 @@ ODD = RestoreSpec(
     default_dtype="bfloat16",
     default_tile_overlap=3,
     default_color_fix="adain",
+    color_fix_levels=3,
     edge_context=1,
     reads_prompts=True,
     purpose="restoration",
@@ -70,6 +71,7 @@ def test_the_restorer_reads_only_the_spec() -> None:
     assert restorer.spec == ODD and restorer.dtype == torch.bfloat16
     assert (restorer.scale, restorer.input_size, restorer.size_multiple) == (2, 8, 2)
     assert (restorer.tile_overlap, restorer.color_fix, restorer.edge_context) == (3, "adain", 1)
+    assert restorer.color_fix_levels == 3
     plain = Restorer(Declared(replace(ODD, reads_prompts=False, default_dtype=None)), device="cpu")
     assert plain.dtype == torch.float32 and plain.color_fix == "adain"
     with pytest.raises(ValueError, match="takes no text prompt"):

@@ -11,7 +11,7 @@ from torch import nn
 
 from varestorer.archs.srvgg import SRVGGConfig, SRVGGNetCompact
 from varestorer.foreign.peers import build_peer
-from varestorer.inference.color import adain_color_fix, wavelet_color_fix, wavelet_low_frequency
+from varestorer.inference.color import adain_color_fix, apply_color_fix, wavelet_color_fix, wavelet_low_frequency
 from varestorer.inference.restorer import OneStepSR, Restorer
 from varestorer.models.precleaner import PreCleaner
 
@@ -174,6 +174,30 @@ def test_color_fixes() -> None:
     error_before = (wavelet_low_frequency(sr) - wavelet_low_frequency(lq_up)).abs().mean()
     error_after = (wavelet_low_frequency(wave) - wavelet_low_frequency(lq_up)).abs().mean()
     assert error_after < 0.2 * error_before
+
+
+def test_fewer_wavelet_levels_take_more_of_the_colour_from_the_lq() -> None:
+    # A restoration whose colour drifts over ~40 output px (the default model's desaturated saturated green,
+    # docs/default_model.md "v3M"): 5 levels (StableSR's) keep part of that drift as "detail", 4 take it from the
+    # LQ; the finest detail (a 2 px checker) survives both.
+    size = 128
+    lq = torch.zeros(1, 3, size // 4, size // 4)
+    lq[:, 1] = 0.8  # a flat saturated green
+    x = torch.arange(size, dtype=torch.float32)
+    drift = 0.15 * torch.sin(2 * torch.pi * x / 40)  # the model's slow colour wobble
+    checker = 0.05 * ((x[:, None] + x[None, :]) % 2 * 2 - 1)  # fine detail
+    sr = F.interpolate(lq, size=(size, size), mode="bicubic") + drift[None, None, None, :] + checker
+    errors = {}
+    for levels in (5, 4):
+        fixed = apply_color_fix(sr, lq, "wavelet", levels=levels)
+        inner = fixed[..., 16:-16, 16:-16]
+        column_means = inner.mean(dim=-2)  # averages the checker out, leaves the drift
+        errors[levels] = (column_means - torch.tensor([0.0, 0.8, 0.0])[:, None]).abs().max().item()
+        detail = (inner[..., 0::2, 0::2] - inner[..., 0::2, 1::2]).mean().item()
+        assert abs(detail + 0.1) < 0.02  # the checker's -0.05 / +0.05 kept
+    assert errors[4] < 0.6 * errors[5]  # 0.064 against 0.142
+    with pytest.raises(ValueError, match="at least 1 level"):
+        apply_color_fix(sr, lq, "wavelet", levels=0)
 
 
 def test_color_fix_and_precleaner_in_restorer(model, tiny_image) -> None:

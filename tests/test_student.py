@@ -154,7 +154,17 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
         assert torch.allclose(exported(lq), student.eval()(lq), atol=1e-5)
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "out"), "--merge"]) == 2
     assert "exists" in capsys.readouterr().err
-    half_args = ["--merge", "--dtype", "float16", "--color-fix", "wavelet", "--tile-overlap", "2"]
+    half_args = [
+        "--merge",
+        "--dtype",
+        "float16",
+        "--color-fix",
+        "wavelet",
+        "--color-fix-levels",
+        "3",
+        "--tile-overlap",
+        "2",
+    ]
     assert main(["export", str(tmp_path / "student"), "-o", str(tmp_path / "half"), *half_args]) == 0
     half = (tmp_path / "half" / "model.safetensors").stat().st_size
     assert half < 0.6 * (tmp_path / "out" / "model.safetensors").stat().st_size
@@ -164,12 +174,17 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
     from varestorer.inference.restorer import Restorer
 
     assert Restorer.from_pretrained(tmp_path / "half").color_fix == "wavelet"  # the checkpoint's recommendation
+    assert Restorer.from_pretrained(tmp_path / "half").color_fix_levels == 3  # with its levels
+    assert Restorer.from_pretrained(tmp_path / "half", color_fix_levels=2).color_fix_levels == 2
+    assert Restorer.from_pretrained(tmp_path / "out").color_fix_levels == 5  # StableSR's, when the config is silent
     assert Restorer.from_pretrained(tmp_path / "half", color_fix="none").color_fix == "none"
     assert Restorer.from_pretrained(tmp_path / "out").color_fix == "none"
     assert Restorer.from_pretrained(tmp_path / "half").tile_overlap == 2  # also the checkpoint's own
     assert Restorer.from_pretrained(tmp_path / "out").tile_overlap is None  # a quarter of the tile
     bad = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "bad"), "--merge", "--tile-overlap", "99"]
     assert main(bad) == 2 and "tile_overlap must be in" in capsys.readouterr().err
+    bad = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "bad"), "--merge", "--color-fix-levels", "0"]
+    assert main(bad) == 2 and "color_fix_levels must be >= 1" in capsys.readouterr().err
 
 
 def test_paper_lora_budget_on_infinity_2b() -> None:

@@ -40,6 +40,8 @@ class RestoreSpec:
     """Minimum overlap of neighbouring tiles in LQ px; None: a quarter of a fixed tile, else 32."""
     default_color_fix: Literal["none", "adain", "wavelet"] = "none"
     """The colour fix the ``Restorer`` applies per tile unless told otherwise."""
+    color_fix_levels: int = 5
+    """A-trous levels of the wavelet fix (StableSR's 5 unless the model ships another)."""
     edge_context: int = DEFAULT_EDGE_CONTEXT
     """LQ px of mirrored image added around the whole input and cropped after (0: none)."""
     reads_prompts: bool = False
@@ -67,6 +69,8 @@ class RestoreSpec:
             raise ValueError(
                 f"default_color_fix must be one of {', '.join(COLOR_FIXES)}, got {self.default_color_fix!r}"
             )
+        if self.color_fix_levels < 1:
+            raise ValueError(f"color_fix_levels must be >= 1, got {self.color_fix_levels}")
         if self.edge_context < 0 or (self.default_tile_overlap is not None and self.default_tile_overlap < 0):
             raise ValueError(
                 f"edge_context and default_tile_overlap must be >= 0, got {self.edge_context}, "

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="colour correction the restorer applies by default with this checkpoint (default: unchanged)",
     )
     parser.add_argument(
+        "--color-fix-levels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a-trous levels of the wavelet fix the restorer uses by default with this checkpoint (default: unchanged)",
+    )
+    parser.add_argument(
         "--tile-overlap",
         type=int,
         default=None,
@@ -81,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     merged = student if student.config.merged else student.merged()
     if args.color_fix is not None:
         merged.config = replace(merged.config, color_fix=args.color_fix)
+    if args.color_fix_levels is not None:
+        if not hasattr(merged.config, "color_fix_levels"):
+            raise ValueError(f"a {type(merged).__name__} has no colour-fix levels to set")
+        merged.config = replace(merged.config, color_fix_levels=args.color_fix_levels)  # validated by the config
     if args.tile_overlap is not None:
         if not hasattr(merged.config, "tile_overlap"):
             raise ValueError(f"a {type(merged).__name__} has no default tile overlap to set")

@@ -21,9 +21,13 @@ def _embedded_color_fix() -> str:
 
     folder = embedded_folder("default")
     try:
-        return str(read_config(folder)["config"]["color_fix"]) if folder is not None else "unknown"
+        config = read_config(folder)["config"] if folder is not None else None
     except (OSError, ValueError, KeyError):
         return "unknown"
+    if config is None or "color_fix" not in config:
+        return "unknown"
+    fix = str(config["color_fix"])
+    return f"{fix}, {config.get('color_fix_levels', 5)} levels" if fix == "wavelet" else fix
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("none", "adain", "wavelet"),
         help="match the LQ's colours (default: the model's own, in its config.json: "
         f"{_embedded_color_fix()} for the embedded model; docs/default_model.md has the measurements)",
+    )
+    parser.add_argument(
+        "--color-fix-levels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a-trous levels of the wavelet fix: the output keeps the detail finer than about 2**N output px and "
+        "takes the coarser colours from the LQ (default: the model's own; 5, StableSR's, unless its config says)",
     )
     parser.add_argument("--prompt", default=None, help="text for models that read a prompt")
     parser.add_argument(
@@ -91,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer.from_pretrained(
         _model_path(args),
         color_fix=args.color_fix,
+        color_fix_levels=args.color_fix_levels,
         precleaner=precleaner,
         captioner=captioner,
         **restorer_options(args),

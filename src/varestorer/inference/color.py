@@ -14,6 +14,10 @@ import torch.nn.functional as F
 
 ColorFix = Literal["none", "adain", "wavelet"]
 
+WAVELET_LEVELS = 5
+"""StableSR's (and the official VARestorer's) number of a-trous levels in the wavelet fix: the restored image keeps
+the frequencies above about 2**levels output px. A model may ship fewer (``color_fix_levels`` in its config)."""
+
 
 def adain_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Match each channel's mean and std of ``sr`` to ``lq`` (any sizes, same B and C)."""
@@ -24,7 +28,7 @@ def adain_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, eps: float = 1
     return (sr_BCHW - sr_mean) / (sr_std + eps) * lq_std + lq_mean
 
 
-def wavelet_low_frequency(x_BCHW: torch.Tensor, levels: int = 5) -> torch.Tensor:
+def wavelet_low_frequency(x_BCHW: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
     """Low-frequency part after ``levels`` a-trous blurs (3x3 binomial kernel, dilation 2**i)."""
     kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=x_BCHW.device) / 16
     channels = x_BCHW.shape[1]
@@ -39,19 +43,23 @@ def wavelet_low_frequency(x_BCHW: torch.Tensor, levels: int = 5) -> torch.Tensor
     return low
 
 
-def wavelet_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, levels: int = 5) -> torch.Tensor:
+def wavelet_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
     """High frequencies of ``sr`` plus low frequencies of ``lq`` resized (bicubic) to ``sr``'s size."""
     if lq_BCHW.shape[-2:] != sr_BCHW.shape[-2:]:
         lq_BCHW = F.interpolate(lq_BCHW, size=sr_BCHW.shape[-2:], mode="bicubic", align_corners=False)
     return sr_BCHW - wavelet_low_frequency(sr_BCHW, levels) + wavelet_low_frequency(lq_BCHW, levels)
 
 
-def apply_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, method: ColorFix) -> torch.Tensor:
-    """Dispatch on ``method``: "none", "adain" or "wavelet"."""
+def apply_color_fix(
+    sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, method: ColorFix, *, levels: int = WAVELET_LEVELS
+) -> torch.Tensor:
+    """Dispatch on ``method``: "none", "adain" or "wavelet" (with ``levels`` a-trous levels)."""
+    if levels < 1:
+        raise ValueError(f"the wavelet fix needs at least 1 level, got {levels}")
     if method == "none":
         return sr_BCHW
     if method == "adain":
         return adain_color_fix(sr_BCHW, lq_BCHW)
     if method == "wavelet":
-        return wavelet_color_fix(sr_BCHW, lq_BCHW)
+        return wavelet_color_fix(sr_BCHW, lq_BCHW, levels)
     raise ValueError(f"color fix must be none, adain or wavelet, got {method!r}")

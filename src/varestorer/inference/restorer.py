@@ -93,6 +93,7 @@ class Restorer:
             ``default_tile_overlap`` if it sets one, else tile/4 for fixed-size models, else 32).
         color_fix: "none", "adain" or "wavelet", applied per tile against the LQ tile; ``None`` takes the
             model's own recommendation (the spec's ``default_color_fix``).
+        color_fix_levels: a-trous levels of the wavelet fix; ``None`` takes the spec's ``color_fix_levels``.
         precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
             pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice.
         captioner: optional ``(B,3,H,W) -> list[str]`` (e.g. :class:`varestorer.models.captioner.Captioner`)
@@ -120,6 +121,7 @@ class Restorer:
         tile_overlap: int | None = None,
         batch_size: int = 1,
         color_fix: ColorFix | None = None,
+        color_fix_levels: int | None = None,
         precleaner: PreCleaner | None = None,
         window: BlendWindow = "gaussian",
         captioner: Callable[[torch.Tensor], list[str]] | None = None,
@@ -149,6 +151,7 @@ class Restorer:
             tile_overlap = spec.default_tile_overlap
         self.tile, self.tile_overlap, self.batch_size = tile, tile_overlap, batch_size
         self.color_fix: ColorFix = spec.default_color_fix if color_fix is None else color_fix
+        self.color_fix_levels = spec.color_fix_levels if color_fix_levels is None else color_fix_levels
         self.window = window
         if captioner is not None and not spec.reads_prompts:
             raise ValueError(f"{type(model).__name__} takes no text prompt, so a captioner has no use")
@@ -158,7 +161,8 @@ class Restorer:
         if edge_context < 0:
             raise ValueError(f"edge context must be >= 0, got {edge_context}")
         self.edge_context = edge_context
-        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), self.color_fix)  # validates the name
+        zero = torch.zeros(1, 3, 2, 2)
+        apply_color_fix(zero, zero, self.color_fix, levels=self.color_fix_levels)  # validates the name and levels
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", **kwargs: Any) -> Restorer:
@@ -232,7 +236,7 @@ class Restorer:
                 if lq.shape[0] not in conditions:
                     conditions[lq.shape[0]] = self.model.encode_prompts([prompt] * lq.shape[0])  # type: ignore[operator]
                 sr = self.model(lq, conditions[lq.shape[0]], **extra)
-            sr = apply_color_fix(sr.float(), lq.float(), fix)
+            sr = apply_color_fix(sr.float(), lq.float(), fix, levels=self.color_fix_levels)
             return sr.clamp_(0, 1).to("cpu", torch.float32)
 
         lq = lq_B3HW.detach().to("cpu", torch.float32)

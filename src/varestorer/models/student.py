@@ -229,6 +229,7 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
             scale=config.scale,
             input_size=config.image_size // config.scale,
             default_color_fix=config.color_fix,
+            color_fix_levels=config.color_fix_levels,
             default_tile_overlap=config.tile_overlap,
             reads_prompts=config.text_encoder.kind != "none",
         )

@@ -93,6 +93,10 @@ class StudentConfig:
     LQ's bits: it cannot tell a decided LQ bit from a coin flip, least of all at the last scale."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
     """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
+    color_fix_levels: int = 5
+    """A-trous levels of the wavelet fix (``--color-fix-levels`` overrides it): the output keeps the frequencies
+    above about ``2**levels`` output px and takes the coarser ones from the LQ. 5 is StableSR's; the default
+    model ships 4 (docs/default_model.md, "v3M")."""
     tile_overlap: int | None = None
     """Overlap of neighbouring tiles (LQ px) the Restorer uses by default (``--tile-overlap`` overrides it);
     None: a quarter of the tile. Fewer overlapping pixels mean fewer tiles (docs/default_model_v2_design.md §3)."""
@@ -107,6 +111,8 @@ class StudentConfig:
             raise ValueError(
                 f"tokenizer is a {type(self.tokenizer).__name__}, not a config of tokenizer_type {self.tokenizer_type}"
             )
+        if self.color_fix_levels < 1:
+            raise ValueError(f"color_fix_levels must be >= 1, got {self.color_fix_levels}")
         if self.tile_overlap is not None and not 0 <= self.tile_overlap < self.image_size // self.scale:
             raise ValueError(
                 f"tile_overlap must be in [0, LQ size {self.image_size // self.scale}), got {self.tile_overlap}"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varestorer.inference.color import ColorFix, apply_color_fix
+from varestorer.inference.color import WAVELET_LEVELS, ColorFix, apply_color_fix
 from varestorer.models.student import Student
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
@@ -47,7 +47,8 @@ class StudentDistillation(nn.Module):
         crop_offsets: where the crops of the image terms sit (random; the memory model, which runs on
             tensors without values, fixes them).
         color_fix: the colour fix ("none", "adain", "wavelet") applied to the output against the LQ before
-            the image terms read it (``[job] loss_color_fix``).
+            the image terms read it (``[job] loss_color_fix``), the wavelet fix with the student's
+            ``color_fix_levels`` (the levels it ships with).
     """
 
     def __init__(
@@ -91,7 +92,9 @@ class StudentDistillation(nn.Module):
         self.full_pass = any(term.reads_output for term in terms)
         """Whether a term reads the student's image (or latent): else a step stops after the predict stage."""
         self.crop_offsets = crop_offsets
-        apply_color_fix(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), color_fix)  # validates the name
+        self.color_fix_levels: int = getattr(backbone.config, "color_fix_levels", WAVELET_LEVELS)
+        zero = torch.zeros(1, 3, 2, 2)
+        apply_color_fix(zero, zero, color_fix, levels=self.color_fix_levels)  # validates the name and levels
         self.color_fix: ColorFix = color_fix
 
     def train(self, mode: bool = True) -> StudentDistillation:

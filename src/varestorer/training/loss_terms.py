@@ -72,6 +72,7 @@ class TrainingModule(Protocol):
     teacher: TeacherPass
     crop_offsets: CropOffsets
     color_fix: ColorFix
+    color_fix_levels: int
 
     def teacher_logits(
         self, gt_B3HW: Tensor, text: TextCondition | None, tokens: MultiScaleTokens | None = None
@@ -160,7 +161,7 @@ class StepTensors:
         (``[job] loss_color_fix``; none by default)."""
         sr = self.out.sr.float()
         fix = self.module.color_fix
-        return sr if fix == "none" else apply_color_fix(sr, self.lq.float(), fix)
+        return sr if fix == "none" else apply_color_fix(sr, self.lq.float(), fix, levels=self.module.color_fix_levels)
 
     @cached_property
     def teacher_logits(self) -> Tensor:
