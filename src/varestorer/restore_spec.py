@@ -21,6 +21,9 @@ model with its wavelet colour fix); with 4 px of reflection the frame is within 
 
 DTYPES = ("float32", "float16", "bfloat16")
 COLOR_FIXES = ("none", "adain", "wavelet")
+WAVELET_LEVELS = 5
+"""StableSR's (and the official VARestorer's) number of a-trous levels in the wavelet fix: the restored image keeps
+the frequencies above about 2**levels output px. A model may ship another (``color_fix_levels``)."""
 Purpose = Literal["super-resolution", "restoration", "reconstruction"]
 
 
@@ -40,8 +43,8 @@ class RestoreSpec:
     """Minimum overlap of neighbouring tiles in LQ px; None: a quarter of a fixed tile, else 32."""
     default_color_fix: Literal["none", "adain", "wavelet"] = "none"
     """The colour fix the ``Restorer`` applies per tile unless told otherwise."""
-    color_fix_levels: int = 5
-    """A-trous levels of the wavelet fix (StableSR's 5 unless the model ships another)."""
+    color_fix_levels: int = WAVELET_LEVELS
+    """A-trous levels of the wavelet fix (StableSR's unless the model ships another)."""
     edge_context: int = DEFAULT_EDGE_CONTEXT
     """LQ px of mirrored image added around the whole input and cropped after (0: none)."""
     reads_prompts: bool = False

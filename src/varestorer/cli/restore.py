@@ -18,6 +18,7 @@ def _embedded_color_fix() -> str:
     """The embedded default's own colour fix, from its config.json (for the help text)."""
     from varestorer.checkpoint import read_config
     from varestorer.families import embedded_folder
+    from varestorer.restore_spec import WAVELET_LEVELS
 
     folder = embedded_folder("default")
     try:
@@ -27,7 +28,7 @@ def _embedded_color_fix() -> str:
     if config is None or "color_fix" not in config:
         return "unknown"
     fix = str(config["color_fix"])
-    return f"{fix}, {config.get('color_fix_levels', 5)} levels" if fix == "wavelet" else fix
+    return f"{fix}, {config.get('color_fix_levels', WAVELET_LEVELS)} levels" if fix == "wavelet" else fix
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

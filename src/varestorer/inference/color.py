@@ -12,11 +12,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-ColorFix = Literal["none", "adain", "wavelet"]
+from varestorer.restore_spec import WAVELET_LEVELS
 
-WAVELET_LEVELS = 5
-"""StableSR's (and the official VARestorer's) number of a-trous levels in the wavelet fix: the restored image keeps
-the frequencies above about 2**levels output px. A model may ship fewer (``color_fix_levels`` in its config)."""
+ColorFix = Literal["none", "adain", "wavelet"]
 
 
 def adain_color_fix(sr_BCHW: torch.Tensor, lq_BCHW: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from varestorer.archs.srvgg import SRVGGConfig
 from varestorer.models.lq_encoder import LQEncoderConfig
+from varestorer.restore_spec import WAVELET_LEVELS
 from varestorer.tokenizer.config import TokenizerConfig, tokenizer_preset
 from varestorer.tokenizer.loading import tokenizer_config_class, tokenizer_config_from_dict
 from varestorer.tokenizer.scales import infinity_schedule
@@ -93,7 +94,7 @@ class StudentConfig:
     LQ's bits: it cannot tell a decided LQ bit from a coin flip, least of all at the last scale."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
     """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
-    color_fix_levels: int = 5
+    color_fix_levels: int = WAVELET_LEVELS
     """A-trous levels of the wavelet fix (``--color-fix-levels`` overrides it): the output keeps the frequencies
     above about ``2**levels`` output px and takes the coarser ones from the LQ. 5 is StableSR's; the default
     model ships 4 (docs/default_model.md, "v3M")."""

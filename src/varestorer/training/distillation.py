@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varestorer.inference.color import WAVELET_LEVELS, ColorFix, apply_color_fix
+from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.models.student import Student
+from varestorer.restore_spec import WAVELET_LEVELS
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.training.caption_cache import CaptionCache
