@@ -29,7 +29,7 @@ read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
 OUT=${OUT:-local/v3m/model}
 EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3m/model}
 COLOR_FIX=${COLOR_FIX:-wavelet}
-COLOR_FIX_LEVELS=${COLOR_FIX_LEVELS:-4}   # the wavelet fix's levels (StableSR's 5 left the saturated green 5.9 off)
+COLOR_FIX_LEVELS=${COLOR_FIX_LEVELS:-4}   # the wavelet fix's levels (StableSR's 5 left the saturated green 5.8 off)
 BITS0=local/runs/student_v3p_bits_nocontrol
 stage=${1:-all}
 

@@ -72,15 +72,15 @@ def test_the_colour_fix_default_is_what_the_help_says_and_keeps_flat_colours(cap
     blue[:] = (20, 20, 230)
     mean = restorer(blue).reshape(-1, 3).mean(0)
     assert np.abs(mean - (20, 20, 230)).max() < 2, mean
-    # Issue 32's look: flat patches within 3 levels. Green beside blue, 32 LQ px each (the contact sheet's
-    # patches): with StableSR's 5 wavelet levels the green's red channel read 5.9 levels high; 4 levels keep it
-    # within 1.7 (docs/default_model.md, "v3M").
+    # Issue 32's look: flat patches within 3 levels (docs/default_model.md, "v3M"). Green beside blue, 32 LQ px
+    # each, as on the contact sheet's test card: the shipped 4 wavelet levels keep them within 1.2 / 0.9 levels,
+    # StableSR's 5 gave 2.9 / 3.2 here (5.8 on the card's green); the bound of 2 tells the two apart.
     patches = np.empty((32, 64, 3), np.uint8)
     patches[:, :32], patches[:, 32:] = (20, 20, 230), (20, 200, 20)
     out = restorer(patches).astype(float)
     for column, colour in ((0, (20, 20, 230)), (1, (20, 200, 20))):
         inner = out[16:112, column * 128 + 16 : column * 128 + 112].reshape(-1, 3).mean(0)
-        assert np.abs(inner - colour).max() < 3, (colour, inner)
+        assert np.abs(inner - colour).max() < 2, (colour, inner)
 
 
 def test_default_model_ships_the_licences_of_its_pretrained_parts() -> None:

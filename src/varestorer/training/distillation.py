@@ -21,7 +21,6 @@ from torch import nn
 
 from varestorer.inference.color import ColorFix, apply_color_fix
 from varestorer.models.student import Student
-from varestorer.restore_spec import WAVELET_LEVELS
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.quantizer import MultiScaleTokens
 from varestorer.training.caption_cache import CaptionCache
@@ -93,7 +92,7 @@ class StudentDistillation(nn.Module):
         self.full_pass = any(term.reads_output for term in terms)
         """Whether a term reads the student's image (or latent): else a step stops after the predict stage."""
         self.crop_offsets = crop_offsets
-        self.color_fix_levels: int = getattr(backbone.config, "color_fix_levels", WAVELET_LEVELS)
+        self.color_fix_levels: int = backbone.config.color_fix_levels
         zero = torch.zeros(1, 3, 2, 2)
         apply_color_fix(zero, zero, color_fix, levels=self.color_fix_levels)  # validates the name and levels
         self.color_fix: ColorFix = color_fix
