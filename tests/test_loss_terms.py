@@ -33,7 +33,7 @@ from varestorer.training.loss_terms import (
     StepTensors,
     build_loss_terms,
 )
-from varestorer.training.losses import bitwise_cross_entropy, scale_weights
+from varestorer.training.losses import bitwise_cross_entropy, scale_weights, token_kl
 from varestorer.training.student_recipe import parse_student_recipe
 from varestorer.training.train_student import skip_param_groups
 from varestorer.transformer.model import NextScaleTransformer
@@ -155,6 +155,31 @@ def test_the_gt_bits_are_the_students_own_by_default() -> None:
     weights = scale_weights(student.schedule, True)
     assert torch.allclose(logs["gt_bits"], bitwise_cross_entropy(logits, own, weights)[0], rtol=1e-5)
     assert not torch.equal(own, theirs)
+
+
+def test_the_bit_terms_read_only_the_scales_a_predicted_scales_student_predicts() -> None:
+    """The finer scales' rows are the LQ's bits at a fixed margin: no gradient, and not the CE's or the KL's."""
+    full, teacher = _student("student")
+    student = Student(replace(full.config, predicted_scales=len(full.schedule) - 1))
+    student.load_state_dict(full.state_dict())
+    rows = sum(h * w for h, w in student.predicted_schedule)
+    terms = [GTBitsTerm(1.0, tokens="teacher"), KLTerm(0.1)]
+    module = StudentDistillation(student, teacher.tokenizer, teacher.transformer, terms, use_prompt=False).train()
+    generator = torch.Generator().manual_seed(3)
+    gt, lq = torch.rand(2, 3, 64, 64, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)
+    _, logs = module({"gt": gt, "lq": lq, "caption": ["", ""]}, 0)
+    with torch.no_grad():
+        labels = torch.cat(
+            teacher.tokenizer.quantizer.quantize(teacher.tokenizer.encoder(gt * 2 - 1), student.schedule).labels, 1
+        )
+        logits = student.predict(student.encode(student.preclean(lq)))
+        ce, _ = bitwise_cross_entropy(
+            logits[:, :rows], labels[:, :rows], scale_weights(student.predicted_schedule, True)
+        )
+        kl = token_kl(module.teacher_logits(gt, None)[:, :rows], logits[:, :rows])
+    assert torch.allclose(logs["gt_bits"], ce, rtol=1e-5) and torch.allclose(logs["kl"], kl, rtol=1e-5)
+    h, w = student.schedule[-1]
+    assert f"bit_gain_{h}x{w}" not in logs and {f"bit_gain_{h}x{w}" for h, w in student.predicted_schedule} <= set(logs)
 
 
 def test_a_bit_term_beside_an_image_term_shares_one_pass() -> None:

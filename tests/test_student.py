@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from varestorer.models.student import Student, bits_to_codes_straight_through
+from varestorer.models.student import KEPT_BIT_MARGIN, Student, bits_to_codes_straight_through
 from varestorer.models.student_config import StudentConfig
 from varestorer.models.teacher import Teacher
 from varestorer.nn.lora import lora_parameters
@@ -185,6 +185,12 @@ def test_export_cli_merges_and_refuses_overwrite(tmp_path, capsys) -> None:
     assert main(bad) == 2 and "tile_overlap must be in" in capsys.readouterr().err
     bad = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "bad"), "--merge", "--color-fix-levels", "0"]
     assert main(bad) == 2 and "color_fix_levels must be >= 1" in capsys.readouterr().err
+    cut = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "cut"), "--merge", "--predicted-scales", "2"]
+    assert main(cut) == 0
+    assert Student.from_pretrained(tmp_path / "cut").predicted_schedule == student.schedule[:2]
+    bad = ["export", str(tmp_path / "student"), "-o", str(tmp_path / "bad"), "--merge", "--predicted-scales", "99"]
+    assert main(bad) == 2 and "predicted_scales must be in [1, " in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing written
 
 
 def test_paper_lora_budget_on_infinity_2b() -> None:
@@ -271,3 +277,51 @@ def test_the_lq_residual_control_starts_as_the_student_without_it_and_learns(tmp
     merged.save_pretrained(tmp_path / "export")
     again = Student.from_pretrained(tmp_path / "export").eval()
     torch.testing.assert_close(again(lq), with_control(lq), atol=1e-5, rtol=1e-5)  # exported with the branch
+
+
+def test_predicted_scales_keep_the_lq_bits_of_the_finer_scales_and_never_read_them(tmp_path) -> None:
+    torch.manual_seed(0)
+    full, _, _ = _student(lq_bit_skip=True, lq_residual_control=True)
+    _perturb_adapters(full)
+    with torch.no_grad():
+        for layer in full.lq_control.zero:
+            layer.weight.normal_(0, 0.5)
+    cut = Student(replace(full.config, predicted_scales=len(full.schedule) - 1)).eval()
+    cut.load_state_dict(full.state_dict())
+    assert cut.predicted_schedule == full.schedule[:-1]
+    lq = torch.rand(2, 3, 16, 16)
+    encoding = cut.encode(cut.preclean(lq))
+    with torch.no_grad():
+        logits = cut.predict(encoding)
+    h, w = full.schedule[-1]
+    kept, lq_bits = logits[:, -h * w :], encoding.tokens.labels[-1]
+    assert logits.shape == full.eval().predict(encoding).shape
+    assert torch.equal(kept.argmax(-1), lq_bits) and torch.all((kept[..., 1] - kept[..., 0]).abs() == KEPT_BIT_MARGIN)
+    # The transformer reads the first scales only: other finest-scale inputs and residuals change nothing.
+    tokens = encoding.tokens
+    changed = replace(
+        tokens,
+        inputs=torch.cat([tokens.inputs[:, : -h * w], torch.randn_like(tokens.inputs[:, -h * w :])], 1),
+        residuals=[*tokens.residuals[:-1], torch.randn_like(tokens.residuals[-1])],
+    )
+    with torch.no_grad():
+        again = cut.predict(encoding._replace(tokens=changed))
+    torch.testing.assert_close(again[:, : -h * w], logits[:, : -h * w])
+    with torch.no_grad():  # and it is a shorter pass than the full student's, not a slice of it
+        assert not torch.allclose(full.predict(encoding)[:, : -h * w], logits[:, : -h * w], atol=1e-4)
+    # No gradient reaches the kept rows' skip gain; the predicted rows' gains learn.
+    cut.train()
+    cut.restore(lq).sr.square().mean().backward()
+    assert float(cut.lq_bit_gain.grad[-1]) == 0.0 and cut.lq_bit_gain.grad[:-1].abs().sum() > 0
+    merged = cut.merged()
+    merged.save_pretrained(tmp_path / "export")
+    loaded = Student.from_pretrained(tmp_path / "export").eval()
+    assert loaded.config.predicted_scales == len(full.schedule) - 1
+    torch.testing.assert_close(loaded(lq), cut.eval()(lq), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_predicted_scales_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="predicted_scales must be >= 1"):
+        _student(predicted_scales=0)
+    with pytest.raises(ValueError, match=r"predicted_scales must be in \[1, \d+\]"):
+        _student(predicted_scales=99)

@@ -26,7 +26,8 @@ CPU ms per stage), ``gflops`` (per image, counted by ``FlopCounterMode``), ``gfl
 restoration), ``images_per_s``, ``peers`` (``ms``, ``cpu_ms``, ``images_per_s``, ``gflops``, ``gflop_per_s``,
 ``cpu_gflop_per_s``, ``peak_mem_mb``, ``weights``), ``speedup_vs_peers`` (peer ms / student ms), and the
 setting: ``model``, ``device``, ``torch``, ``dtype``, ``compile``, ``size``, ``lq_size``, ``batch_size``,
-``threads``, ``load_avg``, ``schedule``, ``tokens``, ``params_m``.
+``threads``, ``load_avg``, ``schedule``, ``tokens``, ``predicted_tokens`` (those the transformer reads: fewer with
+``predicted_scales``), ``params_m``.
 
 Peers are the modules ``varestorer baseline`` runs (:func:`peer_module`): the embedded weights of a peer the
 package ships (realesr-general-x4v3), else random weights, or the user's file through ``peer_weights``. On a
@@ -300,6 +301,7 @@ def run_bench(
         "warmup": warmup,
         "schedule": [list(hw) for hw in student.schedule],
         "tokens": token_count(student.schedule),
+        "predicted_tokens": token_count(student.predicted_schedule),
         "params_m": {
             "encoder": _params(student.encoder),
             "transformer": _params(student.transformer),
@@ -377,7 +379,12 @@ def format_table(result: dict[str, Any]) -> str:
     r = result
     lines = [
         f"model {r['model']}  {r['size']}px (LQ {r['lq_size']}px)  batch {r['batch_size']}  {r['dtype']}"
-        f"{'  compiled' if r['compile'] else ''}  tokens {r['tokens']} in {len(r['schedule'])} scales",
+        f"{'  compiled' if r['compile'] else ''}  tokens {r['tokens']} in {len(r['schedule'])} scales"
+        + (
+            f" (the transformer over {r['predicted_tokens']})"
+            if r.get("predicted_tokens", r["tokens"]) != r["tokens"]
+            else ""
+        ),
         f"device {r['device']}  torch {r['torch']}  load {r['load_avg']['before']}",
         "",
         f"{'stage':<22}{'ms':>10}{'cpu ms':>10}{'GFLOP/img':>11}{'GFLOP/s':>9}{'per cpu s':>10}",

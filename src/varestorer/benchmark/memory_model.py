@@ -127,7 +127,7 @@ class ActivationTrace:
     largest: int
     """The largest single saved storage."""
     tokens: int
-    """B x L."""
+    """B x L of the student's blocks (fewer than the schedule's with ``predicted_scales``)."""
     logits: int
     """Bytes of the (B, L, d, 2) float32 logits (the teacher's are the same size)."""
     widest_block_tensor: int
@@ -265,7 +265,7 @@ def trace_activations(
     finally:
         for handle in handles:
             handle.remove()
-    tokens = B * sum(h * w for h, w in student.schedule)
+    tokens = B * sum(h * w for h, w in getattr(student, "base", student).predicted_schedule)
     widest = state["widest"]
     return ActivationTrace(
         per_block, inputs, other[0], largest[0], tokens, state["logits"], widest, by_part, unit_saved, unit_inputs

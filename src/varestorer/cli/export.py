@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from varestorer.families import load_pretrained
+from varestorer.models.student import predicted_schedule
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -59,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a-trous levels of the wavelet fix the restorer uses by default with this checkpoint (default: unchanged)",
     )
     parser.add_argument(
+        "--predicted-scales",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the transformer predicts the first N scales only, the finer ones keep the LQ's bits (faster; default: "
+        "unchanged)",
+    )
+    parser.add_argument(
         "--tile-overlap",
         type=int,
         default=None,
@@ -92,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(merged.config, "color_fix_levels"):
             raise ValueError(f"a {type(merged).__name__} has no colour-fix levels to set")
         merged.config = replace(merged.config, color_fix_levels=args.color_fix_levels)  # validated by the config
+    if args.predicted_scales is not None:
+        if not hasattr(merged.config, "predicted_scales"):
+            raise ValueError(f"a {type(merged).__name__} has no predicted scales to set")
+        predicted_schedule(merged.schedule, args.predicted_scales)  # a clear error for a count beyond the schedule
+        merged.config = replace(merged.config, predicted_scales=args.predicted_scales)
     if args.tile_overlap is not None:
         if not hasattr(merged.config, "tile_overlap"):
             raise ValueError(f"a {type(merged).__name__} has no default tile overlap to set")

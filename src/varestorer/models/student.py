@@ -77,6 +77,20 @@ class LQEncoding(NamedTuple):
     """``f_lq`` quantised over the schedule: its teacher-forcing inputs (B, L - 1, d), bits and ``f_hat``."""
 
 
+def predicted_schedule(schedule: Schedule, count: int | None) -> Schedule:
+    """The first ``count`` scales of ``schedule`` (all for None): those a ``predicted_scales`` student predicts."""
+    if count is None:
+        return schedule
+    if not 1 <= count <= len(schedule):
+        raise ValueError(f"predicted_scales must be in [1, {len(schedule)}] for this schedule, got {count}")
+    return tuple(schedule[:count])
+
+
+KEPT_BIT_MARGIN = 20.0
+"""Logit margin of the LQ's bits at the scales a ``predicted_scales`` student does not predict: P = 1 - 2e-9,
+so the straight-through code is the hard code and no gradient flows through those rows."""
+
+
 class Latent(NamedTuple):
     """What the to-latent stage hands the decoder."""
 
@@ -146,6 +160,7 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         if tuple(self.schedule[-1]) != (config.image_size // self.stride,) * 2:
             raise ValueError(f"schedule must end at the latent grid of {config.image_size}px, got {self.schedule[-1]}")
         num_scales, token_dim = len(self.schedule), config.tokenizer.token_dim
+        predicted_schedule(self.schedule, config.predicted_scales)  # a clear error for a count beyond the schedule
         self.lq_bit_gain = (
             nn.Parameter(torch.full((num_scales,), float(config.lq_bit_gain_init))) if config.lq_bit_skip else None
         )
@@ -220,6 +235,11 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
             if extra is not None:
                 extra.requires_grad_(True)
 
+    @property
+    def predicted_schedule(self) -> Schedule:
+        """The scales whose bits the transformer predicts (``predicted_scales``); the finer ones keep the LQ's."""
+        return predicted_schedule(self.schedule, self.config.predicted_scales)
+
     # ------------------------------------------------------------------------------------ protocol
     @property
     def restore_spec(self) -> RestoreSpec:
@@ -259,16 +279,26 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         """Stage 3. ONE transformer pass over the LQ pyramid's inputs -> (B, L, d, 2) logits of every HQ bit.
 
         The attention mask is ``config.attention``; with ``lq_bit_skip`` the LQ's own bits are added, with
-        ``lq_residual_control`` its residuals enter every block."""
+        ``lq_residual_control`` its residuals enter every block. With ``predicted_scales`` the pass reads the first
+        scales only and the finer scales' rows are the LQ's own bits at a fixed margin (``KEPT_BIT_MARGIN``)."""
         tokens = encoding.tokens
+        schedule = self.predicted_schedule
+        n_inputs = sum(h * w for h, w in schedule) - 1
         control = None
         if self.lq_control is not None:
             if tokens.residuals is None:
                 raise ValueError("lq_residual_control needs the LQ's residuals: encode with this student's encode")
-            residuals_BLd = torch.cat(tokens.residuals[1:], dim=1) * self.config.tokenizer.token_dim**0.5
+            residuals_BLd = torch.cat(tokens.residuals[1 : len(schedule)], dim=1) * self.config.tokenizer.token_dim**0.5
             control = self.lq_control(residuals_BLd.to(tokens.inputs.dtype))
-        logits = self.transformer(tokens.inputs, self.schedule, text, mask=self.config.attention, control=control)
-        return self.add_lq_bits(logits, tokens.labels) if self.lq_bit_gain is not None else logits
+        inputs = tokens.inputs[:, :n_inputs]
+        logits = self.transformer(inputs, schedule, text, mask=self.config.attention, control=control)
+        if self.lq_bit_gain is not None:
+            logits = self.add_lq_bits(logits, tokens.labels[: len(schedule)])
+        if len(schedule) == len(self.schedule):
+            return logits
+        kept = torch.cat(tokens.labels[len(schedule) :], dim=1).to(logits.dtype) * 2 - 1  # the LQ's bits as +-1
+        half = kept * KEPT_BIT_MARGIN / 2
+        return torch.cat([logits, torch.stack([-half, half], dim=-1)], dim=1)
 
     def to_latent(self, logits_BLd2: Tensor, encoding: LQEncoding) -> Latent:
         """Stage 4. Bit logits -> f_hat and the decoder's input (f_hat, plus with ``fidelity_path`` the
@@ -310,10 +340,11 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         return self.encode(self.preclean(lq_B3hw)).tokens.inputs
 
     def add_lq_bits(self, logits_BLd2: Tensor, lq_labels: list[Tensor]) -> Tensor:
-        """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits."""
+        """``lq_bit_skip``: logits + g_k * (2b - 1) / 2 on bit 1 and minus that on bit 0, b the LQ's bits (of the
+        first ``len(lq_labels)`` scales)."""
         assert self.lq_bit_gain is not None
-        counts = [h * w for h, w in self.schedule]
-        gain = self.lq_bit_gain.to(logits_BLd2.dtype)  # output_size: no host sync (and traceable on fake tensors)
+        counts = [h * w for h, w in self.schedule[: len(lq_labels)]]
+        gain = self.lq_bit_gain[: len(counts)].to(logits_BLd2.dtype)  # output_size: no host sync (fake tensors too)
         gain_L = torch.repeat_interleave(gain, torch.tensor(counts, device=gain.device), output_size=sum(counts))
         half_BLd = gain_L.view(1, -1, 1) * (torch.cat(lq_labels, dim=1).to(logits_BLd2.dtype) * 2 - 1) / 2
         return logits_BLd2 + torch.stack([-half_BLd, half_BLd], dim=-1)
@@ -377,6 +408,7 @@ def skip_blocks(half: nn.Module, indices: tuple[int, ...], which: str) -> None:
 
 
 __all__ = [
+    "KEPT_BIT_MARGIN",
     "STUDENT_PRESETS",
     "Latent",
     "LQEncoding",
@@ -384,4 +416,5 @@ __all__ = [
     "StudentConfig",
     "StudentOutput",
     "bits_to_codes_straight_through",
+    "predicted_schedule",
 ]

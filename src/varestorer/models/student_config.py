@@ -92,6 +92,10 @@ class StudentConfig:
     control branch (models/control_branch.py), so the transformer sees which of the LQ's bits are barely decided.
     Without it, it reads only the LQ's coarser scales (its inputs) and the skip's fixed per-scale trust in the
     LQ's bits: it cannot tell a decided LQ bit from a coin flip, least of all at the last scale."""
+    predicted_scales: int | None = None
+    """Beyond the paper, for speed: the transformer runs over the first N scales of the schedule only and predicts
+    their bits; the finer scales keep the LQ's own bits (the finest scale is 3/4 of the tokens, and attention
+    grows with their square). None: every scale (the paper)."""
     color_fix: Literal["none", "adain", "wavelet"] = "none"
     """Colour correction the Restorer applies by default (``--color-fix`` overrides it)."""
     color_fix_levels: int = WAVELET_LEVELS
@@ -112,6 +116,8 @@ class StudentConfig:
             raise ValueError(
                 f"tokenizer is a {type(self.tokenizer).__name__}, not a config of tokenizer_type {self.tokenizer_type}"
             )
+        if self.predicted_scales is not None and self.predicted_scales < 1:
+            raise ValueError(f"predicted_scales must be >= 1 (or None for every scale), got {self.predicted_scales}")
         if self.color_fix_levels < 1:
             raise ValueError(f"color_fix_levels must be >= 1, got {self.color_fix_levels}")
         if self.tile_overlap is not None and not 0 <= self.tile_overlap < self.image_size // self.scale:

@@ -39,6 +39,7 @@ from varestorer.training.losses import accuracy_per_scale, bitwise_cross_entropy
 from varestorer.training.teacher_pass import eval_mode
 
 if TYPE_CHECKING:
+    from varestorer.tokenizer.scales import Schedule
     from varestorer.training.teacher_pass import TeacherPass
     from varestorer.transformer.text import TextCondition
 
@@ -138,6 +139,17 @@ class StepTensors:
             return self.out.logits
         return self.module.student.predict(self.encoding, self.text)
 
+    @property
+    def predicted_schedule(self) -> Schedule:
+        """The scales whose bits the student predicts (all, unless ``predicted_scales``): the bit terms read
+        these rows only, as the finer ones are the LQ's own bits and carry no gradient."""
+        student = self.module.student
+        return getattr(student, "base", student).predicted_schedule
+
+    @property
+    def predicted_rows(self) -> int:
+        return sum(h * w for h, w in self.predicted_schedule)
+
     @cached_property
     def own_gt_tokens(self) -> MultiScaleTokens:
         """The GT batch's token pyramid under the student's own encoder and quantiser (eval mode, no gradient):
@@ -222,7 +234,8 @@ class KLTerm(LossTerm):
         self.temperature = temperature
 
     def forward(self, step: StepTensors) -> Tensor:
-        return token_kl(step.teacher_logits, step.logits, temperature=self.temperature)
+        rows = step.predicted_rows
+        return token_kl(step.teacher_logits[:, :rows], step.logits[:, :rows], temperature=self.temperature)
 
 
 class LPIPSTerm(LossTerm):
@@ -339,14 +352,14 @@ class GTBitsTerm(LossTerm):
         self.tokens = tokens
 
     def forward(self, step: StepTensors) -> Tensor:
-        student = step.module.student
-        schedule = getattr(student, "base", student).schedule
+        schedule, rows = step.predicted_schedule, step.predicted_rows
         gt_tokens = step.own_gt_tokens if self.tokens == "student" else step.gt_tokens
-        labels = torch.cat(gt_tokens.labels, dim=1)
-        loss, accuracy = bitwise_cross_entropy(step.logits, labels, scale_weights(schedule, self.reweight_by_scale))
+        labels = torch.cat(gt_tokens.labels, dim=1)[:, :rows]
+        logits = step.logits[:, :rows]
+        loss, accuracy = bitwise_cross_entropy(logits, labels, scale_weights(schedule, self.reweight_by_scale))
         step.logs["bit_accuracy"] = accuracy.detach()
-        gains = accuracy_per_scale(step.logits.detach(), labels, schedule) - accuracy_per_scale(
-            torch.cat(step.encoding.tokens.labels, dim=1), labels, schedule
+        gains = accuracy_per_scale(logits.detach(), labels, schedule) - accuracy_per_scale(
+            torch.cat(step.encoding.tokens.labels, dim=1)[:, :rows], labels, schedule
         )
         for (h, w), gain in zip(schedule, gains, strict=True):
             step.logs[f"bit_gain_{h}x{w}"] = gain
