@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Default model v3M, and v3T and v3P before it (issue 32, docs/default_model.md "v3M", "v3T", "v3P"): the VAR prior at work. End
+# Default model v3R (v3M's weights, the transformer over the first four scales), v3M, v3T and v3P before it (issue 32,
+# docs/default_model.md "v3R", "v3M", "v3T", "v3P"): the VAR prior at work. End
 # to end on a CPU, from the repository root, after v2Q (the embedded default before it: commit 22a9732; its pre-cleaner, encoder, skip
 # gains and fidelity weights are the start):
 #   teacher  recipes/teacher_default.toml: next-scale teacher on the default tokenizer's tokens (40 min; shipped
@@ -12,9 +13,10 @@
 #   camera   recipes/student_v3m.toml: the same stage without the fidelity residual, on camera-like pairs and City100's
 #            real camera pairs (recipes/prepare_city100.py), from v3T (50 min; shipped run: 30 min, 466 steps, then
 #            --resume to 50 min, 760 steps x 4): v3M
-#   export   merged fp16 checkpoint of v3M with the wavelet colour fix at 4 levels -> $OUT (default local/v3m/model;
-#            the package ships it as weights/default); EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain exports
-#            v3T
+#   export   merged fp16 checkpoint of v3M with the wavelet colour fix at 4 levels and the transformer over the first
+#            four scales (PREDICTED_SCALES=4: v3R, session 18; the 16x16 and 32x32 scales keep the LQ's bits) -> $OUT
+#            (default local/v3m/model; the package ships it as weights/default); PREDICTED_SCALES=6 exports v3M as it
+#            was; EXPORT_FROM=local/runs/student_v3t/model COLOR_FIX=adain PREDICTED_SCALES=6 exports v3T
 #   student  (not shipped) recipes/student_v3p.toml: + image losses, decoder fine-tuned: LPIPS 0.322 -> 0.356 on
 #            the 11 DRealSR pairs of docs/default_model.md, as every decoder fine-tuning on synthetic pairs so far
 #
@@ -30,6 +32,7 @@ OUT=${OUT:-local/v3m/model}
 EXPORT_FROM=${EXPORT_FROM:-local/runs/student_v3m/model}
 COLOR_FIX=${COLOR_FIX:-wavelet}
 COLOR_FIX_LEVELS=${COLOR_FIX_LEVELS:-4}   # the wavelet fix's levels (StableSR's 5 left the saturated green 5.8 off)
+PREDICTED_SCALES=${PREDICTED_SCALES:-4}   # v3R: v3M's finer predictions cost DRealSR 0.002 LPIPS, 0.0025 DISTS
 BITS0=local/runs/student_v3p_bits_nocontrol
 stage=${1:-all}
 
@@ -59,7 +62,7 @@ if [[ $stage == camera || $stage == all ]]; then
 fi
 if [[ $stage == export || $stage == all ]]; then
   $VR export "$EXPORT_FROM" -o "$OUT" --merge --dtype float16 --color-fix "$COLOR_FIX" \
-    --color-fix-levels "$COLOR_FIX_LEVELS"
+    --color-fix-levels "$COLOR_FIX_LEVELS" --predicted-scales "$PREDICTED_SCALES"
 fi
 if [[ $stage == student ]]; then
   [[ -d local/v2/lq_mild/lq ]] || $VR degrade ../shared/data/val -r --preset mild --scale 4 --crop none --seed 0 \

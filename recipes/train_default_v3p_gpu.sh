@@ -6,7 +6,8 @@
 # the frozen decoder; v3T; skipped with STUDENT_MINUTES=0), its camera stage (CAMERA_RECIPE, recipes/student_v3m.toml:
 # no fidelity residual, camera-like pairs; v3M; skipped with CAMERA_MINUTES=0; City100's real pairs are not carried,
 # so here it trains on the `camera,mild` degradations alone), the merged fp16 export (of the last stage that ran; the
-# wavelet colour fix after the camera stage, as the shipped v3M), and the prior checks on three DRealSR pairs.
+# wavelet colour fix and the transformer over the first four scales after the camera stage, as the shipped v3R), and
+# the prior checks on three DRealSR pairs.
 # Every stage has a time budget (train.time_budget_minutes: the cosine schedule follows the time spent, so each
 # stage ends decayed whatever the GPU's speed); the recipes are used as they are, with the GPU's settings passed as
 # --set.
@@ -183,6 +184,7 @@ mapfile -t camera_sets < <(sets "${common[@]}" "train.output_dir=\"$RUNS/camera\
 VR=("$PY" -m varestorer)
 final=$RUNS/bits/model
 color_fix=adain
+predicted=()  # after the camera stage: --predicted-scales 4, as the shipped v3R
 positive() { "$PY" -c "import sys; sys.exit(0 if float('$1') > 0 else 1)"; }
 second_stage() {  # stage 2 unless STUDENT_MINUTES is 0, then stage 3 unless CAMERA_MINUTES is 0
     positive "$STUDENT_MINUTES" || return 0
@@ -192,13 +194,14 @@ second_stage() {  # stage 2 unless STUDENT_MINUTES is 0, then stage 3 unless CAM
     positive "$CAMERA_MINUTES" || return 0
     final=$RUNS/camera/model
     color_fix=wavelet
+    predicted=(--predicted-scales 4)
     stage camera "$CAMERA_MINUTES" "${VR[@]}" train student --config "$CAMERA_RECIPE" --resume "${camera_sets[@]}"
 }
 stage teacher "$TEACHER_MINUTES" "${VR[@]}" train teacher --config recipes/teacher_default.toml --resume "${teacher_sets[@]}" &&
     stage bits "$BITS_MINUTES" "${VR[@]}" train student --config recipes/student_v3p_bits.toml --resume "${bits_sets[@]}" &&
     second_stage &&
     stage export 0.5 "${VR[@]}" export "$final" -o "$OUT/model_v3p" --merge --dtype float16 --color-fix "$color_fix" \
-        --color-fix-levels 4 --overwrite
+        --color-fix-levels 4 "${predicted[@]}" --overwrite
 
 if [[ -f $OUT/model_v3p/config.json && $SECONDS -lt $PRIOR_CHECKS_UNTIL_S ]]; then
     # psnr, ssim, dists: LPIPS-alex (the table's LPIPS) is not carried; the CPU route scores all 93 pairs.

@@ -191,7 +191,8 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
     from varestorer import Restorer
 
     restorer = Restorer.from_pretrained(out / "model_v3p")
-    assert (restorer.color_fix, restorer.color_fix_levels) == ("wavelet", 4)  # the camera stage's export, as v3M
+    assert (restorer.color_fix, restorer.color_fix_levels) == ("wavelet", 4)  # the camera stage's export, as v3R
+    assert restorer.model.config.predicted_scales == 4  # and its transformer over the first four scales
     restored = restorer(torch.rand(1, 3, 24, 40))
     assert restored.shape == (1, 3, 96, 160) and torch.isfinite(restored).all()
     assert float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
