@@ -176,7 +176,11 @@ def test_the_bit_terms_read_only_the_scales_a_predicted_scales_student_predicts(
         ce, _ = bitwise_cross_entropy(
             logits[:, :rows], labels[:, :rows], scale_weights(student.predicted_schedule, True)
         )
-        kl = token_kl(module.teacher_logits(gt, None)[:, :rows], logits[:, :rows])
+        teacher_logits = module.teacher_logits(gt, None)  # the teacher's block-causal pass stops there too
+        assert teacher_logits.shape[1] == rows
+        whole = teacher.transformer(module.teacher.tokens(gt, student).inputs, student.schedule, None, mask="causal")
+        torch.testing.assert_close(teacher_logits, whole[:, :rows])
+        kl = token_kl(teacher_logits, logits[:, :rows])
     assert torch.allclose(logs["gt_bits"], ce, rtol=1e-5) and torch.allclose(logs["kl"], kl, rtol=1e-5)
     h, w = student.schedule[-1]
     assert f"bit_gain_{h}x{w}" not in logs and {f"bit_gain_{h}x{w}" for h, w in student.predicted_schedule} <= set(logs)

@@ -177,7 +177,7 @@ class StepTensors:
 
     @cached_property
     def teacher_logits(self) -> Tensor:
-        """(B, L, d, 2) p_T(r_k | GT tokens < k), without gradient."""
+        """(B, L', d, 2) p_T(r_k | GT tokens < k) over the predicted scales (``predicted_rows``), without gradient."""
         return self.module.teacher_logits(self.gt, self.text, self.gt_tokens)
 
     def crop(self, size: int | None) -> tuple[Tensor, Tensor]:
@@ -235,7 +235,7 @@ class KLTerm(LossTerm):
 
     def forward(self, step: StepTensors) -> Tensor:
         rows = step.predicted_rows
-        return token_kl(step.teacher_logits[:, :rows], step.logits[:, :rows], temperature=self.temperature)
+        return token_kl(step.teacher_logits, step.logits[:, :rows], temperature=self.temperature)
 
 
 class LPIPSTerm(LossTerm):

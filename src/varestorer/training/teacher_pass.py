@@ -118,9 +118,12 @@ class TeacherPass(nn.Module):
     def forward(
         self, gt_B3HW: Tensor, text: TextCondition | None, student: Student, tokens: MultiScaleTokens | None = None
     ) -> Tensor:
-        """(B, L, d, 2) float32 teacher logits for the GT images (whose ``tokens`` may be given)."""
+        """(B, L', d, 2) float32 teacher logits for the GT images (whose ``tokens`` may be given), over the scales the
+        student predicts (L' = L unless ``predicted_scales``: block-causal, so the rows are those of the whole pass)."""
+        schedule = getattr(student, "base", student).predicted_schedule
         inputs = (self.tokens(gt_B3HW, student) if tokens is None else tokens).inputs
+        inputs = inputs[:, : sum(h * w for h, w in schedule) - 1]
         if self.transformer is not None:
-            return self.transformer(inputs, student.schedule, text, mask="causal")
+            return self.transformer(inputs, schedule, text, mask="causal")
         with lora_disabled(student.transformer), eval_mode(student.transformer):
-            return student.transformer(inputs, student.schedule, text, mask="causal")
+            return student.transformer(inputs, schedule, text, mask="causal")
