@@ -13,6 +13,7 @@ from varestorer.models.teacher_config import TeacherConfig
 from varestorer.tokenizer.autoencoder import MultiScaleTokenizer
 from varestorer.tokenizer.config import tokenizer_preset
 from varestorer.training import train_student
+from varestorer.training.student_recipe import JobConfig
 from varestorer.transformer.config import TextEncoderConfig, transformer_preset
 from varestorer.transformer.model import NextScaleTransformer
 
@@ -186,3 +187,69 @@ def test_real_camera_pairs_join_the_training_items(setup, monkeypatch, tiny_imag
     item = dataset[7]
     assert item["lq"].shape == (3, 16, 16) and item["path"].endswith("a.png")
     assert (root / "real" / "model" / "config.json").is_file()
+
+
+def _merged_student(root: Path) -> Path:
+    """A merged tiny student whose adapters moved (so merging changed its transformer), saved in ``root/merged``."""
+    model = {"image_size": 64, "lora_rank": 2, "lora_alpha": 2.0, "lq_residual_control": True,
+             "precleaner": {"num_feat": 8, "num_conv": 2, "upscale": 1}}  # fmt: skip
+    student, _, _ = train_student.build_student(JobConfig(teacher=str(root / "teacher")), model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            if "lora_B" in name or name.startswith("lq_control"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    student.merged().save_pretrained(root / "merged")
+    return root / "merged"
+
+
+def test_a_merged_student_is_fine_tuned_without_its_teacher(setup) -> None:
+    """[job] init_from a merged student and no teacher: the run starts as exactly that model (adapters at zero over
+    its weights), trains, and writes a self-contained checkpoint that loads without any teacher folder."""
+    merged_dir = _merged_student(setup)
+    merged = Student.from_pretrained(merged_dir)
+    job = JobConfig(init_from=str(merged_dir))
+    start, tokenizer, transformer = train_student.build_student(job, {"lora_rank": 2, "lora_alpha": 2.0})
+    assert tokenizer is None and transformer is None
+    assert start.config.teacher is None and not start.config.merged
+    assert start.config.lq_residual_control and start.config.precleaner == merged.config.precleaner  # its own settings
+    lq = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(start.eval()(lq), merged(lq))
+
+    overrides = [
+        f"train.output_dir={setup / 'tuned'}",
+        'job.teacher=""',
+        f'job.init_from="{merged_dir}"',
+        "loss.kl.weight=0",
+        "train.max_steps=2",
+        f'data.train_dirs=["{setup / "hq"}"]',
+        f"data.val_lq_dir={setup / 'val' / 'lq'}",
+        f"data.val_gt_dir={setup / 'val' / 'gt'}",
+    ]
+    assert train_student.main(RECIPE, overrides=overrides) == 0
+    (setup / "teacher").rename(setup / "teacher_gone")  # the checkpoint must not need it
+    tuned = Student.from_pretrained(setup / "tuned" / "model")
+    assert tuned.config.teacher is None
+    moved = [k for k, v in tuned.state_dict().items() if k.endswith("lora_B") and v.abs().sum() > 0]
+    assert moved, "the adapters did not train"
+    with torch.no_grad():
+        assert not torch.equal(tuned(lq), merged(lq))
+    assert tuned.merged()(lq).shape == (2, 3, 64, 64)
+
+
+def test_fine_tuning_without_a_teacher_refuses_what_needs_one(setup) -> None:
+    merged_dir = _merged_student(setup)
+    base = [f"train.output_dir={setup / 'out'}", 'job.teacher=""', f'data.train_dirs=["{setup / "hq"}"]']
+    with pytest.raises(ValueError, match="kl needs the teacher"):
+        train_student.main(RECIPE, overrides=[*base, f'job.init_from="{merged_dir}"'])
+    with pytest.raises(ValueError, match="or \\[job\\] init_from a merged student"):
+        train_student.main(RECIPE, overrides=[*base, "loss.kl.weight=0"])
+    adapter = setup / "adapter"
+    student, _, _ = train_student.build_student(JobConfig(teacher=str(setup / "teacher")), {"image_size": 64})
+    student.save_pretrained(adapter)
+    with pytest.raises(ValueError, match="is an adapter checkpoint: name its teacher"):
+        train_student.build_student(JobConfig(init_from=str(adapter)), {})
+    with pytest.raises(ValueError, match="does not fit the merged student"):
+        train_student.build_student(JobConfig(init_from=str(merged_dir)), {"lq_residual_control": False})
+    assert not (setup / "out").exists()

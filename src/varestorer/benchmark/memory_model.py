@@ -90,9 +90,9 @@ def count_parameters(module: StudentDistillation) -> ParameterCounts:
     block_bytes = [sum(_nbytes(p) for p in b.parameters() if not p.requires_grad) for b in blocks]
     frozen_bytes = sum(_nbytes(p) for p in student.parameters() if not p.requires_grad)
     networks = [p for net in module.loss_networks() for p in net.parameters()]
-    teacher = module.teacher.transformer
+    teacher = None if module.teacher is None else module.teacher.transformer
     teacher_params = [] if teacher is None else list(teacher.parameters())
-    encoder = module.teacher.encoder
+    encoder = None if module.teacher is None else module.teacher.encoder
     return ParameterCounts(
         trainable=sum(p.numel() for p in module.parameters() if p.requires_grad),  # a discriminator's too
         frozen_blocks=sum(block_frozen),

@@ -63,10 +63,13 @@ class StageClock:
         self._handles = [
             module.register_forward_pre_hook(lambda *_: self._mark("start")),
             module.register_forward_hook(lambda *_: self._finish()),
-            module.teacher.register_forward_pre_hook(lambda *_: self._mark("teacher_start")),
-            module.teacher.register_forward_hook(lambda *_: self._mark("teacher_end")),
             module.student.decoder.register_forward_hook(lambda *_: self._mark("student_end")),
         ]
+        if module.teacher is not None:  # a student fine-tuned without its teacher runs no teacher pass
+            self._handles += [
+                module.teacher.register_forward_pre_hook(lambda *_: self._mark("teacher_start")),
+                module.teacher.register_forward_hook(lambda *_: self._mark("teacher_end")),
+            ]
 
     def _mark(self, name: str) -> None:
         synchronize(self.device)

@@ -38,9 +38,11 @@ def save_adapter_checkpoint(
     max_shard_bytes: int | None = None,
 ) -> Path:
     """Write a student-shaped model (``config``, ``trainable_state_dict()``): its trainable tensors and the
-    teacher reference, or every tensor once ``config.merged``; ``dtype`` converts floating-point tensors
-    (``"int8"`` quantises weight matrices, never buffers)."""
-    state = model.state_dict() if model.config.merged else model.trainable_state_dict()
+    teacher reference, or every tensor once ``config.merged`` or without a teacher (a student fine-tuned from a
+    merged one, ``Student.from_merged``); ``dtype`` converts floating-point tensors (``"int8"`` quantises weight
+    matrices, never buffers)."""
+    whole = model.config.merged or model.config.teacher is None
+    state = model.state_dict() if whole else model.trainable_state_dict()
     return save_pretrained(
         directory,
         type(model).__name__,
@@ -84,9 +86,10 @@ def load_adapter_checkpoint(
     device: str | torch.device = "cpu",
     remap: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
 ) -> M:
-    """Rebuild what :func:`save_adapter_checkpoint` wrote: merged checkpoints strictly from their own tensors,
-    adapter checkpoints from ``Teacher.from_pretrained(config.teacher)`` plus their trainable tensors
-    (exactly those, else ``ValueError``). ``remap`` renames the keys of older layouts."""
+    """Rebuild what :func:`save_adapter_checkpoint` wrote: merged checkpoints and those without a teacher (fine-tuned
+    from a merged student) strictly from their own tensors, adapter checkpoints from
+    ``Teacher.from_pretrained(config.teacher)`` plus their trainable tensors (exactly those, else ``ValueError``).
+    ``remap`` renames the keys of older layouts."""
     directory = Path(directory)
     meta = read_config(directory)
     if meta["model_type"] != cls.__name__:
@@ -94,12 +97,16 @@ def load_adapter_checkpoint(
     config = config_from_dict(StudentConfig, meta["config"])
     state = load_weights(directory)
     state = remap(state) if remap is not None else state
-    if config.merged:
+    if config.merged or config.teacher is None:
         model: Any = build_within_limits(lambda: cls(config), directory, state=state)  # type: ignore[call-arg]
+        missing = sorted(set(model.state_dict()) - set(state))
+        if missing and not config.merged:
+            raise ValueError(
+                f"{directory}: an adapter checkpoint without a teacher path must hold every tensor; "
+                f"missing {missing[:4]}"
+            )
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()
-    if config.teacher is None:
-        raise ValueError(f"{directory}: an adapter checkpoint needs its teacher path in config.json")
     teacher = Path(config.teacher)
     teacher = teacher if teacher.is_absolute() else directory / teacher
     model = cls.from_teacher(Teacher.from_pretrained(teacher), config)  # type: ignore[attr-defined]

@@ -218,6 +218,44 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
             raise ValueError(f"teacher transformer does not match the student's: {bad[:8]}")
         return student
 
+    @classmethod
+    def from_merged(cls, merged: Student, config: StudentConfig) -> Student:
+        """A fresh student whose every weight is a merged student's (the embedded default, an export), with
+        ``config``'s adapters at zero on top: it starts as exactly ``merged``, to be fine-tuned without the
+        teacher it was distilled from. The shapes (tokenizer, transformer, schedule) come from ``merged``; parts
+        ``config`` adds (an LQ control branch, fidelity weights) start fresh.
+
+        Raises:
+            ValueError: ``merged`` is an adapter checkpoint, or ``config`` drops or reshapes one of its parts.
+        """
+        if not merged.config.merged:
+            raise ValueError("from_merged needs a merged student (an export or an embedded model)")
+        shapes = merged.config
+        config = replace(
+            config,
+            tokenizer=shapes.tokenizer,
+            tokenizer_type=shapes.tokenizer_type,
+            transformer=shapes.transformer,
+            text_encoder=shapes.text_encoder,
+            schedule=tuple((h, w) for h, w in merged.schedule),
+            merged=False,
+            teacher=None,
+        )
+        student = cls(config)
+        state = to_parametrized_keys(student.transformer, merged.transformer.state_dict())
+        state = {f"transformer.{k}": v for k, v in state.items()}
+        state |= {k: v for k, v in merged.state_dict().items() if not k.startswith("transformer.")}
+        own = student.state_dict()
+        dropped = sorted(k for k in state if k not in own)
+        reshaped = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+        if dropped or reshaped:
+            raise ValueError(
+                f"[model] does not fit the merged student: it has no {dropped[:4]} and other shapes for {reshaped[:4]}"
+                " (keep its encoder_skip_blocks, decoder_skip_blocks, precleaner, lq_bit_skip and lq_residual_control)"
+            )
+        student.load_state_dict(state, strict=False)
+        return student
+
     def freeze_teacher_parts(self) -> None:
         """Trainable: LoRA adapters, the encoder (``train_encoder``), the decoder (``train_decoder``), the
         pre-cleaner (``train_precleaner``), the skip gains and fidelity weights. Frozen: the rest."""

@@ -38,7 +38,8 @@ class StudentDistillation(nn.Module):
 
     Args:
         student: the model being trained (a ``Student``, or a model wrapping one as ``base``).
-        tokenizer, transformer: the teacher's parts (shared with the student where they are equal).
+        tokenizer, transformer: the teacher's parts (shared with the student where they are equal); None for a
+            student fine-tuned without its teacher (``Student.from_merged``): then no term may need the teacher.
         terms: the loss terms (training/loss_terms.py :func:`build_loss_terms`); the loss is their weighted sum.
         use_prompt: condition on the batch's captions (when the teacher has a text encoder).
         shared_teacher: run the teacher as the student's base with the adapters off (training/teacher_pass.py).
@@ -54,8 +55,8 @@ class StudentDistillation(nn.Module):
     def __init__(
         self,
         student: Student,
-        tokenizer: MultiScaleTokenizer,
-        transformer: NextScaleTransformer,
+        tokenizer: MultiScaleTokenizer | None,
+        transformer: NextScaleTransformer | None,
         terms: list[LossTerm],
         *,
         use_prompt: bool = True,
@@ -72,7 +73,18 @@ class StudentDistillation(nn.Module):
         self.student = student
         # The no_distill ablation (LQConditionedVAR) wraps a student-shaped ``base``: the teacher pass shares it.
         backbone: Student = getattr(student, "base", student)
-        self.teacher = TeacherPass(backbone, tokenizer, transformer, shared=shared_teacher, dtype=teacher_dtype)
+        if (tokenizer is None) != (transformer is None):
+            raise ValueError("give both of the teacher's parts (tokenizer and transformer) or neither")
+        self.teacher: TeacherPass | None = None
+        if tokenizer is not None and transformer is not None:
+            self.teacher = TeacherPass(backbone, tokenizer, transformer, shared=shared_teacher, dtype=teacher_dtype)
+        else:
+            need = [term.name for term in terms if term.needs_teacher]
+            if need:
+                raise ValueError(
+                    f"[loss] {', '.join(need)} needs the teacher, and this run has none ([job] teacher is empty): "
+                    "set its weight to 0, or name the teacher"
+                )
         self.caption_cache = captions
         names = [term.name for term in terms]
         if len(set(names)) != len(names):
@@ -99,7 +111,8 @@ class StudentDistillation(nn.Module):
 
     def train(self, mode: bool = True) -> StudentDistillation:
         super().train(mode)
-        self.teacher.eval()  # frozen, as the terms' networks are
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen, as the terms' networks are
         for network in self.loss_networks():
             network.eval()
         return self
@@ -113,6 +126,8 @@ class StudentDistillation(nn.Module):
         self, gt_B3HW: torch.Tensor, text: TextCondition | None, tokens: MultiScaleTokens | None = None
     ) -> torch.Tensor:
         """p_T(r_k | GT tokens <k): one teacher-forced block-causal pass over the GT pyramid (``tokens``, if given)."""
+        if self.teacher is None:
+            raise ValueError("this run has no teacher")
         return self.teacher(gt_B3HW, text, self.student, tokens)
 
     @torch.no_grad()

@@ -70,7 +70,7 @@ class TrainingModule(Protocol):
     """What the terms read of the training module (training/distillation.py ``StudentDistillation``)."""
 
     student: Student
-    teacher: TeacherPass
+    teacher: TeacherPass | None
     crop_offsets: CropOffsets
     color_fix: ColorFix
     color_fix_levels: int
@@ -164,8 +164,10 @@ class StepTensors:
     @cached_property
     def gt_tokens(self) -> MultiScaleTokens:
         """The GT batch's token pyramid under the teacher's tokenizer (``inputs``, ``labels``), without gradient."""
-        student = self.module.student
-        return self.module.teacher.tokens(self.gt, getattr(student, "base", student))
+        student, teacher = self.module.student, self.module.teacher
+        if teacher is None:
+            raise ValueError("the GT's tokens under the teacher's tokenizer need a teacher; this run has none")
+        return teacher.tokens(self.gt, getattr(student, "base", student))
 
     @cached_property
     def sr(self) -> Tensor:
@@ -201,6 +203,8 @@ class LossTerm(nn.Module):
 
     name: ClassVar[str]
     reads_output: ClassVar[bool] = True
+    needs_teacher: bool = False
+    """Whether the term reads the teacher (its logits or its tokenizer's GT tokens)."""
     """Whether the term reads the student's image or latent (False: its bit logits at most)."""
 
     def __init__(self, weight: float, *, student: Student | None = None, pretrained: bool = True) -> None:
@@ -228,6 +232,7 @@ class KLTerm(LossTerm):
 
     name = "kl"
     reads_output = False
+    needs_teacher = True
 
     def __init__(self, weight: float, *, temperature: float = 1.0, **common: Any) -> None:
         super().__init__(weight, **common)
@@ -350,6 +355,7 @@ class GTBitsTerm(LossTerm):
             raise ValueError(f"[loss.gt_bits] tokens must be 'student' or 'teacher', got {tokens!r}")
         self.reweight_by_scale = reweight_by_scale
         self.tokens = tokens
+        self.needs_teacher = tokens == "teacher"
 
     def forward(self, step: StepTensors) -> Tensor:
         schedule, rows = step.predicted_schedule, step.predicted_rows

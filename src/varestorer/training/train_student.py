@@ -33,7 +33,7 @@ from torch import nn
 from varestorer.archs.srvgg import SRVGGNetCompact
 from varestorer.data.datasets import PairedFolderDataset
 from varestorer.data.transforms import to_uint8
-from varestorer.families import families
+from varestorer.families import embedded_folder, families
 from varestorer.metrics.fidelity import psnr
 from varestorer.models.lq_encoder import LQEncoder
 from varestorer.models.student import Student
@@ -51,15 +51,18 @@ from varestorer.transformer.text import load_text_encoder
 logger = logging.getLogger(__name__)
 
 
-def build_student(job: JobConfig, model: dict[str, Any]) -> tuple[Student, MultiScaleTokenizer, NextScaleTransformer]:
+def build_student(
+    job: JobConfig, model: dict[str, Any]
+) -> tuple[Student, MultiScaleTokenizer | None, NextScaleTransformer | None]:
     """Student (of the ``[model]`` table over the ``[job]`` teacher's shapes) + the frozen teacher parts it is
-    distilled from.
+    distilled from; without a teacher, the merged student ``[job] init_from`` names, fine-tuned (no teacher parts).
 
     Raises:
-        ValueError: no teacher, an unknown kind, or a ``[model]``/``[job]`` combination that does not apply.
+        ValueError: no teacher and no merged student, an unknown kind, or a ``[model]``/``[job]`` combination that
+            does not apply.
     """
     if not job.teacher:
-        raise ValueError("[job] teacher must name a teacher folder (with tokenizer/ and transformer/)")
+        return fine_tuned_student(job, model), None, None
     teacher = Teacher.from_pretrained(job.teacher)
     tokenizer, transformer = teacher.tokenizer, teacher.transformer
     config = student_config_of(model, teacher, job.teacher)
@@ -89,6 +92,32 @@ def build_student(job: JobConfig, model: dict[str, Any]) -> tuple[Student, Multi
     tokenizer.requires_grad_(False).eval()
     transformer.requires_grad_(False).eval()
     return student, tokenizer, transformer
+
+
+def fine_tuned_student(job: JobConfig, model: dict[str, Any]) -> Student:
+    """``[job] init_from`` a merged student (an embedded name such as ``default``, or an export) and no teacher: a
+    student that starts as exactly it, with ``[model]``'s adapters at zero (``Student.from_merged``). ``[model]``
+    overrides the merged student's own settings (its colour fix, ``predicted_scales``, what trains...); the
+    shapes stay its own. No term may need a teacher (``kl``; ``gt_bits`` with the teacher's tokens).
+
+    Raises:
+        ValueError: no ``init_from``, an adapter checkpoint, another kind, or a ``*_init`` to start parts from.
+    """
+    if not job.init_from:
+        raise ValueError(
+            "[job] teacher must name a teacher folder (with tokenizer/ and transformer/), or [job] init_from a merged "
+            "student (an embedded name such as 'default', or an export) to fine-tune it without one"
+        )
+    if job.kind != "student":
+        raise ValueError(f"[job] kind {job.kind!r} is distilled from a teacher: set [job] teacher")
+    if job.precleaner_init or job.lq_encoder_init:
+        raise ValueError("[job] precleaner_init and lq_encoder_init need a teacher; a merged student brings its own")
+    merged = Student.from_pretrained(embedded_folder(job.init_from) or job.init_from)
+    if not merged.config.merged:
+        raise ValueError(f"[job] init_from {job.init_from} is an adapter checkpoint: name its teacher in [job] teacher")
+    student = Student.from_merged(merged, student_config(model, merged.config))
+    logger.info("fine-tuning the merged student %s without a teacher (it starts as exactly that model)", job.init_from)
+    return student
 
 
 def student_config_of(model: dict[str, Any], teacher: Teacher, folder: str | Path) -> StudentConfig:
