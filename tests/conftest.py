@@ -85,3 +85,25 @@ def train_job_args(job: str, recipe, output_dir, folders, *extra: str) -> list[s
         f'data.val_dir="{val}"',
         *extra,
     ]
+
+
+def write_fake_perceptual_assets(cache) -> None:
+    """vgg16-imagenet, lpips-vgg-v0.1 and dists-weights with random weights, in the asset cache layout under
+    ``cache`` (point ``VARESTORER_CACHE`` at it): the LPIPS and DISTS terms run their real code, offline."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from varestorer.metrics.backbones import vgg16_features
+
+    assets = cache / "assets"
+    assets.mkdir(parents=True)
+    torch.manual_seed(0)
+    features = vgg16_features()
+    vgg = {k.replace("convs.", "conv"): v.contiguous() for k, v in features.state_dict().items()}
+    heads = {f"lin{i}.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(features.channels)}
+    total = 3 + sum(features.channels)
+    dists = {"alpha": torch.rand(1, total, 1, 1), "beta": torch.rand(1, total, 1, 1)}
+    for name, state in (("vgg16-imagenet", vgg), ("lpips-vgg-v0.1", heads), ("dists-weights", dists)):
+        save_file(state, str(assets / f"{name}.safetensors"))
+        (assets / f"{name}.json").write_text(json.dumps({"name": name}), encoding="utf-8")

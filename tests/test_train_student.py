@@ -253,3 +253,36 @@ def test_fine_tuning_without_a_teacher_refuses_what_needs_one(setup) -> None:
     with pytest.raises(ValueError, match="does not fit the merged student"):
         train_student.build_student(JobConfig(init_from=str(merged_dir)), {"lq_residual_control": False})
     assert not (setup / "out").exists()
+
+
+def test_the_fine_tune_recipe_trains_the_embedded_default(tmp_path, monkeypatch, tiny_image) -> None:
+    """recipes/finetune_default.toml as a user runs it (one step, tiny photos, random-weight LPIPS/DISTS assets):
+    it starts from the shipped default, keeps its settings, and exports a model that restores."""
+    from conftest import write_fake_perceptual_assets
+    from varestorer.families import embedded_folder
+
+    write_fake_perceptual_assets(tmp_path / "cache")
+    monkeypatch.setenv("VARESTORER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(Path(__file__).parents[1])  # the recipe's degradation file is relative to the repository
+    for index in range(2):
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        Image.fromarray(tiny_image(272, 288, seed=index)).save(tmp_path / "photos" / f"{index}.png")
+    recipe = Path("recipes/finetune_default.toml")
+    overrides = [
+        f"train.output_dir={tmp_path / 'run'}",
+        f'data.train_dirs=["{tmp_path / "photos"}"]',
+        "train.max_steps=1",
+        "train.batch_size=1",
+        "train.num_workers=0",
+        "train.warmup_steps=0",
+    ]
+    assert train_student.main(recipe, overrides=overrides) == 0
+    tuned = Student.from_pretrained(tmp_path / "run" / "model")
+    shipped = Student.from_pretrained(embedded_folder("default"))
+    assert tuned.config.teacher is None and tuned.config.train_decoder is False
+    for field in ("predicted_scales", "color_fix", "color_fix_levels", "encoder_skip_blocks", "lq_residual_control"):
+        assert getattr(tuned.config, field) == getattr(shipped.config, field), field
+    assert any(v.abs().sum() > 0 for k, v in tuned.state_dict().items() if k.endswith("lora_B"))
+    lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert tuned.merged().eval()(lq).shape == (1, 3, 256, 256)

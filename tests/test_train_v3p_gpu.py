@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import write_fake_perceptual_assets
 from varestorer.assets.cache import asset_path
 from varestorer.io.images import write_image
-from varestorer.metrics.backbones import vgg16_features
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "train_default_v3p_gpu.sh"
@@ -100,21 +100,6 @@ def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip((image + rng.normal(0, 0.02, image.shape)) * 255, 0, 255).astype(np.uint8)
 
 
-def _fake_assets(cache: Path) -> None:
-    """vgg16-imagenet, lpips-vgg-v0.1 and dists-weights with random weights, in the asset cache layout."""
-    assets = cache / "assets"
-    assets.mkdir(parents=True)
-    torch.manual_seed(0)
-    features = vgg16_features()
-    vgg = {k.replace("convs.", "conv"): v.contiguous() for k, v in features.state_dict().items()}
-    heads = {f"lin{i}.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(features.channels)}
-    total = 3 + sum(features.channels)
-    dists = {"alpha": torch.rand(1, total, 1, 1), "beta": torch.rand(1, total, 1, 1)}
-    for name, state in (("vgg16-imagenet", vgg), ("lpips-vgg-v0.1", heads), ("dists-weights", dists)):
-        save_file(state, str(assets / f"{name}.safetensors"))
-        (assets / f"{name}.json").write_text(json.dumps({"name": name}), encoding="utf-8")
-
-
 @pytest.mark.slow
 def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
@@ -125,7 +110,7 @@ def test_the_v3p_gpu_script_trains_exports_and_summarises_on_the_cpu(tmp_path: P
     gt = _photo(rng, 256, 256)
     write_image(tmp_path / "pairs" / "gt" / "pair0.png", gt)
     write_image(tmp_path / "pairs" / "lq" / "pair0.png", gt[::4, ::4].copy())
-    _fake_assets(tmp_path / "cache")
+    write_fake_perceptual_assets(tmp_path / "cache")
     env = {
         **os.environ,
         "PYTHON": sys.executable,

@@ -44,7 +44,8 @@ class JobConfig:
 
     teacher: str = ""
     """Teacher folder holding ``tokenizer/`` and ``transformer/`` (``from_pretrained`` folders); it sets the
-    student's tokenizer, transformer and text encoder."""
+    student's tokenizer, transformer and text encoder. Empty: fine-tune the merged student ``init_from`` names
+    without a teacher (training/train_student.py ``fine_tuned_student``)."""
     kind: str = "student"
     """``student``: the one-step VARestorer, distilled. ``lq_conditioned_var``: the no_distill ablation, a
     multi-step VAR with ControlNet-style LQ injection trained with cross-entropy (models/lq_conditioned.py)."""
@@ -60,7 +61,8 @@ class JobConfig:
     e.g. ``realesr-general-x4v3``); its last conv and the tail start as they are (random / the teacher's)."""
     init_from: str | None = None
     """A student folder to continue from (its adapters, encoder, decoder and pre-cleaner, where this student has
-    them: tensors of layers this one has not, e.g. skipped decoder Blocks, are left out)."""
+    them: tensors of layers this one has not, e.g. skipped decoder Blocks, are left out). Without ``teacher``: a
+    merged student (an export, or an embedded name such as ``default``) the run starts as, whole."""
     shared_teacher: bool = True
     """Run the teacher as the student's own frozen base with the adapters switched off (no second copy of
     the transformer; training/teacher_pass.py). False keeps a separate frozen teacher copy."""
