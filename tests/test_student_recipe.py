@@ -64,7 +64,7 @@ def test_newer_recipes_parse_in_the_current_layout(path: Path, caplog) -> None:
         recipe = load_student_recipe(path)
     assert "older recipe layout" not in caplog.text
     config = recipe.student_config(TINY_TEACHER)
-    assert config.image_size == 256 and recipe.loss and recipe.job.teacher
+    assert config.image_size == 256 and recipe.loss and (recipe.job.teacher or recipe.job.init_from)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
