@@ -133,6 +133,25 @@ def test_options_and_one_line_errors(tmp_path, tiny_image, checkpoint, capsys) -
     assert "at least 1 level" in capsys.readouterr().err
 
 
+def test_precleaner_takes_the_place_of_the_defaults_own(tmp_path, tiny_image, capsys, monkeypatch) -> None:
+    """--precleaner with the embedded default swaps its realesr-general-x4v3 for the given x4 network; an x2 one, or
+    realesrgan-x4plus without its fetched weights, is a one-line error."""
+    Image.fromarray(tiny_image(12, 12)).save(tmp_path / "a.png")
+    four = SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=4)).save_pretrained(tmp_path / "x4")
+    base = ["restore", str(tmp_path / "a.png"), "--dtype", "float32"]
+    assert main([*base, "-o", str(tmp_path / "own")]) == 0
+    assert main([*base, "-o", str(tmp_path / "swapped"), "--precleaner", str(four)]) == 0
+    own, swapped = (read_image(tmp_path / sub / "a.png") for sub in ("own", "swapped"))
+    assert own.shape == swapped.shape == (48, 48, 3) and np.abs(own.astype(int) - swapped).max() > 8
+    two = SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=2)).save_pretrained(tmp_path / "x2")
+    assert main([*base, "-o", str(tmp_path / "x2out"), "--precleaner", str(two)]) == 2
+    assert "upsamples x4: a x2 one cannot take its place" in capsys.readouterr().err
+    monkeypatch.setenv("VARESTORER_CACHE", str(tmp_path / "empty"))
+    assert main([*base, "-o", str(tmp_path / "plus"), "--precleaner", "realesrgan-x4plus"]) == 2
+    assert "varestorer assets fetch realesrgan-x4plus" in capsys.readouterr().err
+    assert not (tmp_path / "x2out").exists() and not (tmp_path / "plus").exists()
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch takes ~20 s on the loaded 2-core box
 def test_python_dash_m_restore(tmp_path, tiny_image, checkpoint) -> None:
     from conftest import subprocess_env

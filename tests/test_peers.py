@@ -93,7 +93,7 @@ def test_precleaner_keeps_size_for_x1_and_x4(tmp_path) -> None:
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
-def test_a_precleaner_has_one_slot() -> None:
+def test_a_precleaner_has_one_slot_in_front_or_in_place_of_the_models_own() -> None:
     from dataclasses import replace
 
     from varestorer.inference.restorer import Restorer
@@ -109,5 +109,16 @@ def test_a_precleaner_has_one_slot() -> None:
     with torch.no_grad():
         assert torch.allclose(restorer.model(lq), peer(cleaner(lq)))
     student = Student(replace(STUDENT_PRESETS["tiny"], precleaner=SRVGGConfig(num_feat=4, num_conv=1, upscale=1)))
-    with pytest.raises(ValueError, match="already has its own pre-cleaner"):
-        Restorer(student, device="cpu", precleaner=cleaner)
+    student.eval()
+    own = student.precleaner
+    swapped = Restorer(student, device="cpu", precleaner=cleaner).model  # takes the place of the student's own
+    assert swapped is not student and swapped.precleaner.net is cleaner.net and student.precleaner is own
+    assert swapped.encoder is student.encoder and swapped.decoder is student.decoder  # the rest is shared
+    lq = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = student.restore_encoded(student.encode(cleaner(lq))).sr
+        assert torch.allclose(swapped(lq), expected)
+        assert not torch.allclose(student(lq), expected)  # the student itself still runs its own
+    four = PreCleaner(SRVGGNetCompact(SRVGGConfig(num_feat=4, num_conv=1, upscale=4))).eval()
+    with pytest.raises(ValueError, match="own pre-cleaner upsamples x1: a x4 one cannot take its place"):
+        Restorer(student, device="cpu", precleaner=four)

@@ -69,8 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precleaner",
         default="none",
-        help="none, default (the embedded realesr-general-x4v3), an embedded peer name, or a path to "
-        "pre-cleaner weights",
+        help="none, default (the embedded realesr-general-x4v3), realesrgan-x4plus (fetched weights), an embedded "
+        "peer name, or a path to pre-cleaner weights; for a model with its own pre-cleaner (the default) it takes "
+        "that one's place: realesrgan-x4plus draws clean fur where x4v3 paints it, at ~7x the time per tile",
     )
 
 
@@ -94,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
     if args.precleaner != "none":
         from varestorer.foreign.peers import DEFAULT_PRECLEANER, load_precleaner
 
-        precleaner = load_precleaner(DEFAULT_PRECLEANER if args.precleaner == "default" else args.precleaner)
+        spec = DEFAULT_PRECLEANER if args.precleaner == "default" else args.precleaner
+        if spec == "realesrgan-x4plus":
+            from varestorer.cli.baseline import _weights  # the same weights as `varestorer baseline`
+
+            spec = str(_weights(argparse.Namespace(weights=None, method=spec)))
+        precleaner = load_precleaner(spec)
     captioner = None
     if args.caption_model is not None:
         from varestorer.inference.restorer import default_device

@@ -95,7 +95,8 @@ class Restorer:
             model's own recommendation (the spec's ``default_color_fix``).
         color_fix_levels: a-trous levels of the wavelet fix; ``None`` takes the spec's ``color_fix_levels``.
         precleaner: an optional ``PreCleaner`` run on each LQ tile first; it goes into the model's one
-            pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice.
+            pre-cleaner slot (``models/precleaner.py: with_precleaner``), so it can never run twice: in front of
+            a model without one, in place of the model's own otherwise (same upsampling factor).
         captioner: optional ``(B,3,H,W) -> list[str]`` (e.g. :class:`varestorer.models.captioner.Captioner`)
             for prompt-reading models: without a prompt, each whole LQ image is captioned and the
             caption is its prompt (the official evaluation mode). Off by default.

@@ -13,12 +13,15 @@ A student built with ``precleaner_resolution = "output"`` keeps the x4 output in
 (``PreCleaner(net, keep_input_size=False)``) and encodes it at the working size directly.
 
 It has one slot: the ``precleaner`` of the model that runs it (``Student.precleaner``, trained with it,
-or the one of a :class:`PreCleaned` around a model without its own); never both.
+or the one of a :class:`PreCleaned` around a model without its own); never both. A pre-cleaner given to a
+model that has its own takes its place (:func:`with_precleaner`; e.g. Real-ESRGAN x4plus in the default's
+chain instead of realesr-general-x4v3).
 ``varestorer.foreign.peers.load_precleaner`` reads one from peer weight files.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -77,11 +80,24 @@ class PreCleaned(Restorable, nn.Module):
 
 
 def with_precleaner(model: nn.Module, precleaner: PreCleaner) -> nn.Module:
-    """``model`` with ``precleaner`` in front (a :class:`PreCleaned`; the model itself is not changed).
+    """``model`` with ``precleaner`` in front (a :class:`PreCleaned`), or, when the model carries its own
+    pre-cleaner, a shallow copy with ``precleaner``'s network in that slot (at the slot's output size: the
+    model's stages after it read what they were trained to read). The model itself is not changed; the copy
+    shares its other parts. Running both would clean twice.
 
     Raises:
-        ValueError: the model already carries its own pre-cleaner (running both would clean twice).
+        ValueError: the model's own pre-cleaner upsamples by another factor than ``precleaner``.
     """
-    if getattr(model, "precleaner", None) is not None:
-        raise ValueError(f"this {type(model).__name__} already has its own pre-cleaner; omit --precleaner")
-    return PreCleaned(model, precleaner)
+    own = getattr(model, "precleaner", None)
+    if own is None:
+        return PreCleaned(model, precleaner)
+    if not isinstance(own, PreCleaner) or own.scale != precleaner.scale:
+        factor = getattr(own, "scale", "?")
+        raise ValueError(
+            f"this {type(model).__name__}'s own pre-cleaner upsamples x{factor}: "
+            f"a x{precleaner.scale} one cannot take its place"
+        )
+    swapped = copy.copy(model)
+    swapped._modules = dict(model._modules)
+    swapped._modules["precleaner"] = PreCleaner(precleaner.net, keep_input_size=own.keep_input_size).eval()
+    return swapped
