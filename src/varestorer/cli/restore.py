@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="none, default (the embedded realesr-general-x4v3), realesrgan-x4plus (fetched weights), an embedded "
         "peer name, or a path to pre-cleaner weights; for a model with its own pre-cleaner (the default) it takes "
-        "that one's place: realesrgan-x4plus draws clean fur where x4v3 paints it, at ~7x the time per tile",
+        "that one's place (realesrgan-x4plus in the default: crisper lettering, ~7x the time per tile)",
     )
 
 
