@@ -97,7 +97,8 @@ def with_precleaner(model: nn.Module, precleaner: PreCleaner) -> nn.Module:
             f"this {type(model).__name__}'s own pre-cleaner upsamples x{factor}: "
             f"a x{precleaner.scale} one cannot take its place"
         )
-    swapped = copy.copy(model)
+    swapped = copy.copy(model)  # own registries, shared tensors and other submodules
+    swapped._parameters, swapped._buffers = dict(model._parameters), dict(model._buffers)
     swapped._modules = dict(model._modules)
     swapped._modules["precleaner"] = PreCleaner(precleaner.net, keep_input_size=own.keep_input_size).eval()
     return swapped

@@ -249,9 +249,11 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         dropped = sorted(k for k in state if k not in own)
         reshaped = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
         if dropped or reshaped:
+            found = [f"no {dropped[:4]}"] if dropped else []
+            found += [f"other shapes for {reshaped[:4]}"] if reshaped else []
             raise ValueError(
-                f"[model] does not fit the merged student: it has no {dropped[:4]} and other shapes for {reshaped[:4]}"
-                " (keep its encoder_skip_blocks, decoder_skip_blocks, precleaner, lq_bit_skip and lq_residual_control)"
+                f"[model] does not fit the merged student: it has {' and '.join(found)} (keep its "
+                "encoder_skip_blocks, decoder_skip_blocks, precleaner, lq_bit_skip and lq_residual_control)"
             )
         student.load_state_dict(state, strict=False)
         return student

@@ -203,9 +203,9 @@ class LossTerm(nn.Module):
 
     name: ClassVar[str]
     reads_output: ClassVar[bool] = True
+    """Whether the term reads the student's image or latent (False: its bit logits at most)."""
     needs_teacher: bool = False
     """Whether the term reads the teacher (its logits or its tokenizer's GT tokens)."""
-    """Whether the term reads the student's image or latent (False: its bit logits at most)."""
 
     def __init__(self, weight: float, *, student: Student | None = None, pretrained: bool = True) -> None:
         super().__init__()
