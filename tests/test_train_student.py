@@ -286,3 +286,27 @@ def test_the_fine_tune_recipe_trains_the_embedded_default(tmp_path, monkeypatch,
     lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert tuned.merged().eval()(lq).shape == (1, 3, 256, 256)
+
+
+def test_bench_counts_and_times_a_fine_tune_without_a_teacher(setup) -> None:
+    """`varestorer bench --train --recipe` on a teacher-free recipe: the student is init_from's (its shapes from its
+    config.json), no teacher pass is counted or run, and --model is refused beside it."""
+    import json
+
+    from varestorer.cli.main import main
+
+    merged_dir = _merged_student(setup)
+    out = setup / "bench.json"
+    recipe = ["--recipe", str(RECIPE), "--set", 'job.teacher=""', "--set", f'job.init_from="{merged_dir}"']
+    args = ["bench", "--train", *recipe, "--set", "loss.kl.weight=0", "--set", "model.lora_rank=2"]
+    assert main([*args, "--runs", "1", "--warmup", "0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["teacher"] is False and result["model"] == str(merged_dir)
+    assert result["predicted_parts_gb"]["teacher"] == 0 and result["stages_ms"]["teacher_ms"] == 0
+    assert result["size"] == 64 and result["lora_rank"] == 2 and result["measured_peak_mem_gb"] > 0
+    student, _, _ = train_student.build_student(JobConfig(init_from=str(merged_dir)), {"lora_rank": 2})
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    assert result["trainable_params_m"] == pytest.approx(trainable / 1e6)  # the fine-tune trains exactly these
+
+    assert main([*args, "--predict-only", "--model", "tiny"]) != 0  # the recipe's student is init_from's
+    assert main(["bench", "--train", "--predict-only", "--recipe", str(RECIPE)]) != 0  # a teacher needs --model

@@ -13,7 +13,8 @@ peak of :class:`~varestorer.benchmark.tensor_memory.LiveTensorPeak` (the same qu
 Result keys: ``predicted_peak_mem_gb``, ``predicted_parts_gb``, ``activations_per_token_per_layer_kb``,
 ``measured_peak_mem_gb`` (None when not run), ``samples_per_s``, ``step_ms``, ``stages_ms``, the
 settings (``model``, ``size``, ``batch_size``, ``lora_rank``, ``precision``, ``activation_checkpointing``,
-``shared_teacher``, ``sharding``, ``world_size``), ``device``, ``torch``, ``trainable_params_m``, ``steps``.
+``shared_teacher``, ``teacher`` (false: no teacher pass), ``sharding``, ``world_size``), ``device``, ``torch``,
+``trainable_params_m``, ``steps``.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def run_train_bench(
         "conv_checkpointing": train.conv_checkpointing,
         "predicted_for": target,
         "shared_teacher": setup.shared_teacher,
+        "teacher": setup.with_teacher,
         "sharding": train.sharding,
         "world_size": setup.world_size,
         "loss": {term.name: term.weight for term in setup.loss if term.weight > 0},
@@ -203,13 +205,19 @@ def run_train_bench(
     return result
 
 
+def _teacher(result: dict[str, Any]) -> str:
+    if not result.get("teacher", True):
+        return "none (fine-tuning a merged student)"
+    return "shared" if result["shared_teacher"] else "separate"
+
+
 def format_train_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_train_bench`'s result."""
     lines = [
         f"{result['model']} at {result['size']} px, batch {result['batch_size']}, LoRA {result['lora_rank']}, "
         f"{result['precision']}, checkpointing {'on' if result['activation_checkpointing'] else 'off'}"
         f"{' (+ convs)' if result['conv_checkpointing'] else ''}, "
-        f"teacher {'shared' if result['shared_teacher'] else 'separate'}, "
+        f"teacher {_teacher(result)}, "
         f"{result['sharding']} x {result['world_size']}",
         f"predicted peak  {result['predicted_peak_mem_gb']:.3f} GB  "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["predicted_parts_gb"].items()),

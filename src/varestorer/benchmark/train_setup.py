@@ -4,7 +4,8 @@ The memory model (benchmark/memory_model.py) and ``varestorer bench --train`` (b
 take a :class:`DistillSetup` and build from it the training module a run would train,
 ``StudentDistillation`` with its loss terms (training/distillation.py), with random weights: on the meta
 device to count and trace it, on a real device to time it. A setup comes from a preset (with ``[model]``
-overrides, as a recipe's table) or from a ``train student`` recipe on a preset's teacher shapes.
+overrides, as a recipe's table) or from a ``train student`` recipe on a preset's teacher shapes, or on the shapes
+of the merged student a recipe without a teacher fine-tunes (``[job] init_from``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from varestorer.training.config import TrainConfig
 from varestorer.training.distillation import StudentDistillation
 from varestorer.training.loss_terms import LOSS_TERMS, CropOffsets, LossTerm, LossTermConfig, build_loss_terms
 from varestorer.training.student_recipe import PAPER_LOSS, TEACHER_FIELDS, StudentRecipe, student_config
-from varestorer.training.train_student import teacher_dtype
+from varestorer.training.train_student import fine_tune_config, teacher_dtype
 from varestorer.transformer.model import NextScaleTransformer
 
 COMPUTE_DTYPES: dict[str, torch.dtype] = {"no": torch.float32, "bf16": torch.bfloat16}
@@ -55,7 +56,9 @@ class DistillSetup:
     world_size: int = 1
     """Processes (torchrun's); a measured run is one."""
     name: str = ""
-    """A label for reports (the preset or recipe)."""
+    """A label for reports (the preset, or the merged student a teacher-free recipe starts from)."""
+    with_teacher: bool = True
+    """False: a merged student fine-tuned without its teacher (``[job] teacher = ""``): no teacher pass."""
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -91,17 +94,39 @@ def preset_student(name: str, model: dict[str, Any] | None = None) -> StudentCon
     return student_config({"image_size": size, "schedule": schedule, **model}, teacher)
 
 
-def recipe_setup(recipe: StudentRecipe, preset: str, *, world_size: int = 1) -> DistillSetup:
-    """The step of a ``train student`` recipe (:func:`~varestorer.training.student_recipe.parse_student_recipe`)
-    with the teacher of the preset ``preset`` (a recipe's teacher folder is not needed)."""
+def recipe_setup(recipe: StudentRecipe, preset: str | None, *, world_size: int = 1) -> DistillSetup:
+    """The step of a ``train student`` recipe (:func:`~varestorer.training.student_recipe.parse_student_recipe`):
+    with the teacher of the preset ``preset`` (a recipe's teacher folder is not needed), or, for a recipe without
+    a teacher and with ``[job] init_from`` (a merged student), on that student's shapes read from its
+    ``config.json``.
+
+    Raises:
+        ValueError: a teacher-free recipe with a preset, or a recipe with a teacher and none.
+    """
+    job = recipe.job
+    if not job.teacher and job.init_from:
+        if preset is not None:
+            raise ValueError(
+                f"the recipe has no teacher: its student is [job] init_from's ({job.init_from}); leave out --model"
+            )
+        _, config = fine_tune_config(job, recipe.model)
+        student, name, with_teacher = config, str(job.init_from), False
+    elif preset is None:
+        raise ValueError(
+            "the recipe's student takes a preset's teacher shapes: give --model (e.g. tiny, small), or set "
+            "[job] init_from to a merged student to fine-tune it without a teacher"
+        )
+    else:
+        student, name, with_teacher = preset_student(preset, recipe.model), preset, True
     return DistillSetup(
-        student=preset_student(preset, recipe.model),
+        student=student,
         loss=recipe.loss,
         train=recipe.train,
-        shared_teacher=recipe.job.shared_teacher,
-        teacher_dtype=recipe.job.teacher_dtype,
+        shared_teacher=job.shared_teacher,
+        teacher_dtype=job.teacher_dtype,
         world_size=world_size,
-        name=preset,
+        name=name,
+        with_teacher=with_teacher,
     )
 
 
@@ -120,17 +145,22 @@ def build_distillation(
     """The training module of ``setup`` with random weights (teacher and loss networks too), on ``device``
     (``meta``: shapes only). No captions (the bench's batches have none)."""
     config = setup.student
+    tokenizer: Any = None
+    transformer: NextScaleTransformer | None = None
     with torch.device(device):
-        tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer)
-        transformer = NextScaleTransformer(config.transformer)
-        student = Student.from_teacher(Teacher(tokenizer, transformer), config)  # type: ignore[arg-type]
+        if setup.with_teacher:
+            tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer)
+            transformer = NextScaleTransformer(config.transformer)
+            student = Student.from_teacher(Teacher(tokenizer, transformer), config)
+            tokenizer.requires_grad_(False).eval()
+            transformer.requires_grad_(False).eval()
+        else:  # a merged student fine-tuned without its teacher: its weights are the frozen base
+            student = Student(config)
         terms = build_loss_terms(setup.loss, student, pretrained=False, registry=registry)
-    tokenizer.requires_grad_(False).eval()
-    transformer.requires_grad_(False).eval()
     extra: dict[str, Any] = {} if crop_offsets is None else {"crop_offsets": crop_offsets}
     return StudentDistillation(
         student,
-        tokenizer,  # type: ignore[arg-type]
+        tokenizer,
         transformer,
         terms,
         use_prompt=False,

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="--train: a `train student` recipe's student, loss and [train] knobs on --model's teacher shapes "
-        "(instead of the flags above; change them with --set)",
+        "(instead of the flags above; change them with --set); a recipe without a teacher ([job] init_from a merged "
+        "student, e.g. recipes/finetune_default.toml) takes that student's shapes, and no --model",
     )
     train.add_argument(
         "--set",
@@ -102,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
         result = _tokenizer_bench(args)
     elif args.model is None and args.peers and not (args.train or args.predict_only):
         result = _peer_bench(args)  # the peers alone
+    elif args.train or args.predict_only:
+        if args.model is None and args.recipe is None:
+            raise ValueError("--train needs --model (a preset such as tiny or small) or a --recipe without a teacher")
+        result = _train_bench(args)
     elif args.model is None:
         raise ValueError("give --model (a restorer), --peers alone, or --tokenizer (tokenizers)")
-    elif args.train or args.predict_only:
-        result = _train_bench(args)
     elif args.model.startswith("official:"):
         result = _official_bench(args)
     else:

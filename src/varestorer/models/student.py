@@ -218,6 +218,21 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
             raise ValueError(f"teacher transformer does not match the student's: {bad[:8]}")
         return student
 
+    @staticmethod
+    def fine_tune_config(config: StudentConfig, merged: StudentConfig) -> StudentConfig:
+        """``config`` on a merged student's shapes (tokenizer, transformer, text encoder, schedule), as an adapter
+        student without a teacher: what :meth:`from_merged` builds, and what a bench of it counts."""
+        return replace(
+            config,
+            tokenizer=merged.tokenizer,
+            tokenizer_type=merged.tokenizer_type,
+            transformer=merged.transformer,
+            text_encoder=merged.text_encoder,
+            schedule=tuple((h, w) for h, w in merged.schedule) if merged.schedule else None,
+            merged=False,
+            teacher=None,
+        )
+
     @classmethod
     def from_merged(cls, merged: Student, config: StudentConfig) -> Student:
         """A fresh student whose every weight is a merged student's (the embedded default, an export), with
@@ -230,18 +245,7 @@ class Student(AdapterCheckpointMixin, PromptEncoding, Restorable, nn.Module):
         """
         if not merged.config.merged:
             raise ValueError("from_merged needs a merged student (an export or an embedded model)")
-        shapes = merged.config
-        config = replace(
-            config,
-            tokenizer=shapes.tokenizer,
-            tokenizer_type=shapes.tokenizer_type,
-            transformer=shapes.transformer,
-            text_encoder=shapes.text_encoder,
-            schedule=tuple((h, w) for h, w in merged.schedule),
-            merged=False,
-            teacher=None,
-        )
-        student = cls(config)
+        student = cls(cls.fine_tune_config(config, replace(merged.config, schedule=merged.schedule)))
         state = to_parametrized_keys(student.transformer, merged.transformer.state_dict())
         state = {f"transformer.{k}": v for k, v in state.items()}
         state |= {k: v for k, v in merged.state_dict().items() if not k.startswith("transformer.")}

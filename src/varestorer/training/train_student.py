@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from varestorer.archs.srvgg import SRVGGNetCompact
+from varestorer.checkpoint import read_config
+from varestorer.config import config_from_dict
 from varestorer.data.datasets import PairedFolderDataset
 from varestorer.data.transforms import to_uint8
 from varestorer.families import embedded_folder, families
@@ -101,6 +103,19 @@ def fine_tuned_student(job: JobConfig, model: dict[str, Any]) -> Student:
     shapes stay its own. No term may need a teacher (``kl``; ``gt_bits`` with the teacher's tokens).
 
     Raises:
+        ValueError: as :func:`fine_tune_config`.
+    """
+    folder, config = fine_tune_config(job, model)
+    student = Student.from_merged(Student.from_pretrained(folder), config)
+    logger.info("fine-tuning the merged student %s without a teacher (it starts as exactly that model)", job.init_from)
+    return student
+
+
+def fine_tune_config(job: JobConfig, model: dict[str, Any]) -> tuple[Path, StudentConfig]:
+    """The folder of ``[job] init_from`` and the StudentConfig of the student fine-tuned from it without a teacher,
+    read from its ``config.json`` alone (``varestorer bench --train`` counts it without loading the weights).
+
+    Raises:
         ValueError: no ``init_from``, an adapter checkpoint, another kind, or a ``*_init`` to start parts from.
     """
     if not job.init_from:
@@ -112,12 +127,14 @@ def fine_tuned_student(job: JobConfig, model: dict[str, Any]) -> Student:
         raise ValueError(f"[job] kind {job.kind!r} is distilled from a teacher: set [job] teacher")
     if job.precleaner_init or job.lq_encoder_init:
         raise ValueError("[job] precleaner_init and lq_encoder_init need a teacher; a merged student brings its own")
-    merged = Student.from_pretrained(embedded_folder(job.init_from) or job.init_from)
-    if not merged.config.merged:
+    folder = embedded_folder(job.init_from) or Path(job.init_from)
+    meta = read_config(folder)
+    if meta.get("model_type") != Student.__name__:
+        raise ValueError(f"[job] init_from {job.init_from} holds a {meta.get('model_type')}, not a merged Student")
+    merged = config_from_dict(StudentConfig, meta["config"], where=f"{folder}/config.json")
+    if not merged.merged:
         raise ValueError(f"[job] init_from {job.init_from} is an adapter checkpoint: name its teacher in [job] teacher")
-    student = Student.from_merged(merged, student_config(model, merged.config))
-    logger.info("fine-tuning the merged student %s without a teacher (it starts as exactly that model)", job.init_from)
-    return student
+    return folder, Student.fine_tune_config(student_config(model, merged), merged)
 
 
 def student_config_of(model: dict[str, Any], teacher: Teacher, folder: str | Path) -> StudentConfig:
