@@ -9,7 +9,8 @@ name or a student folder) this writes, under ``--out``:
 * ``bits.json`` / the first table of ``prior_checks.md``: per scale, the fraction of bits where the
   student's prediction equals the GT's (GT encoded by the student's encoder and quantiser), beside the
   fraction where the LQ's own bits already do (``varestorer.benchmark.prior_checks.bit_agreement``, over
-  every non-overlapping LQ tile of the model's input size);
+  every non-overlapping LQ tile of the model's input size), and the student's flips of the LQ's bits split by
+  its logit margin (how often its sure flips give the GT's bit, against its unsure ones: ``flips_over``);
 * ``STAGE/STEM.png`` and the second table: each stage of ``StudentStage`` (precleaner, autoencoder,
   quantised, identity = the transformer replaced by the identity on tokens, full) restored through the
   same ``Restorer`` tiling as the shipped model, and scored by ``varestorer.metrics.evaluate``.

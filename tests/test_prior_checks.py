@@ -38,15 +38,26 @@ def test_gt_equal_to_the_encoders_input_gives_the_lq_bits_at_every_scale(student
     assert agreement.total[-1] == 2 * 4 * 4 * student.config.tokenizer.token_dim
     assert min(agreement.student_rate) < 1.0  # a random transformer with no LQ-bit gain does not copy them
     assert all(c > 0 for c in agreement.changed[1:])
+    # the flips over margin 0 are the changed bits, and they alone make the student's agreement differ from the LQ's
+    assert [row[0] for row in agreement.flipped_over] == agreement.changed
+    for k, total in enumerate(agreement.total):
+        shift = (agreement.student_equal[k] - agreement.lq_equal[k]) / total
+        assert agreement.gain_over(k, 0) == pytest.approx(shift)
+        assert agreement.flipped_over[k] == sorted(agreement.flipped_over[k], reverse=True)  # fewer over larger margins
+        assert all(r <= f for r, f in zip(agreement.right_over[k], agreement.flipped_over[k]))
     student.lq_bit_gain.data.fill_(1e4)  # the LQ's bits win every logit: the student copies them
     try:
         copied = BitAgreement([tuple(hw) for hw in student.schedule])
         bit_agreement_batch(student, lq, torch.rand(2, 3, 64, 64), copied)
         assert copied.student_rate == copied.lq_rate and copied.changed == [0] * len(student.schedule)
+        assert not any(any(row) for row in copied.flipped_over)
         assert torch.equal(StudentStage(student, "identity")(lq), StudentStage(student, "full")(lq))
     finally:
         student.lq_bit_gain.data.fill_(0.0)
     assert "| 1x1 |" in agreement.to_markdown() and agreement.to_json_dict()["scales"][-1]["lq"] == 1.0
+    assert "by logit margin" in agreement.to_markdown()
+    over = agreement.to_json_dict()["scales"][-1]["flips_over"]
+    assert [row["margin"] for row in over] == list(agreement.margins) and over[0]["flipped"] > 0
 
 
 def test_stages_are_wired_to_the_students_own_steps(student: Student) -> None:
@@ -89,6 +100,7 @@ def test_bit_agreement_over_pairs_counts_aligned_tiles(student: Student) -> None
         bit_agreement_batch(student, *as_tensor, one_by_one)
     assert agreement.total == one_by_one.total and agreement.lq_equal == one_by_one.lq_equal
     assert agreement.student_equal == one_by_one.student_equal and agreement.changed == one_by_one.changed
+    assert agreement.flipped_over == one_by_one.flipped_over and agreement.right_over == one_by_one.right_over
     with pytest.raises(ValueError, match="x4"):
         list(aligned_tiles(lq, gt[:-1], 16, 4))
 

@@ -86,6 +86,11 @@ class StudentStage(Restorable, nn.Module):
         return student.decode(student.to_latent(logits, encoding).decoder_input)
 
 
+FLIP_MARGINS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+"""Logit margins at which the bit agreement counts the student's flips of the LQ's bits apart: how often its sure
+flips are right, against its unsure ones."""
+
+
 @dataclass
 class BitAgreement:
     """Per-scale agreement with the GT's bits, summed over every tile seen (``add``)."""
@@ -100,6 +105,12 @@ class BitAgreement:
     total: list[int] = field(default_factory=list)
     """Per scale: bits compared (tiles x h x w x d)."""
     tiles: int = 0
+    margins: tuple[float, ...] = FLIP_MARGINS
+    """Logit margins at which the student's flips are counted apart (``flipped_over``, ``right_over``)."""
+    flipped_over: list[list[int]] = field(default_factory=list)
+    """Per scale, per margin: flips of the LQ's bit the student makes by more than that margin."""
+    right_over: list[list[int]] = field(default_factory=list)
+    """Per scale, per margin: those of the flips that give the GT's bit."""
 
     def __post_init__(self) -> None:
         zeros = [0] * len(self.schedule)
@@ -107,8 +118,12 @@ class BitAgreement:
         self.lq_equal = self.lq_equal or list(zeros)
         self.changed = self.changed or list(zeros)
         self.total = self.total or list(zeros)
+        self.flipped_over = self.flipped_over or [[0] * len(self.margins) for _ in self.schedule]
+        self.right_over = self.right_over or [[0] * len(self.margins) for _ in self.schedule]
 
-    def add(self, predicted_BLd: Tensor, lq_BLd: Tensor, gt_BLd: Tensor) -> None:
+    def add(self, predicted_BLd: Tensor, lq_BLd: Tensor, gt_BLd: Tensor, flip_margin_BLd: Tensor | None = None) -> None:
+        """One batch of bits; ``flip_margin_BLd``: the student's logit margin for the bit that is not the LQ's
+        (positive where it flips it), for the counts per margin."""
         offset = 0
         for k, (h, w) in enumerate(self.schedule):
             part = slice(offset, offset + h * w)
@@ -117,8 +132,20 @@ class BitAgreement:
             self.lq_equal[k] += int((lq_BLd[:, part] == gt).sum())
             self.changed[k] += int((predicted_BLd[:, part] != lq_BLd[:, part]).sum())
             self.total[k] += gt.numel()
+            if flip_margin_BLd is not None:
+                lq_wrong = lq_BLd[:, part] != gt
+                for i, margin in enumerate(self.margins):
+                    flips = flip_margin_BLd[:, part] > margin
+                    self.flipped_over[k][i] += int(flips.sum())
+                    self.right_over[k][i] += int((flips & lq_wrong).sum())
             offset += h * w
         self.tiles += gt_BLd.shape[0]
+
+    def gain_over(self, k: int, i: int) -> float:
+        """Scale ``k``: the agreement with the GT's bits the flips over ``margins[i]`` alone would add to the
+        LQ's (right flips minus wrong ones, per bit)."""
+        right, flipped = self.right_over[k][i], self.flipped_over[k][i]
+        return (2 * right - flipped) / self.total[k] if self.total[k] else float("nan")
 
     @property
     def student_rate(self) -> list[float]:
@@ -129,13 +156,23 @@ class BitAgreement:
         return [e / t if t else float("nan") for e, t in zip(self.lq_equal, self.total)]
 
     def to_json_dict(self) -> dict:
-        return {
-            "tiles": self.tiles,
-            "scales": [
-                {"scale": f"{h}x{w}", "bits": t, "student": s, "lq": q, "changed": c / t if t else float("nan")}
-                for (h, w), t, s, q, c in zip(self.schedule, self.total, self.student_rate, self.lq_rate, self.changed)
-            ],
-        }
+        scales = []
+        rows = zip(self.schedule, self.total, self.student_rate, self.lq_rate, self.changed)
+        for k, ((h, w), t, s, q, c) in enumerate(rows):
+            over = [
+                {
+                    "margin": margin,
+                    "flipped": self.flipped_over[k][i] / t if t else float("nan"),
+                    "right": self.right_over[k][i] / max(1, self.flipped_over[k][i]),
+                    "gain": self.gain_over(k, i),
+                }
+                for i, margin in enumerate(self.margins)
+            ]
+            changed = c / t if t else float("nan")
+            scales.append(
+                {"scale": f"{h}x{w}", "bits": t, "student": s, "lq": q, "changed": changed, "flips_over": over}
+            )
+        return {"tiles": self.tiles, "scales": scales}
 
     def to_markdown(self) -> str:
         lines = [
@@ -145,6 +182,18 @@ class BitAgreement:
         rows = zip(self.schedule, self.total, self.student_rate, self.lq_rate, self.changed)
         for (h, w), t, s, q, c in rows:
             lines.append(f"| {h}x{w} | {t:,} | {s:.4f} | {q:.4f} | {s - q:+.4f} | {c / t if t else 0:.4%} |")
+        if not any(any(row) for row in self.flipped_over):
+            return "\n".join(lines)
+        header = " | ".join(f"over {m:g}: flipped / right / gain" for m in self.margins)
+        lines += ["", "The student's flips of the LQ's bits by logit margin:", "", f"| scale | {header} |"]
+        lines.append("|---|" + "---|" * len(self.margins))
+        for k, ((h, w), t) in enumerate(zip(self.schedule, self.total)):
+            cells = []
+            for i in range(len(self.margins)):
+                flipped = self.flipped_over[k][i]
+                right = self.right_over[k][i] / flipped if flipped else float("nan")
+                cells.append(f"{flipped / t if t else 0:.2%} / {right:.3f} / {100 * self.gain_over(k, i):+.2f}")
+            lines.append(f"| {h}x{w} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
@@ -161,10 +210,11 @@ def bit_agreement_batch(student: Student, lq_B3hw: Tensor, gt_B3HW: Tensor, agre
     _check_student(student)
     encoding = student.encode(student.preclean(lq_B3hw))
     logits_BLd2 = student.predict(encoding)
-    predicted_BLd = (logits_BLd2[..., 1] > logits_BLd2[..., 0]).long()
+    margin_BLd = logits_BLd2[..., 1] - logits_BLd2[..., 0]  # for bit 1
+    predicted_BLd = (margin_BLd > 0).long()
     lq_BLd = torch.cat(encoding.tokens.labels, dim=1)
     gt_BLd = torch.cat(student.encode(gt_B3HW).tokens.labels, dim=1)
-    agreement.add(predicted_BLd, lq_BLd, gt_BLd)
+    agreement.add(predicted_BLd, lq_BLd, gt_BLd, flip_margin_BLd=margin_BLd * (1 - 2 * lq_BLd))
 
 
 def aligned_tiles(lq: np.ndarray, gt: np.ndarray, tile: int, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
