@@ -288,7 +288,7 @@ def test_the_fine_tune_recipe_trains_the_embedded_default(tmp_path, monkeypatch,
         assert tuned.merged().eval()(lq).shape == (1, 3, 256, 256)
 
 
-def test_bench_counts_and_times_a_fine_tune_without_a_teacher(setup) -> None:
+def test_bench_counts_and_times_a_fine_tune_without_a_teacher(setup, capsys) -> None:
     """`varestorer bench --train --recipe` on a teacher-free recipe: the student is init_from's (its shapes from its
     config.json), no teacher pass is counted or run, and --model is refused beside it."""
     import json
@@ -308,5 +308,8 @@ def test_bench_counts_and_times_a_fine_tune_without_a_teacher(setup) -> None:
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     assert result["trainable_params_m"] == pytest.approx(trainable / 1e6)  # the fine-tune trains exactly these
 
-    assert main([*args, "--predict-only", "--model", "tiny"]) != 0  # the recipe's student is init_from's
-    assert main(["bench", "--train", "--predict-only", "--recipe", str(RECIPE)]) != 0  # a teacher needs --model
+    capsys.readouterr()
+    assert main([*args, "--predict-only", "--model", "tiny"]) == 2  # the recipe's student is init_from's
+    assert "the recipe has no teacher" in capsys.readouterr().err
+    assert main(["bench", "--train", "--predict-only", "--recipe", str(RECIPE)]) == 2  # a teacher needs --model
+    assert "give --model" in capsys.readouterr().err

@@ -163,7 +163,7 @@ class BitAgreement:
                 {
                     "margin": margin,
                     "flipped": self.flipped_over[k][i] / t if t else float("nan"),
-                    "right": self.right_over[k][i] / max(1, self.flipped_over[k][i]),
+                    "right": self.right_over[k][i] / self.flipped_over[k][i] if self.flipped_over[k][i] else None,
                     "gain": self.gain_over(k, i),
                 }
                 for i, margin in enumerate(self.margins)
